@@ -1,0 +1,127 @@
+"""The abstract syntax tree of a `.rds` file: plain dataclasses, each with its source span."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .diagnostics import Span
+
+
+# ---- integer expressions ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Int:
+    value: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * // /
+    lhs: "Expr"
+    rhs: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+Expr = Union[Int, Var, BinOp, Neg]
+
+
+# ---- layer and call arguments -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Positional:
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str
+    value: Expr
+    span: Span
+
+
+Arg = Union[Positional, Keyword]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One statement of a body: `[label:] op args...`."""
+
+    label: str | None
+    op: str
+    args: tuple[Arg, ...]
+    span: Span
+    op_span: Span
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Layer, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    block: str
+    args: tuple[Arg, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    call: Call
+    repeat: Expr
+    stride: Expr | None
+    shortcut: str | None
+    span: Span
+    shortcut_span: Span | None = None
+
+
+@dataclass
+class Network:
+    name: str
+    span: Span
+    input: tuple[int, int, int] | None = None
+    input_span: Span | None = None
+    classes: Expr | None = None
+    shortcut: str = "B"
+    shortcut_span: Span | None = None
+    lets: list[tuple[str, Expr, Span]] = field(default_factory=list)
+    stem: tuple[Layer, ...] = ()
+    stages: list[Stage] = field(default_factory=list)
+    head: tuple[Layer, ...] = ()
+
+
+@dataclass
+class Include:
+    path: str
+    span: Span
+
+
+@dataclass
+class SourceFile:
+    path: str
+    includes: list[Include] = field(default_factory=list)
+    blocks: list[BlockDef] = field(default_factory=list)
+    networks: list[Network] = field(default_factory=list)

@@ -1,0 +1,113 @@
+"""The command line: the only module that prints or exits.
+
+Exit codes: 0 success, 1 a user error (located message on stderr), 2 an internal error.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .diagnostics import ResdslError
+
+TARGETS = ("torch",)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="resdsl")
+def app() -> None:
+    """resdsl: compile residual-network specs (.rds) to PyTorch, ONNX and TVM."""
+
+
+spec_argument = click.argument("spec", type=click.Path(path_type=Path))
+
+
+def _load(spec: Path):
+    from .network import load
+    return load(spec)
+
+
+@app.command()
+@spec_argument
+def check(spec: Path) -> None:
+    """Check a spec: parse, infer shapes, legalize shortcuts; print one line of facts."""
+    net = _load(spec)
+    g = net.graph
+    from .ops import fmt_shape
+    from .ir import INPUT
+    print(f"{spec}: OK {net.name}: {fmt_shape(g.shape(INPUT))} -> {g.classes} classes, "
+          f"{len(g.blocks)} blocks in {len(g.stages)} stages, {net.params:,} params, "
+          f"{net.macs / 1e9:.2f} GMACs")
+
+
+@app.command()
+@spec_argument
+@click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
+def summary(spec: Path, as_json: bool) -> None:
+    """A per-layer table of shapes, parameters and MACs."""
+    net = _load(spec)
+    data = net.summary()
+    if as_json:
+        print(json.dumps(data, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"{net.name}: {data['params']:,} params, {data['macs'] / 1e9:.2f} GMACs",
+                  title_justify="left")
+    for column in ("layer", "op", "output", "params", "MACs"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for row in data["layers"]:
+        table.add_row(row["name"], row["op"], "x".join(map(str, row["shape"])),
+                      f"{row['params']:,}" if row["params"] else "", f"{row['macs']:,}" if row["macs"] else "")
+    Console().print(table)
+
+
+@app.command()
+@spec_argument
+@click.option("--target", type=click.Choice(TARGETS), default="torch", show_default=True,
+              help="what to generate")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="output file (default NETWORK.py; - for stdout)")
+def compile(spec: Path, target: str, output: Path | None) -> None:
+    """Compile a spec for a target."""
+    net = _load(spec)
+    from .backends.torch_codegen import generate
+    source = generate(net.graph, source_name=spec.name)
+    if output is not None and str(output) == "-":
+        sys.stdout.write(source)
+        return
+    from .output import write_atomic
+    path = output or Path(f"{net.name}.py")
+    write_atomic(path, source)
+    print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app.main(args=argv, prog_name="resdsl", standalone_mode=False)
+        return 0
+    except ResdslError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except click.ClickException as exc:  # bad command-line usage is a user error too
+        exc.show()
+        return 1
+    except BrokenPipeError:
+        return 0
+    except Exception:  # anything else is our bug
+        traceback.print_exc()
+        print("resdsl: internal error (a bug in resdsl, not in your spec); please report it "
+              "with the traceback above", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The graph IR: a networkx DiGraph of ops, with tensors as edges.
+
+Node kinds (the `op` attribute; the closed set is `ops.OPS`):
+
+========  ======================================================  =================================
+op        meaning                                                 attributes
+========  ======================================================  =================================
+input     the network's input, batch dimension left out           shape
+conv      2-D convolution                                         out, kernel, stride, padding,
+                                                                  groups, bias
+bn        batch normalisation over channels                       -
+relu      rectifier                                               -
+maxpool   max pooling                                             kernel, stride, padding
+avgpool   global average pooling to 1x1                           -
+fc        flatten, then a fully-connected layer                   out
+add       residual join: operand 0 is the residual branch,        policy; gated (operand 2 is then
+          operand 1 the shortcut                                  the gate's pre-sigmoid logits)
+pad       option-A shortcut: subsample by `stride`, zero-pad      stride, pad_before, pad_after
+          channels
+========  ======================================================  =================================
+
+Every node also carries: `span` (where the user wrote it), `scope` (the block path such as
+`layer1.0`, or "" for stem and head), `label` (its name inside the scope; also its
+state_dict prefix), `seq` (creation order, for deterministic traversals) and, after shape
+inference, `shape` (C, H, W) or (features,).
+Edges carry `index`, the operand position. Analyses add keys to node data; they never
+create node types of their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from .diagnostics import Span
+
+INPUT = "<input>"  # not an identifier, so no user label can collide with it
+
+
+@dataclass
+class BlockInstance:
+    path: str  # e.g. "layer2.0"
+    block: str  # the block definition's name
+    stage: str
+    index: int
+    input: str  # node feeding the block
+    output: str = ""  # the block's last node
+    span: Span | None = None  # the stage statement that created it
+
+
+@dataclass
+class Stage:
+    name: str
+    blocks: list[str] = field(default_factory=list)  # block paths
+
+
+class Graph:
+    """A network: nodes in an nx.DiGraph plus the nesting the backends need (stages, blocks)."""
+
+    def __init__(self, name: str, classes: int) -> None:
+        self.name = name
+        self.classes = classes
+        self.nx = nx.DiGraph()
+        self.blocks: dict[str, BlockInstance] = {}
+        # Top level in execution order: ("node", id) for stem/head layers, ("stage", name).
+        self.layout: list[tuple[str, str]] = []
+        self.stages: dict[str, Stage] = {}
+        self.output: str = ""
+        self._seq = 0
+
+    # ---- construction
+    def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
+            label: str | None = None, **attrs: Any) -> str:
+        assert name not in self.nx, name
+        self._seq += 1
+        self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
+                         seq=self._seq, attrs=attrs)
+        for index, source in enumerate(inputs):
+            self.nx.add_edge(source, name, index=index)
+        return name
+
+    def set_input(self, node: str, index: int, source: str) -> None:
+        """Re-point operand `index` of `node` at `source`."""
+        for old, _, data in list(self.nx.in_edges(node, data=True)):
+            if data["index"] == index:
+                self.nx.remove_edge(old, node)
+        self.nx.add_edge(source, node, index=index)
+
+    # ---- queries
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __len__(self) -> int:
+        return len(self.nx)
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.nx.nodes[name]
+
+    def inputs(self, name: str) -> list[str]:
+        edges = sorted(self.nx.in_edges(name, data="index"), key=lambda e: e[2])
+        return [source for source, _, _ in edges]
+
+    def users(self, name: str) -> list[str]:
+        return sorted(self.nx.successors(name), key=lambda n: self.nx.nodes[n]["seq"])
+
+    def order(self) -> list[str]:
+        """Topological order, ties broken by creation order (so traversals are deterministic)."""
+        return list(nx.lexicographical_topological_sort(self.nx, key=lambda n: self.nx.nodes[n]["seq"]))
+
+    def nodes_of(self, op: str) -> Iterator[str]:
+        return (n for n in self.order() if self.nx.nodes[n]["op"] == op)
+
+    def scope_nodes(self, scope: str) -> list[str]:
+        return [n for n in self.order() if self.nx.nodes[n]["scope"] == scope and n != INPUT]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.nx.nodes[name]["shape"]

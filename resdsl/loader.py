@@ -1,0 +1,89 @@
+"""Files -> one program: the chosen network plus every block it can see.
+
+Blocks come from the prelude (the standard blocks, written in .rds), then from includes in the
+order they appear, then from the file itself; a later definition may shadow a prelude block but
+two user definitions of one name are an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast
+from .diagnostics import ResdslError, Span, read_source
+from .parser import parse
+from .resources import prelude_path
+
+MAX_INCLUDE_DEPTH = 64
+
+
+@dataclass
+class Program:
+    network: ast.Network
+    blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
+
+
+def load_file(path: str | Path) -> Program:
+    return _build(str(path), read_source(path), Path(path).resolve().parent)
+
+
+def load_text(text: str, filename: str = "<string>", base_dir: str | Path = ".") -> Program:
+    return _build(filename, text, Path(base_dir).resolve())
+
+
+def _build(filename: str, text: str, base_dir: Path) -> Program:
+    blocks: dict[str, ast.BlockDef] = {}
+    _add_blocks(blocks, _prelude().blocks, user=False)
+    user_blocks: dict[str, ast.BlockDef] = {}
+    main = parse(text, filename)
+    networks: list[ast.Network] = []
+    _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=set())
+    blocks.update(user_blocks)
+    if not networks:
+        raise ResdslError(f"{filename} defines no network", Span(filename, 1, 1, 1, 1, text),
+                          hint="add `network NAME { input 3x224x224 ... }`")
+    if len(networks) > 1:
+        extra = networks[1]
+        raise ResdslError(f"more than one network: `{networks[0].name}` and `{extra.name}`",
+                          extra.span, hint="put each network in its own file; share blocks with `include`")
+    return Program(networks[0], blocks)
+
+
+def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.BlockDef],
+             networks: list[ast.Network], stack: list[str], seen: set[str]) -> None:
+    for include in source.includes:
+        target = (base_dir / include.path).resolve()
+        if str(target) in stack:
+            raise ResdslError(f"include cycle: {include.path} includes itself", include.span,
+                              hint="remove one of the includes in the cycle")
+        if str(target) in seen:  # a diamond: the blocks are already here
+            continue
+        seen.add(str(target))
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            raise ResdslError(f"includes nest deeper than {MAX_INCLUDE_DEPTH} files", include.span)
+        text = read_source(target, include.span)
+        child = parse(text, str(base_dir / include.path))
+        _collect(child, target.parent, blocks, networks, stack + [str(target)], seen)
+    _add_blocks(blocks, source.blocks, user=True)
+    networks.extend(source.networks)
+
+
+def _add_blocks(blocks: dict[str, ast.BlockDef], new: list[ast.BlockDef], user: bool) -> None:
+    for block in new:
+        previous = blocks.get(block.name)
+        if previous is not None and user:
+            raise ResdslError(f"block `{block.name}` is defined twice", block.span,
+                              notes=(("first defined here", previous.span),),
+                              hint="rename one of them")
+        blocks[block.name] = block
+
+
+_PRELUDE: ast.SourceFile | None = None
+
+
+def _prelude() -> ast.SourceFile:
+    global _PRELUDE
+    if _PRELUDE is None:
+        path = prelude_path()
+        _PRELUDE = parse(path.read_text(encoding="utf-8"), "<prelude>")
+    return _PRELUDE

@@ -1,0 +1,306 @@
+"""AST -> graph IR: evaluates expressions, expands stages into blocks and blocks into layers.
+
+Shapes are not known here; `passes.shapes` infers them. Each residual `add` is lowered with the
+block's input as its shortcut operand and the shortcut policy recorded; `passes.shortcuts`
+legalizes it (projection, zero-pad or gate) once shapes are known.
+"""
+from __future__ import annotations
+
+import difflib
+import keyword
+from typing import Iterable
+
+from . import ast
+from .diagnostics import ResdslError, Span
+from .ir import INPUT, BlockInstance, Graph, Stage
+from .limits import LIMITS
+from .loader import Program
+from .ops import OPS
+from .parser import POLICIES, SHORT_ATTRS
+
+# Labels become Python attributes of an nn.Module in the generated source: these would shadow
+# nn.Module's own members (tests/test_naming.py checks the list against torch).
+MODULE_MEMBERS = frozenset("""
+T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
+dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule
+half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters
+parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict
+to to_empty train training type xpu zero_grad
+""".split())
+# Shortcut legalization owns these submodule names.
+GENERATED_NAMES = frozenset({"downsample", "gate"})
+
+
+def lower(program: Program) -> Graph:
+    return _Lowering(program).run()
+
+
+def evaluate(expr: ast.Expr, env: dict[str, int]) -> int:
+    if isinstance(expr, ast.Int):
+        return expr.value
+    if isinstance(expr, ast.Var):
+        if expr.name not in env:
+            raise ResdslError(f"unknown name `{expr.name}`", expr.span, hint=_suggest(expr.name, env))
+        return env[expr.name]
+    if isinstance(expr, ast.Neg):
+        return -evaluate(expr.operand, env)
+    lhs, rhs = evaluate(expr.lhs, env), evaluate(expr.rhs, env)
+    if expr.op == "+":
+        value = lhs + rhs
+    elif expr.op == "-":
+        value = lhs - rhs
+    elif expr.op == "*":
+        value = lhs * rhs
+    else:
+        if rhs == 0:
+            raise ResdslError("division by zero", expr.span)
+        if expr.op == "/" and lhs % rhs:
+            raise ResdslError(f"{lhs} / {rhs} is not a whole number", expr.span,
+                              hint="use `//` to round down")
+        value = lhs // rhs
+    LIMITS.check_value(value, expr.span)
+    return value
+
+
+def _suggest(name: str, names: Iterable[str]) -> str:
+    names = sorted(names)
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    return f"names defined here: {', '.join(names)}" if names else "no names are defined here"
+
+
+class _Lowering:
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.net = program.network
+
+    def run(self) -> Graph:
+        net = self.net
+        if net.input is None:
+            raise ResdslError(f"network `{net.name}` has no input shape", net.span,
+                              hint="add a line such as `input 3x224x224` (channels x height x width)")
+        LIMITS.check_input(net.input, net.input_span)
+        if net.classes is None:
+            raise ResdslError(f"network `{net.name}` does not say how many classes it has", net.span,
+                              hint="add a line such as `classes 1000`")
+        env: dict[str, int] = {}
+        classes = evaluate(net.classes, env)
+        if classes < 1:
+            raise ResdslError("a network needs at least one class", net.classes.span)
+        env["classes"] = classes
+        for name, expr, span in net.lets:
+            if name in env:
+                raise ResdslError(f"`{name}` is already defined", span, hint="choose another name")
+            env[name] = evaluate(expr, env)
+
+        g = self.graph = Graph(net.name, classes)
+        self.top_names: set[str] = set()
+        current = g.add(INPUT, "input", [], span=net.input_span, shape=net.input)
+        current = self._body(net.stem, "", current, env, block_input=None, policy=net.shortcut)
+        for stage in net.stages:
+            current = self._stage(stage, current, env)
+        current = self._body(net.head, "", current, env, block_input=None, policy=net.shortcut)
+        g.output = current
+        return g
+
+    # ---- stages and blocks
+    def _stage(self, stage: ast.Stage, current: str, env: dict[str, int]) -> str:
+        g = self.graph
+        self._claim(stage.name, self.top_names, stage.span, "")
+        definition = self.program.blocks.get(stage.call.block)
+        if definition is None:
+            raise ResdslError(f"unknown block `{stage.call.block}`", stage.call.span,
+                              hint=_suggest(stage.call.block, self.program.blocks))
+        repeat = evaluate(stage.repeat, env)
+        if repeat < 1:
+            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span)
+        LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
+        stride = evaluate(stage.stride, env) if stage.stride is not None else 1
+        if stride < 1:
+            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span)
+        params = {p.name for p in definition.params}
+        if "stride" in {a.name for a in stage.call.args if isinstance(a, ast.Keyword)}:
+            raise ResdslError("the stage sets the stride of its first block", stage.call.span,
+                              hint=f"write `stage {stage.name}: ... x N stride S` instead")
+        if stride != 1 and "stride" not in params:
+            raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
+                              hint=f"add `stride = 1` to the parameters of `{definition.name}` "
+                                   "and use it as a conv's `s=stride`")
+        policy = stage.shortcut or self.net.shortcut
+        g.stages[stage.name] = Stage(stage.name)
+        g.layout.append(("stage", stage.name))
+        for index in range(repeat):
+            path = f"{stage.name}.{index}"
+            extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
+            block_env = self._bind(definition, stage.call, env, extra)
+            instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span)
+            g.blocks[path] = instance
+            g.stages[stage.name].blocks.append(path)
+            self.note = (f"in block {path}, made by stage `{stage.name}`", stage.span)
+            current = self._body(definition.body, path, current, block_env, block_input=current,
+                                 policy=policy)
+            self.note = None
+            instance.output = current
+        return current
+
+    def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, int],
+              extra: dict[str, int]) -> dict[str, int]:
+        names = [p.name for p in definition.params]
+        values: dict[str, int] = {}
+        positional = [a for a in call.args if isinstance(a, ast.Positional)]
+        if len(positional) > len(names):
+            raise ResdslError(f"block `{definition.name}` takes {len(names)} parameters, "
+                              f"got {len(positional)}", call.span,
+                              hint=f"its parameters are ({', '.join(names)})",
+                              notes=(("defined here", definition.span),))
+        for name, arg in zip(names, positional):
+            values[name] = evaluate(arg.value, env)
+        for arg in call.args:
+            if isinstance(arg, ast.Keyword):
+                if arg.name not in names:
+                    raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`",
+                                      arg.span, hint=_suggest(arg.name, names))
+                if arg.name in values:
+                    raise ResdslError(f"parameter `{arg.name}` is given twice", arg.span)
+                values[arg.name] = evaluate(arg.value, env)
+        values.update(extra)
+        scope = {"classes": env["classes"]}
+        for param in definition.params:  # defaults may refer to earlier parameters
+            if param.name not in values:
+                if param.default is None:
+                    raise ResdslError(f"block `{definition.name}` needs a value for `{param.name}`",
+                                      call.span, notes=(("defined here", definition.span),))
+                values[param.name] = evaluate(param.default, {**scope, **values})
+            scope[param.name] = values[param.name]
+        return scope
+
+    # ---- layers
+    def _body(self, layers: tuple[ast.Layer, ...], scope: str, current: str, env: dict[str, int],
+              block_input: str | None, policy: str) -> str:
+        used = self.top_names if scope == "" else set()
+        for layer in layers:
+            try:
+                current = self._layer(layer, scope, current, env, block_input, policy, used)
+            except ResdslError as exc:
+                if getattr(self, "note", None) and not exc.diagnostic.notes:
+                    raise ResdslError(exc.diagnostic.message, exc.diagnostic.span, exc.diagnostic.hint,
+                                      (self.note,)) from None
+                raise
+        return current
+
+    def _layer(self, layer: ast.Layer, scope: str, current: str, env: dict[str, int],
+               block_input: str | None, policy: str, used: set[str]) -> str:
+        g = self.graph
+        if layer.op == "add":
+            return self._add(layer, scope, current, block_input, policy, used)
+        info = OPS.get(layer.op)
+        if info is None or not info.user:
+            known = sorted([op for op, i in OPS.items() if i.user] + ["add"])
+            hint = _suggest(layer.op, known)
+            if layer.op in self.program.blocks:
+                hint = f"`{layer.op}` is a block: use it in a stage, `stage NAME: {layer.op}(...) x N`"
+            raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
+        attrs = self._attrs(layer, info.defaults, info.positional, env)
+        label = self._label(layer, scope, used)
+        name = f"{scope}.{label}" if scope else label
+        if not scope:
+            g.layout.append(("node", name))
+        return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label, **attrs)
+
+    def _attrs(self, layer: ast.Layer, defaults: dict, positional: str | None,
+               env: dict[str, int]) -> dict[str, int]:
+        attrs: dict[str, int] = {}
+        spans: dict[str, Span] = {}
+        for arg in layer.args:
+            if isinstance(arg, ast.Positional):
+                if positional is None or positional in attrs:
+                    what = "no" if positional is None else "one"
+                    raise ResdslError(f"`{layer.op}` takes {what} positional argument", arg.span,
+                                      hint=_attr_hint(layer.op, defaults))
+                key = positional
+            else:
+                key = SHORT_ATTRS.get(arg.name, arg.name)  # `s=stride` is `stride=stride`
+                if key not in defaults:
+                    raise ResdslError(f"`{layer.op}` has no attribute `{key}`", arg.span,
+                                      hint=_attr_hint(layer.op, defaults))
+                if key in attrs:
+                    raise ResdslError(f"attribute `{key}` is given twice", arg.span)
+            attrs[key] = evaluate(arg.value, env)
+            spans[key] = arg.span
+        for key, default in defaults.items():
+            if key not in attrs:
+                if default is None:
+                    raise ResdslError(f"`{layer.op}` needs `{key}`", layer.span,
+                                      hint=_attr_hint(layer.op, defaults))
+                attrs[key] = default
+        for key, value in attrs.items():
+            low = 0 if key in ("padding", "bias") else 1
+            if value < low:
+                raise ResdslError(f"`{key}` must be at least {low}, not {value}",
+                                  spans.get(key, layer.span))
+            LIMITS.check_attr(key, value, spans.get(key, layer.span))
+        if "bias" in attrs and attrs["bias"] > 1:
+            raise ResdslError("`bias` is 0 or 1", spans["bias"])
+        return attrs
+
+    def _label(self, layer: ast.Layer, scope: str, used: set[str]) -> str:
+        if layer.label is None:
+            return _fresh(layer.op, used)
+        self._claim(layer.label, used, layer.span, scope)
+        return layer.label
+
+    def _claim(self, label: str, used: set[str], span: Span, scope: str) -> None:
+        if keyword.iskeyword(label) or label in MODULE_MEMBERS or label in GENERATED_NAMES \
+                or label.startswith("__"):
+            raise ResdslError(f"`{label}` cannot name a layer: the generated PyTorch code uses it",
+                              span, hint=f"choose another name, e.g. `{label}_`")
+        if label in used:
+            where = f"block {scope}" if scope else "the network"
+            raise ResdslError(f"`{label}` names two layers in {where}", span,
+                              hint="every layer in a block (and every stem/head layer and stage) "
+                                   "needs its own name")
+        used.add(label)
+
+    def _add(self, layer: ast.Layer, scope: str, current: str, block_input: str | None,
+             policy: str, used: set[str]) -> str:
+        if block_input is None:
+            raise ResdslError("`add shortcut` only works inside a block", layer.span,
+                              hint="residual joins belong in a `block` definition")
+        words = []
+        for arg in layer.args:
+            if not (isinstance(arg, ast.Positional) and isinstance(arg.value, ast.Var)):
+                raise ResdslError("expected `add shortcut [POLICY]`", arg.span)
+            words.append(arg.value)
+        if not words or words[0].name != "shortcut" or len(words) > 2:
+            raise ResdslError("expected `add shortcut [POLICY]`", layer.span,
+                              hint=f"POLICY is one of {', '.join(POLICIES)}")
+        if len(words) == 2:
+            if words[1].name not in POLICIES:
+                raise ResdslError(f"unknown shortcut policy `{words[1].name}`", words[1].span,
+                                  hint=f"use one of {', '.join(POLICIES)}")
+            policy = words[1].name
+        if layer.label is not None:
+            self._claim(layer.label, used, layer.span, scope)
+        label = layer.label or _fresh("add", used)
+        name = f"{scope}.{label}"
+        return self.graph.add(name, "add", [current, block_input], span=layer.span, scope=scope,
+                              label=label, policy=policy, gated=policy == "gated")
+
+
+def _fresh(base: str, used: set[str]) -> str:
+    label, n = base, 0
+    while label in used:
+        n += 1
+        label = f"{base}_{n}"
+    used.add(label)
+    return label
+
+
+def _attr_hint(op: str, defaults: dict) -> str:
+    keys = ", ".join(f"{k}=" for k in defaults) or "none"
+    extra = " (short forms: k3 s2 p1 g32)" if op in ("conv", "maxpool") else ""
+    return f"`{op}` takes: {keys}{extra}"

@@ -1,0 +1,57 @@
+"""The in-memory API: `resdsl.load("x.rds")` gives a checked `Network`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .ir import Graph
+from .loader import load_file, load_text
+from .lower import lower
+from .passes import run_pipeline
+from .stats import summary_json, totals
+
+if TYPE_CHECKING:  # torch stays unimported until a model is asked for
+    import torch
+
+
+class Network:
+    """A parsed, lowered and checked network."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def params(self) -> int:
+        return totals(self.graph)[0]
+
+    @property
+    def macs(self) -> int:
+        return totals(self.graph)[1]
+
+    def summary(self) -> dict:
+        return summary_json(self.graph)
+
+    def torch_source(self) -> str:
+        from .backends.torch_codegen import generate
+        return generate(self.graph)
+
+    def to_torch(self, seed: int | None = None) -> "torch.nn.Module":
+        """Build the generated module in memory (weights initialised with `seed` if given)."""
+        from .backends.torch_codegen import instantiate
+        return instantiate(self.graph, seed=seed)
+
+    def __repr__(self) -> str:
+        params, macs = totals(self.graph)
+        return f"<Network {self.name}: {len(self.graph)} nodes, {params:,} params, {macs / 1e9:.2f} GMACs>"
+
+
+def load(path: str | Path) -> Network:
+    return Network(run_pipeline(lower(load_file(path))))
+
+
+def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".") -> Network:
+    return Network(run_pipeline(lower(load_text(text, filename, base_dir))))

@@ -1,0 +1,139 @@
+"""The op table: for every node kind, its attributes, shape rule, parameter and MAC counts.
+
+Shape inference, the summary and the verifier all read this one table; backends keep their own
+converter tables keyed by the same op names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Callable
+
+Shape = tuple[int, ...]
+Attrs = dict[str, Any]
+
+
+class ShapeError(Exception):
+    """Raised by a shape rule; the pass turns it into a located ResdslError."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _window(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
+    out = (size + 2 * padding - kernel) // stride + 1
+    if out < 1:
+        raise ShapeError(f"{what} with kernel {kernel}, stride {stride}, padding {padding} "
+                         f"collapses a resolution of {size} below 1",
+                         hint="use a larger input, fewer stride-2 stages, or more padding")
+    return out
+
+
+def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(f"{what} needs a CxHxW feature map but gets a flat vector of {shape[0]}",
+                         hint="put spatial layers before `fc`")
+    return shape  # type: ignore[return-value]
+
+
+def conv_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins[0], "conv")
+    k, s, p, g = attrs["kernel"], attrs["stride"], attrs["padding"], attrs["groups"]
+    for what, n in (("input", c), ("output", attrs["out"])):
+        if n % g:
+            raise ShapeError(f"groups={g} does not divide the {what} channels ({n})",
+                             hint="choose a group count that divides both channel counts")
+    return (attrs["out"], _window(h, k, s, p, "conv"), _window(w, k, s, p, "conv"))
+
+
+def pool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins[0], "maxpool")
+    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    if 2 * p > k:
+        raise ShapeError(f"maxpool padding {p} is more than half its kernel {k}",
+                         hint="padding may be at most kernel // 2")
+    return (c, _window(h, k, s, p, "maxpool"), _window(w, k, s, p, "maxpool"))
+
+
+def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, _, _ = _spatial(ins[0], "avgpool")
+    return (c, 1, 1)
+
+
+def fc_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    return (attrs["out"],)
+
+
+def same_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    return ins[0]
+
+
+def pad_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = ins[0]
+    s = attrs["stride"]
+    return (c + attrs["pad_before"] + attrs["pad_after"], (h - 1) // s + 1, (w - 1) // s + 1)
+
+
+def conv_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    weights = out[0] * (ins[0][0] // attrs["groups"]) * attrs["kernel"] ** 2
+    return weights + (out[0] if attrs["bias"] else 0)
+
+
+def conv_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return prod(out) * (ins[0][0] // attrs["groups"]) * attrs["kernel"] ** 2
+
+
+def fc_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return prod(ins[0]) * out[0] + out[0]
+
+
+def fc_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return prod(ins[0]) * out[0]
+
+
+def bn_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return 2 * out[0]  # weight and bias; running statistics are buffers, not parameters
+
+
+def _zero(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """What the table knows about one op.
+
+    `positional` names the attribute a bare expression sets (`conv 64` sets `out`);
+    `defaults` lists the user-settable attributes (None: required).
+    """
+
+    shape: Callable[[Attrs, list[Shape]], Shape]
+    arity: tuple[int, ...] = (1,)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    positional: str | None = None
+    params: Callable[[Attrs, list[Shape], Shape], int] = _zero
+    macs: Callable[[Attrs, list[Shape], Shape], int] = _zero
+    user: bool = True  # may appear in a spec
+
+
+OPS: dict[str, OpInfo] = {
+    "input": OpInfo(lambda a, i: a["shape"], arity=(0,), user=False),
+    "conv": OpInfo(conv_shape, defaults={"out": None, "kernel": 1, "stride": 1, "padding": 0,
+                                         "groups": 1, "bias": 0},
+                   positional="out", params=conv_params, macs=conv_macs),
+    "bn": OpInfo(same_shape, params=bn_params),
+    "relu": OpInfo(same_shape),
+    "maxpool": OpInfo(pool_shape, defaults={"kernel": None, "stride": None, "padding": 0}),
+    "avgpool": OpInfo(avgpool_shape),
+    "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
+    "add": OpInfo(same_shape, arity=(2, 3), user=False),
+    "pad": OpInfo(pad_shape, user=False),
+}
+
+# Spec statements that are not layers of OPS but are handled by the lowering.
+STATEMENTS = ("add",)

@@ -1,0 +1,250 @@
+"""Text -> AST. Lark parses (LALR, positions propagated); a Transformer builds `ast` nodes."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from .diagnostics import ResdslError, Span
+from .resources import grammar_path
+
+POLICIES = ("identity", "A", "B", "C", "gated")
+SHORT_ATTRS = {"k": "kernel", "s": "stride", "p": "padding", "g": "groups"}
+
+# How parse errors name the terminals the parser expected.
+_TERMINAL_NAMES = {
+    "NAME": "a name", "INT": "a number", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
+    "SHORT_ATTR": "an attribute like k3", "_NL": "a new line", "SEMICOLON": "`;`",
+    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
+    "COMMA": "`,`", "EQUAL": "`=`", "$END": "the end of the file",
+}
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr",
+                propagate_positions=True, maybe_placeholders=True)
+
+
+def parse(text: str, filename: str = "<string>") -> ast.SourceFile:
+    """Parse one file's text. Raises ResdslError with a located message."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, filename) from None
+    try:
+        return _ToAst(text, filename).transform(tree)
+    except VisitError as exc:  # errors raised inside the transformer arrive wrapped
+        if isinstance(exc.orig_exc, ResdslError):
+            raise exc.orig_exc from None
+        raise
+
+
+def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError:
+    line, column = max(exc.line, 1), max(exc.column, 1)
+    width = 1
+    if isinstance(exc, UnexpectedToken):
+        found = "the end of the file" if exc.token.type == "$END" else _describe(exc.token)
+        width = max(len(str(exc.token)), 1) if exc.token.type != "_NL" else 1
+        message = f"unexpected {found}"
+        expected = exc.accepts or exc.expected
+    elif isinstance(exc, UnexpectedCharacters):
+        message = f"unexpected character {text[exc.pos_in_stream]!r}"
+        expected = exc.allowed or set()
+    else:  # UnexpectedEOF
+        message, expected = "unexpected end of file", getattr(exc, "expected", set())
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+    span = Span(filename, line, column, line, column + width, text)
+    names = sorted({_TERMINAL_NAMES.get(t, _literal(t)) for t in expected if not t.startswith("__")})
+    hint = f"expected {_one_of(names)}" if names else None
+    return ResdslError(message, span, hint=hint)
+
+
+def _describe(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    return f"`{token}`"
+
+
+def _literal(terminal: str) -> str:
+    # Anonymous terminals for keywords are named after them (e.g. STAGE for "stage").
+    return f"`{terminal.lower()}`"
+
+
+def _one_of(names: list[str]) -> str:
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _span(meta_or_token, text: str, filename: str) -> Span:
+    return Span(filename, meta_or_token.line, meta_or_token.column,
+                meta_or_token.end_line, meta_or_token.end_column, text)
+
+
+def _binop(op: str):
+    @v_args(meta=True)
+    def build(self, meta, children):
+        return ast.BinOp(op, children[0], children[1], self._span(meta))
+    return build
+
+
+class _ToAst(Transformer):
+    def __init__(self, text: str, filename: str) -> None:
+        super().__init__()
+        self.text, self.filename = text, filename
+
+    def _span(self, meta) -> Span:
+        return _span(meta, self.text, self.filename)
+
+    # ---- expressions
+    @v_args(meta=True)
+    def int(self, meta, children):
+        return ast.Int(int(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def var(self, meta, children):
+        return ast.Var(str(children[0]), self._span(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Neg(children[0], self._span(meta))
+
+    add = _binop("+")
+    sub = _binop("-")
+    mul = _binop("*")
+    floordiv = _binop("//")
+    exactdiv = _binop("/")
+
+    # ---- arguments
+    @v_args(meta=True)
+    def positional(self, meta, children):
+        return ast.Positional(children[0], self._span(meta))
+
+    @v_args(meta=True)
+    def keyword(self, meta, children):
+        return ast.Keyword(str(children[0]), children[1], self._span(meta))
+
+    def short_attr(self, children):
+        token = children[0]
+        span = _span(token, self.text, self.filename)
+        value = ast.Int(int(token[1:]), span)
+        return ast.Keyword(SHORT_ATTRS[token[0]], value, span)
+
+    # ---- blocks
+    @v_args(meta=True)
+    def layer(self, meta, children):
+        label, op, *args = children
+        return ast.Layer(str(label) if label is not None else None, str(op), tuple(args),
+                         self._span(meta), _span(op, self.text, self.filename))
+
+    def body(self, children):
+        return tuple(c for c in children if c is not None)
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        return ast.Param(str(children[0]), children[1], self._span(meta))
+
+    @v_args(meta=True)
+    def block_def(self, meta, children):
+        name, *params, body = children
+        return ast.BlockDef(str(name), tuple(p for p in params if p is not None), body, self._span(meta))
+
+    @v_args(meta=True)
+    def include(self, meta, children):
+        return ast.Include(str(children[0])[1:-1], self._span(meta))
+
+    # ---- networks
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, *args = children
+        return ast.Call(str(name), tuple(a for a in args if a is not None), self._span(meta))
+
+    def stage_stride(self, children):
+        return ("stride", children[0])
+
+    def stage_shortcut(self, children):
+        return ("shortcut", children[0])
+
+    @v_args(meta=True)
+    def stage_stmt(self, meta, children):
+        name, call, repeat, *options = children
+        stride = shortcut = shortcut_span = None
+        seen: set[str] = set()
+        for key, value in options:
+            if key in seen:
+                raise ResdslError(f"stage `{name}` gives `{key}` twice", self._span(meta),
+                                  hint=f"keep one `{key}` option")
+            seen.add(key)
+            if key == "stride":
+                stride = value
+            else:
+                shortcut, shortcut_span = self._policy(value)
+        return ("stage", ast.Stage(str(name), call, repeat, stride, shortcut, self._span(meta), shortcut_span))
+
+    def _policy(self, token: Token) -> tuple[str, Span]:
+        span = _span(token, self.text, self.filename)
+        if str(token) not in POLICIES:
+            raise ResdslError(f"unknown shortcut policy `{token}`", span,
+                              hint=f"use one of {', '.join(POLICIES)}")
+        return str(token), span
+
+    @v_args(meta=True)
+    def input_stmt(self, meta, children):
+        c, h, w = (int(v) for v in str(children[0]).split("x"))
+        return ("input", ((c, h, w), self._span(meta)))
+
+    def classes_stmt(self, children):
+        return ("classes", children[0])
+
+    def shortcut_stmt(self, children):
+        return ("shortcut", self._policy(children[0]))
+
+    @v_args(meta=True)
+    def let_stmt(self, meta, children):
+        return ("let", (str(children[0]), children[1], self._span(meta)))
+
+    def stem_stmt(self, children):
+        return ("stem", children[0])
+
+    def head_stmt(self, children):
+        return ("head", children[0])
+
+    @v_args(meta=True)
+    def network(self, meta, children):
+        net = ast.Network(str(children[0]), self._span(meta))
+        seen: dict[str, Span] = {}
+        for stmt in children[1:]:
+            if stmt is None:
+                continue
+            key, value = stmt
+            if key == "stage":
+                net.stages.append(value)
+            elif key == "let":
+                net.lets.append(value)
+            else:
+                if key in seen:
+                    raise ResdslError(f"network `{net.name}` sets `{key}` twice", net.span,
+                                      hint=f"keep one `{key}` statement")
+                seen[key] = net.span
+                if key == "input":
+                    net.input, net.input_span = value
+                elif key == "shortcut":
+                    net.shortcut, net.shortcut_span = value
+                else:
+                    setattr(net, key, value)
+        return net
+
+    def start(self, children):
+        source = ast.SourceFile(self.filename)
+        for item in children:
+            if isinstance(item, ast.Include):
+                source.includes.append(item)
+            elif isinstance(item, ast.BlockDef):
+                source.blocks.append(item)
+            elif isinstance(item, ast.Network):
+                source.networks.append(item)
+        return source

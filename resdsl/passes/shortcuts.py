@@ -1,0 +1,86 @@
+"""Shortcut legalization: make every residual add join two tensors of one shape.
+
+Requires: shapes. For each `add`, by its policy:
+  identity  shapes must already agree, else a located error;
+  A         where shapes differ, a parameter-free `pad` (subsample, zero-pad channels);
+  B         where shapes differ, a 1x1 conv + BN projection named `downsample.0/.1` (torchvision's
+            names, so checkpoints load);
+  C         that projection on every block;
+  gated     a 1x1 conv `gate` (with bias) whose sigmoid mixes the branches, plus the B projection
+            where shapes differ.
+After it, shapes are re-inferred and every add's operands agree. Idempotent: an add whose
+shortcut is already legal is left alone.
+"""
+from __future__ import annotations
+
+from ..diagnostics import ResdslError
+from ..ir import Graph
+from ..ops import fmt_shape
+from .shapes import InferShapes, _where
+
+
+class LegalizeShortcuts:
+    name = "legalize-shortcuts"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for add in list(graph.nodes_of("add")):
+            node = graph.node(add)
+            if node.get("legal"):
+                continue
+            residual, shortcut = graph.inputs(add)[:2]
+            changed |= self._legalize(graph, add, graph.shape(residual), shortcut)
+            node["legal"] = True
+        if changed:
+            InferShapes().run(graph)
+        return changed
+
+    def _legalize(self, graph: Graph, add: str, want: tuple, shortcut: str) -> bool:
+        node = graph.node(add)
+        policy, scope, span = node["attrs"]["policy"], node["scope"], node["span"]
+        have = graph.shape(shortcut)
+        differ = have != want
+        if policy == "identity" and differ:
+            raise ResdslError(f"residual add needs equal shapes: {fmt_shape(want)} (residual) vs "
+                              f"{fmt_shape(have)} (shortcut)", span, notes=_where(graph, add),
+                              hint="use `shortcut B` (1x1 projection) or `shortcut A` (zero-padding) "
+                                   "for this stage or network")
+        stride = _stride(have, want)
+        if stride is None:
+            raise ResdslError(f"no shortcut can map {fmt_shape(have)} onto {fmt_shape(want)}", span,
+                              notes=_where(graph, add),
+                              hint="a shortcut can only keep or reduce the resolution by a whole stride")
+        if policy == "A" and differ:
+            if want[0] < have[0]:
+                raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", span,
+                                  notes=_where(graph, add), hint="use `shortcut B` here")
+            extra = want[0] - have[0]
+            pad = graph.add(f"{scope}.shortcut", "pad", [shortcut], span=span, scope=scope,
+                            label="shortcut", stride=stride, pad_before=extra // 2,
+                            pad_after=extra - extra // 2)
+            graph.set_input(add, 1, pad)
+        elif (policy in ("B", "gated") and differ) or policy == "C":
+            graph.set_input(add, 1, _projection(graph, scope, shortcut, want[0], stride, span))
+        if policy == "gated":
+            gate = graph.add(f"{scope}.gate", "conv", [shortcut], span=span, scope=scope, label="gate",
+                             out=want[0], kernel=1, stride=stride, padding=0, groups=1, bias=1)
+            graph.set_input(add, 2, gate)
+        return policy == "gated" or graph.inputs(add)[1] != shortcut
+
+
+def _projection(graph: Graph, scope: str, source: str, channels: int, stride: int, span) -> str:
+    conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope,
+                     label="downsample.0", out=channels, kernel=1, stride=stride, padding=0,
+                     groups=1, bias=0)
+    return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
+
+
+def _stride(have: tuple, want: tuple) -> int | None:
+    """The stride s for which subsampling `have` (every s-th pixel) gives `want`'s resolution."""
+    if len(have) != 3 or len(want) != 3:
+        return None
+    (_, h, w), (_, h2, w2) = have, want
+    for s in range(1, max(h, w) + 1):
+        if (h - 1) // s + 1 == h2 and (w - 1) // s + 1 == w2:
+            return s
+    return None
