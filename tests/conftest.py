@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted(p.relative_to(ROOT) for p in (ROOT / "specs").rglob("*.rds") if "bad" not in p.parts)
+BAD_SPECS = sorted(p.relative_to(ROOT) for p in (ROOT / "specs" / "bad").glob("*.rds"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regen-golden", action="store_true",
+                     help="rewrite tests/golden and specs/bad/*.expected from the current output")
+
+
+@pytest.fixture
+def regen(request: pytest.FixtureRequest) -> bool:
+    return request.config.getoption("--regen-golden")
+
+
+@pytest.fixture(autouse=True)
+def _run_from_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Error messages name files relative to the working directory; goldens assume the repo root.
+    monkeypatch.chdir(ROOT)
+
+
+def check_golden(path: Path, actual: str, regen: bool) -> None:
+    if regen or not path.exists():
+        if not regen:
+            pytest.fail(f"{path} is missing; run pytest --regen-golden to create it")
+        path.write_text(actual, encoding="utf-8")
+        return
+    assert actual == path.read_text(encoding="utf-8"), f"{path} differs; rerun with --regen-golden if intended"

@@ -1,0 +1,77 @@
+"""Parameter counts and MACs of every bundled spec against the published figures
+(../shared/REFERENCE.md: torchvision's model docs, He et al. 2015 and 2016)."""
+from __future__ import annotations
+
+import pytest
+
+import resdsl
+from conftest import SPECS
+
+# spec: (params, GMACs, digits the source publishes the GMACs to); None where no figure exists.
+PUBLISHED = {
+    "specs/resnet18.rds": (11_689_512, 1.81, 2),
+    "specs/resnet34.rds": (21_797_672, 3.66, 2),
+    "specs/resnet50.rds": (25_557_032, 4.09, 2),
+    "specs/resnet101.rds": (44_549_160, 7.80, 2),
+    "specs/resnet152.rds": (60_192_808, 11.51, 2),
+    "specs/resnext50_32x4d.rds": (25_028_904, 4.23, 2),
+    "specs/wide_resnet50_2.rds": (68_883_240, 11.40, 2),
+    # v1: the paper's exact conv+fc count; same parameters as v1.5.
+    "specs/resnet50_v1.rds": (25_557_032, 3.86, 2),
+    "specs/cifar/resnet20.rds": (269_722, None, None),
+    "specs/cifar/resnet32.rds": (464_154, None, None),
+    "specs/cifar/resnet44.rds": (658_586, None, None),
+    "specs/cifar/resnet56.rds": (853_018, None, None),
+    "specs/cifar/resnet110.rds": (1_727_962, None, None),
+    "specs/cifar/resnet1202.rds": (19_421_274, None, None),
+}
+
+# Published to one decimal in millions ("~1.7M", "~10.3M").
+APPROXIMATE = {
+    "specs/cifar/preact_resnet164.rds": 1.7e6,
+    "specs/cifar/preact_resnet1001.rds": 10.3e6,
+}
+
+
+@pytest.mark.parametrize("spec", sorted(PUBLISHED))
+def test_published_params_and_macs(spec: str) -> None:
+    params, gmacs, digits = PUBLISHED[spec]
+    net = resdsl.load(spec)
+    assert net.params == params
+    if gmacs is not None:
+        assert round(net.macs / 1e9, digits) == gmacs
+
+
+@pytest.mark.parametrize("spec", sorted(APPROXIMATE))
+def test_preact_params_match_paper_precision(spec: str) -> None:
+    assert round(resdsl.load(spec).params / 1e5) * 1e5 == APPROXIMATE[spec]
+
+
+def test_paper_table1_gmacs_v1() -> None:
+    # Table 1 of He et al. 2015 rounds to one decimal: ResNet-50 v1 "3.8" x 10^9.
+    assert int(resdsl.load("specs/resnet50_v1.rds").macs / 1e8) == 38
+
+
+def test_plain_nets_are_resnets_without_shortcuts() -> None:
+    # Same stacks: the plain net has no projections, so the difference is exactly their weights.
+    for plain, res in (("plain18", "resnet18"), ("plain34", "resnet34")):
+        p, r = resdsl.load(f"specs/{plain}.rds"), resdsl.load(f"specs/{res}.rds")
+        projections = [n for n in r.graph.order() if ".downsample." in n]
+        proj_params = sum(row["params"] for row in r.summary()["layers"] if row["name"] in projections)
+        assert r.params - p.params == proj_params > 0
+        assert not any(op == "add" for op in (p.graph.node(n)["op"] for n in p.graph.order()))
+
+
+def test_option_b_adds_about_3k_params_to_cifar_resnets() -> None:
+    # REFERENCE.md: "Option B adds about 3K parameters to these networks."
+    a = resdsl.load("specs/cifar/resnet20.rds")
+    text = open("specs/cifar/resnet20.rds").read().replace("shortcut A", "shortcut B")
+    b = resdsl.loads(text, "resnet20_b.rds", "specs/cifar")
+    assert 2_500 < b.params - a.params < 3_500
+
+
+def test_every_bundled_spec_is_covered() -> None:
+    covered = set(PUBLISHED) | set(APPROXIMATE) | {
+        "specs/plain18.rds", "specs/plain34.rds", "specs/cifar/plain20.rds", "specs/cifar/plain56.rds",
+        "specs/cifar/highway20.rds"}
+    assert {str(s) for s in SPECS} <= covered
