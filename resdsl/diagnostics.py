@@ -64,6 +64,13 @@ def _excerpt(span: Span) -> list[str]:
     ]
 
 
+PRELUDE = "<prelude>"
+
+
+def in_prelude(span: Span | None) -> bool:
+    return span is not None and span.file == PRELUDE
+
+
 class ResdslError(Exception):
     """A user error: bad syntax, an impossible network, a missing file."""
 

@@ -68,12 +68,14 @@ class Graph:
         self.stages: dict[str, Stage] = {}
         self.output: str = ""
         self._seq = 0
+        self._order: list[str] | None = None  # cached topological order; reset on any edit
 
     # ---- construction
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
             label: str | None = None, **attrs: Any) -> str:
         assert name not in self.nx, name
         self._seq += 1
+        self._order = None
         self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
                          seq=self._seq, attrs=attrs)
         for index, source in enumerate(inputs):
@@ -82,6 +84,7 @@ class Graph:
 
     def set_input(self, node: str, index: int, source: str) -> None:
         """Re-point operand `index` of `node` at `source`."""
+        self._order = None
         for old, _, data in list(self.nx.in_edges(node, data=True)):
             if data["index"] == index:
                 self.nx.remove_edge(old, node)
@@ -98,21 +101,33 @@ class Graph:
         return self.nx.nodes[name]
 
     def inputs(self, name: str) -> list[str]:
-        edges = sorted(self.nx.in_edges(name, data="index"), key=lambda e: e[2])
-        return [source for source, _, _ in edges]
+        preds = self.nx.pred[name]
+        if len(preds) < 2:
+            return list(preds)
+        return sorted(preds, key=lambda source: preds[source]["index"])
 
     def users(self, name: str) -> list[str]:
         return sorted(self.nx.successors(name), key=lambda n: self.nx.nodes[n]["seq"])
 
     def order(self) -> list[str]:
         """Topological order, ties broken by creation order (so traversals are deterministic)."""
-        return list(nx.lexicographical_topological_sort(self.nx, key=lambda n: self.nx.nodes[n]["seq"]))
+        if self._order is None:
+            seq = self.nx.nodes
+            self._order = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: seq[n]["seq"]))
+        return list(self._order)
 
     def nodes_of(self, op: str) -> Iterator[str]:
         return (n for n in self.order() if self.nx.nodes[n]["op"] == op)
 
     def scope_nodes(self, scope: str) -> list[str]:
-        return [n for n in self.order() if self.nx.nodes[n]["scope"] == scope and n != INPUT]
+        if self._order is None or getattr(self, "_scopes_for", None) is not self._order:
+            self.order()
+            scopes: dict[str, list[str]] = {}
+            for n in self._order:
+                if n != INPUT:
+                    scopes.setdefault(self.nx.nodes[n]["scope"], []).append(n)
+            self._scopes, self._scopes_for = scopes, self._order
+        return list(self._scopes.get(scope, []))
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.nx.nodes[name]["shape"]

@@ -7,10 +7,11 @@ two user definitions of one name are an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 from . import ast
-from .diagnostics import ResdslError, Span, read_source
+from .diagnostics import PRELUDE, ResdslError, Span, read_source
 from .parser import parse
 from .resources import prelude_path
 
@@ -61,11 +62,19 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
         seen.add(str(target))
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise ResdslError(f"includes nest deeper than {MAX_INCLUDE_DEPTH} files", include.span)
-        text = read_source(target, include.span)
-        child = parse(text, str(base_dir / include.path))
+        text = read_source(display_path(target), include.span)
+        child = parse(text, display_path(target))
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen)
     _add_blocks(blocks, source.blocks, user=True)
     networks.extend(source.networks)
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when below it, so messages stay short and stable."""
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:  # another drive
+        return str(path)
 
 
 def _add_blocks(blocks: dict[str, ast.BlockDef], new: list[ast.BlockDef], user: bool) -> None:
@@ -85,5 +94,5 @@ def _prelude() -> ast.SourceFile:
     global _PRELUDE
     if _PRELUDE is None:
         path = prelude_path()
-        _PRELUDE = parse(path.read_text(encoding="utf-8"), "<prelude>")
+        _PRELUDE = parse(path.read_text(encoding="utf-8"), PRELUDE)
     return _PRELUDE

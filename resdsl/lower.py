@@ -11,7 +11,7 @@ import keyword
 from typing import Iterable
 
 from . import ast
-from .diagnostics import ResdslError, Span
+from .diagnostics import ResdslError, Span, in_prelude
 from .ir import INPUT, BlockInstance, Graph, Stage
 from .limits import LIMITS
 from .loader import Program
@@ -65,18 +65,19 @@ def evaluate(expr: ast.Expr, env: dict[str, int]) -> int:
     return value
 
 
-def _suggest(name: str, names: Iterable[str]) -> str:
+def _suggest(name: str, names: Iterable[str], what: str = "names defined here") -> str:
     names = sorted(names)
     close = difflib.get_close_matches(name, names, n=1)
     if close:
         return f"did you mean `{close[0]}`?"
-    return f"names defined here: {', '.join(names)}" if names else "no names are defined here"
+    return f"{what}: {', '.join(names)}" if names else f"no {what}"
 
 
 class _Lowering:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.net = program.network
+        self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
 
     def run(self) -> Graph:
         net = self.net
@@ -140,7 +141,7 @@ class _Lowering:
             instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span)
             g.blocks[path] = instance
             g.stages[stage.name].blocks.append(path)
-            self.note = (f"in block {path}, made by stage `{stage.name}`", stage.span)
+            self.note = (f"block {path} (`{definition.name}`) of stage `{stage.name}`", stage.span)
             current = self._body(definition.body, path, current, block_env, block_input=current,
                                  policy=policy)
             self.note = None
@@ -186,10 +187,14 @@ class _Lowering:
             try:
                 current = self._layer(layer, scope, current, env, block_input, policy, used)
             except ResdslError as exc:
-                if getattr(self, "note", None) and not exc.diagnostic.notes:
-                    raise ResdslError(exc.diagnostic.message, exc.diagnostic.span, exc.diagnostic.hint,
-                                      (self.note,)) from None
-                raise
+                d = exc.diagnostic
+                if self.note is None or d.notes:
+                    raise
+                if in_prelude(d.span):  # point at the user's stage, not at the prelude
+                    note = (f"in {self.note[0]}, at `{d.span.source_line().strip()}` "
+                            f"(prelude line {d.span.line})", None)
+                    raise ResdslError(d.message, self.note[1], d.hint, (note,)) from None
+                raise ResdslError(d.message, d.span, d.hint, ((f"in {self.note[0]}", self.note[1]),)) from None
         return current
 
     def _layer(self, layer: ast.Layer, scope: str, current: str, env: dict[str, int],
@@ -200,7 +205,7 @@ class _Lowering:
         info = OPS.get(layer.op)
         if info is None or not info.user:
             known = sorted([op for op, i in OPS.items() if i.user] + ["add"])
-            hint = _suggest(layer.op, known)
+            hint = _suggest(layer.op, known, "known layers")
             if layer.op in self.program.blocks:
                 hint = f"`{layer.op}` is a block: use it in a stage, `stage NAME: {layer.op}(...) x N`"
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)

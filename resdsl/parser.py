@@ -18,13 +18,16 @@ _TERMINAL_NAMES = {
     "NAME": "a name", "INT": "a number", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
     "SHORT_ATTR": "an attribute like k3", "_NL": "a new line", "SEMICOLON": "`;`",
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
-    "COMMA": "`,`", "EQUAL": "`=`", "$END": "the end of the file",
+    "COMMA": "`,`", "EQUAL": "`=`", "$END": "the end of the file", "MINUS": "`-`", "PLUS": "`+`",
+    "STAR": "`*`", "SLASH": "`/`", "__ANON_0": "`//`",
 }
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr",
+    # cache=True keeps the built LALR tables in the temp dir, keyed by the grammar's hash:
+    # building them costs more than parsing a whole spec.
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", cache=True,
                 propagate_positions=True, maybe_placeholders=True)
 
 

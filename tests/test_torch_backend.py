@@ -85,10 +85,22 @@ def test_seed_gives_reproducible_weights() -> None:
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
 
 
-@pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
-                                  "specs/cifar/preact_resnet164.rds"])
+SMALL_PREACT = """
+network preact {
+    input 3x32x32
+    classes 10
+    stem { conv1: conv 16 k3 p1 }
+    stage layer1: preact_bottleneck(16) x 2
+    stage layer2: preact_basic(32) x 1 stride 2
+    head { bn; relu; avgpool; fc classes }
+}
+"""
+
+
+@pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", "specs/cifar/highway20.rds", SMALL_PREACT])
 def test_jit_script_export_and_compile_accept_it(spec: str) -> None:
-    model = resdsl.load(spec).to_torch(seed=0).eval()
+    net = resdsl.loads(spec) if "network" in spec else resdsl.load(spec)
+    model = net.to_torch(seed=0).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

@@ -6,7 +6,7 @@ Idempotent.
 """
 from __future__ import annotations
 
-from ..diagnostics import ResdslError
+from ..diagnostics import ResdslError, Span, in_prelude
 from ..ir import Graph
 from ..ops import OPS, ShapeError
 
@@ -21,14 +21,24 @@ class InferShapes:
             try:
                 node["shape"] = OPS[node["op"]].shape(node["attrs"], inputs)
             except ShapeError as exc:
-                raise ResdslError(str(exc), node["span"], hint=exc.hint, notes=_where(graph, name)) from None
+                span, notes = locate(graph, name)
+                raise ResdslError(str(exc), span, hint=exc.hint, notes=notes) from None
         return False
 
 
-def _where(graph: Graph, name: str):
-    scope = graph.node(name)["scope"]
+def locate(graph: Graph, name: str) -> tuple[Span | None, tuple]:
+    """Where to point an error about `name`: its statement, and the stage that made its block.
+
+    A statement in the prelude is not the user's to edit, so then the stage comes first.
+    """
+    node = graph.node(name)
+    span, scope = node["span"], node["scope"]
     if not scope:
-        return ()
+        return span, ()
     block = graph.blocks[scope]
     shape = "x".join(map(str, graph.shape(block.input)))
-    return ((f"in block {scope} (input {shape}), made by stage `{block.stage}`", block.span),)
+    where = f"block {scope} (`{block.block}`, input {shape})"
+    if in_prelude(span):
+        statement = span.source_line().strip()
+        return block.span, ((f"in {where}, at `{statement}` (prelude line {span.line})", None),)
+    return span, ((f"in {where}, made by stage `{block.stage}`", block.span),)

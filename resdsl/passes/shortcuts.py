@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..diagnostics import ResdslError
 from ..ir import Graph
 from ..ops import fmt_shape
-from .shapes import InferShapes, _where
+from .shapes import InferShapes, locate
 
 
 class LegalizeShortcuts:
@@ -38,22 +38,23 @@ class LegalizeShortcuts:
     def _legalize(self, graph: Graph, add: str, want: tuple, shortcut: str) -> bool:
         node = graph.node(add)
         policy, scope, span = node["attrs"]["policy"], node["scope"], node["span"]
+        where, notes = locate(graph, add)
         have = graph.shape(shortcut)
         differ = have != want
         if policy == "identity" and differ:
             raise ResdslError(f"residual add needs equal shapes: {fmt_shape(want)} (residual) vs "
-                              f"{fmt_shape(have)} (shortcut)", span, notes=_where(graph, add),
+                              f"{fmt_shape(have)} (shortcut)", where, notes=notes,
                               hint="use `shortcut B` (1x1 projection) or `shortcut A` (zero-padding) "
                                    "for this stage or network")
         stride = _stride(have, want)
         if stride is None:
-            raise ResdslError(f"no shortcut can map {fmt_shape(have)} onto {fmt_shape(want)}", span,
-                              notes=_where(graph, add),
+            raise ResdslError(f"no shortcut can map {fmt_shape(have)} onto {fmt_shape(want)}", where,
+                              notes=notes,
                               hint="a shortcut can only keep or reduce the resolution by a whole stride")
         if policy == "A" and differ:
             if want[0] < have[0]:
-                raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", span,
-                                  notes=_where(graph, add), hint="use `shortcut B` here")
+                raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", where,
+                                  notes=notes, hint="use `shortcut B` here")
             extra = want[0] - have[0]
             pad = graph.add(f"{scope}.shortcut", "pad", [shortcut], span=span, scope=scope,
                             label="shortcut", stride=stride, pad_before=extra // 2,
