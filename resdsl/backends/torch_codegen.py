@@ -14,6 +14,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 from functools import lru_cache
+from math import prod
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +27,8 @@ from ..stats import totals
 
 
 # ---- converters: op -> constructor (None for ops without a module) -------------------------
-def _conv(a: dict, cin: int) -> str:
-    args = [str(cin), str(a["out"]), f"kernel_size={a['kernel']}"]
+def _conv(a: dict, shape: tuple[int, ...]) -> str:
+    args = [str(shape[0]), str(a["out"]), f"kernel_size={a['kernel']}"]
     args += [f"stride={a['stride']}"] if a["stride"] != 1 else []
     args += [f"padding={a['padding']}"] if a["padding"] else []
     args += [f"groups={a['groups']}"] if a["groups"] != 1 else []
@@ -35,19 +36,20 @@ def _conv(a: dict, cin: int) -> str:
     return f"nn.Conv2d({', '.join(args)})"
 
 
-def _pool(a: dict, cin: int) -> str:
+def _pool(a: dict, shape: tuple[int, ...]) -> str:
     return f"nn.MaxPool2d(kernel_size={a['kernel']}, stride={a['stride']}, padding={a['padding']})"
 
 
-CONSTRUCTORS: dict[str, Callable[[dict, int], str | None]] = {
+# Each takes the node's attributes and its input's shape.
+CONSTRUCTORS: dict[str, Callable[[dict, tuple[int, ...]], str | None]] = {
     "conv": _conv,
-    "bn": lambda a, cin: f"nn.BatchNorm2d({cin})",
-    "relu": lambda a, cin: "nn.ReLU(inplace=True)",  # made out-of-place below where unsafe
+    "bn": lambda a, shape: f"nn.BatchNorm2d({shape[0]})",
+    "relu": lambda a, shape: "nn.ReLU(inplace=True)",  # made out-of-place below where unsafe
     "maxpool": _pool,
-    "avgpool": lambda a, cin: "nn.AdaptiveAvgPool2d((1, 1))",
-    "fc": lambda a, cin: f"nn.Linear({cin}, {a['out']})",
-    "add": lambda a, cin: None,
-    "pad": lambda a, cin: None,
+    "avgpool": lambda a, shape: "nn.AdaptiveAvgPool2d((1, 1))",
+    "fc": lambda a, shape: f"nn.Linear({prod(shape)}, {a['out']})",  # after torch.flatten
+    "add": lambda a, shape: None,
+    "pad": lambda a, shape: None,
 }
 
 
@@ -122,13 +124,13 @@ def _block_class(graph: Graph, path: str) -> _Class:
         label, op, a = node["label"], node["op"], node["attrs"]
         ins = graph.inputs(name)
         src = [var[i] for i in ins]
-        cin = graph.shape(ins[0])[0]
+        in_shape = graph.shape(ins[0])
         if label.startswith("downsample."):
             # torchvision keeps the projection as one nn.Sequential named `downsample`.
             var[name] = "identity"
             if not emitted_downsample:
                 conv = graph.node(f"{path}.downsample.0")["attrs"]
-                cls.init.append(f"self.downsample = nn.Sequential({_conv(conv, cin)}, "
+                cls.init.append(f"self.downsample = nn.Sequential({_conv(conv, in_shape)}, "
                                 f"nn.BatchNorm2d({conv['out']}))")
                 cls.forward.append(f"identity = self.downsample({src[0]})")
                 emitted_downsample = True
@@ -143,7 +145,7 @@ def _block_class(graph: Graph, path: str) -> _Class:
             cls.forward += _add(graph, name, src)
             continue
         var[name] = "gate" if label == "gate" else "out"
-        cls.init.append(f"self.{label} = {_constructor(graph, name, cin)}")
+        cls.init.append(f"self.{label} = {_constructor(graph, name, in_shape)}")
         cls.forward.append(f"{var[name]} = self.{label}({src[0]})")
     cls.forward.append(f"return {var[block.output]}")
     return cls
@@ -158,9 +160,9 @@ def _add(graph: Graph, name: str, src: list[str]) -> list[str]:
     return [f"out = {residual} + {shortcut}"]
 
 
-def _constructor(graph: Graph, name: str, cin: int) -> str:
+def _constructor(graph: Graph, name: str, in_shape: tuple[int, ...]) -> str:
     node = graph.node(name)
-    ctor = CONSTRUCTORS[node["op"]](node["attrs"], cin)
+    ctor = CONSTRUCTORS[node["op"]](node["attrs"], in_shape)
     if node["op"] == "relu":
         source = graph.inputs(name)[0]
         # In place only when nothing else reads the input (e.g. not a block input feeding a shortcut).
@@ -179,7 +181,8 @@ def _main_class(graph: Graph, name: str, stage_classes: dict[str, list[str]]) ->
         node = graph.node(item)
         if node["op"] == "fc":
             cls.forward.append("x = torch.flatten(x, 1)")
-        cls.init.append(f"self.{node['label']} = {_constructor(graph, item, graph.shape(graph.inputs(item)[0])[0])}")
+        in_shape = graph.shape(graph.inputs(item)[0])
+        cls.init.append(f"self.{node['label']} = {_constructor(graph, item, in_shape)}")
         cls.forward.append(f"x = self.{node['label']}(x)")
     cls.forward.append("return x")
     return cls

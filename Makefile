@@ -1,0 +1,27 @@
+# Two entry points the README opens with: `make demo` and `make test`. Both build .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test,onnx,tvm]"
+	touch $@
+
+.PHONY: setup demo test bench
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/resdsl check specs/resnet34.rds
+	$(VENV)/bin/resdsl compile specs/resnet34.rds --target torch -o out/resnet34.py
+	cd out && ../$(PY) -c "import torch, resnet34; m = resnet34.build(seed=0).eval(); print(m(torch.randn(1, 3, 224, 224)).shape)"
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/run.py

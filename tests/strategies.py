@@ -1,0 +1,68 @@
+"""Hypothesis strategies for random .rds networks, valid and invalid."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
+          "preact_bottleneck", "highway", "grouped")
+POLICIES = ("A", "B", "B", "C", "gated")
+CUSTOM_BLOCK = """
+block grouped(width, stride = 1, groups = 2) {
+    conv1: conv width * groups k1
+    bn1: bn
+    relu
+    conv2: conv width * groups k3 s=stride p1 g=groups
+    add shortcut
+}
+"""
+
+
+@st.composite
+def stems(draw) -> str:
+    layers = []
+    if draw(st.booleans()):
+        k = draw(st.sampled_from([1, 3, 5, 7]))
+        layers.append(f"conv1: conv {draw(st.integers(1, 12))} k{k} s{draw(st.integers(1, 2))} p{k // 2}")
+        layers += draw(st.sampled_from([[], ["bn1: bn"], ["bn1: bn", "relu"]]))
+    if draw(st.booleans()):
+        layers.append("maxpool k3 s2 p1")
+    return f"    stem {{ {'; '.join(layers)} }}\n" if layers else ""
+
+
+@st.composite
+def stages(draw, index: int) -> str:
+    block = draw(st.sampled_from(BLOCKS))
+    width = draw(st.integers(1, 8))
+    repeat = draw(st.integers(1, 2))
+    stride = draw(st.sampled_from([1, 1, 2, 3]))
+    policy = draw(st.sampled_from((None,) + POLICIES))
+    line = f"    stage s{index}: {block}({width}) x {repeat}"
+    line += f" stride {stride}" if stride != 1 else ""
+    line += f" shortcut {policy}" if policy else ""
+    return line + "\n"
+
+
+@st.composite
+def networks(draw) -> str:
+    """A random network that may be invalid only through option A shrinking channels."""
+    c = draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    text = CUSTOM_BLOCK + f"network random {{\n    input {c}x{h}x{w}\n    classes {draw(st.integers(1, 12))}\n"
+    text += f"    shortcut {draw(st.sampled_from(POLICIES))}\n"
+    text += draw(stems())
+    for i in range(draw(st.integers(0, 3))):
+        text += draw(stages(i))
+    head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes"]))
+    return text + f"    head {{ {head} }}\n}}\n"
+
+
+MISTAKES = [
+    ("shortcut B", "shortcut identity"),  # shapes that cannot be joined (when some stage changes them)
+    ("classes", "classes 0 +"),
+    ("fc classes", "fc classes k3"),
+    ("stage s0: ", "stage s0: nosuchblock"),
+    ("input ", "input 0"),
+    ("}\n", "} }\n"),
+    ("stem { ", "stem { conv 8 k99 p0; "),
+    ("stem { ", "stem { conv 7 g2; "),
+]
