@@ -1,0 +1,122 @@
+"""Speed of the PyTorch path, as ratios measured within one run (interleaved, medians).
+
+1. `resdsl compile specs/cifar/resnet1202.rds --target torch` vs `python -c "import torch"`.
+2. Import + build of the generated ResNet-1202 vs building the hand-written one (fresh processes).
+3. Eager forward of the generated ResNet-50 vs the hand-written (torchvision-style) one.
+
+Usage: python benchmarks/torch_backend.py [--rounds N] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def wall(cmd: list[str], cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def interleaved(a, b, rounds: int) -> dict:
+    ta, tb = [], []
+    a(), b()  # warm caches (file system, Lark's grammar cache)
+    for _ in range(rounds):
+        ta.append(a())
+        tb.append(b())
+    ratios = [x / y for x, y in zip(ta, tb)]
+    return {"a_median_s": statistics.median(ta), "b_median_s": statistics.median(tb),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+def bench_compile(rounds: int, tmp: Path) -> dict:
+    resdsl = [sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet1202.rds", "--target", "torch",
+              "-o", str(tmp / "resnet1202.py")]
+    return interleaved(lambda: wall(resdsl, ROOT), lambda: wall([sys.executable, "-c", "import torch"]), rounds)
+
+
+BUILD = """
+import sys, time
+sys.path[:0] = [{tmp!r}, {tests!r}]
+import torch
+torch.manual_seed(0)
+t0 = time.perf_counter()
+{body}
+print(time.perf_counter() - t0)
+"""
+
+
+def bench_build(rounds: int, tmp: Path) -> dict:
+    subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet1202.rds", "-o",
+                    str(tmp / "resnet1202.py")], check=True, cwd=ROOT, capture_output=True)
+
+    def run(body: str) -> float:
+        code = BUILD.format(tmp=str(tmp), tests=str(ROOT / "tests"), body=body)
+        return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                    text=True).stdout)
+
+    return interleaved(lambda: run("import resnet1202; m = resnet1202.build()"),
+                       lambda: run("from handwritten import CifarResNet; m = CifarResNet(200)"), rounds)
+
+
+def bench_forward(rounds: int) -> dict:
+    import torch
+
+    import resdsl
+    from handwritten import TORCHVISION
+    torch.manual_seed(0)
+    ours = resdsl.load(ROOT / "specs/resnet50.rds").to_torch(seed=0).eval()
+    theirs = TORCHVISION["resnet50"]().eval()
+    x = torch.randn(1, 3, 224, 224)
+
+    def timed(model) -> float:
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(5):
+                model(x)
+            return (time.perf_counter() - t0) / 5
+
+    return interleaved(lambda: timed(ours), lambda: timed(theirs), rounds) | {"threads": torch.get_num_threads()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {
+            "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "compile_resnet1202_vs_import_torch": bench_compile(args.rounds, Path(tmp)),
+            "build_resnet1202_generated_vs_handwritten": bench_build(args.rounds, Path(tmp)),
+            "forward_resnet50_generated_vs_handwritten": bench_forward(args.rounds),
+        }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
