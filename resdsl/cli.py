@@ -13,7 +13,8 @@ import click
 
 from .diagnostics import ResdslError
 
-TARGETS = ("torch",)
+TARGETS = ("torch", "onnx", "llvm", "cuda")
+SUFFIX = {"torch": ".py", "onnx": ".onnx", "llvm": ".so", "cuda": ".so"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,24 +66,62 @@ def summary(spec: Path, as_json: bool) -> None:
     Console().print(table)
 
 
+def weight_options(f):
+    f = click.option("--weights", type=click.Path(path_type=Path),
+                     help="a state_dict saved from the generated torch module (default: seeded init)")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="seed of the random init")(f)
+    return f
+
+
+def tvm_options(f):
+    f = click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True,
+                     help="batch size the TVM build is specialised to")(f)
+    f = click.option("--cpu", help="LLVM CPU name for --target llvm (default: this host's)")(f)
+    f = click.option("--arch", default="sm_90", show_default=True, help="CUDA architecture")(f)
+    return f
+
+
 @app.command()
 @spec_argument
 @click.option("--target", type=click.Choice(TARGETS), default="torch", show_default=True,
-              help="what to generate")
+              help="torch: Python source; onnx: an ONNX model; llvm/cuda: a TVM shared library")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="output file (default NETWORK.py; - for stdout)")
-def compile(spec: Path, target: str, output: Path | None) -> None:
+              help="output file (default NETWORK.py/.onnx/.so; - for stdout with torch)")
+@weight_options
+@tvm_options
+@click.option("--tuned", "work_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="a `resdsl tune` work directory whose records to apply (llvm/cuda)")
+@click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
+def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int,
+            cpu: str | None, arch: str, work_dir: Path | None, cuda_source: Path | None) -> None:
     """Compile a spec for a target."""
     net = _load(spec)
-    from .backends.torch_codegen import generate
-    source = generate(net.graph, source_name=spec.name)
-    if output is not None and str(output) == "-":
-        sys.stdout.write(source)
-        return
     from .output import write_atomic
-    path = output or Path(f"{net.name}.py")
-    write_atomic(path, source)
-    print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
+    if target == "torch":
+        from .backends.torch_codegen import generate
+        source = generate(net.graph, source_name=spec.name)
+        if output is not None and str(output) == "-":
+            sys.stdout.write(source)
+            return
+        path = output or Path(f"{net.name}.py")
+        write_atomic(path, source)
+        print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
+        return
+    path = output or Path(f"{net.name}{SUFFIX[target]}")
+    from .backends.weights import load_weights
+    state = load_weights(net.graph, weights, seed)
+    if target == "onnx":
+        from .backends.onnx_export import to_onnx
+        write_atomic(path, to_onnx(net.graph, state).SerializeToString())
+        print(f"wrote {path} (ONNX opset 17, {net.name})", file=sys.stderr)
+        return
+    from .backends import tvm_build
+    tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, state, batch), tvm_target, work_dir)
+    tvm_build.export(executable, path)
+    if cuda_source is not None:
+        write_atomic(cuda_source, "\n".join(tvm_build.cuda_sources(executable)))
+    print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch}, {net.name})", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""Graph -> ONNX (opset 17), one converter per op; the batch dimension stays symbolic."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir import INPUT, Graph
+from .weights import BN_EPS
+
+OPSET = 17
+
+
+class _Builder:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+        from onnx import helper, numpy_helper
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.graph, self.weights = graph, weights
+        self.nodes: list = []
+        self.initializers: list = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def weight(self, key: str) -> str:
+        return self.const(key, self.weights[key].astype(np.float32))
+
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        return output
+
+
+def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    inputs = [ins[0], b.weight(f"{name}.weight")] + ([b.weight(f"{name}.bias")] if a["bias"] else [])
+    k, p = a["kernel"], a["padding"]
+    return b.op("Conv", inputs, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
+                group=a["groups"])
+
+
+def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    keys = ("weight", "bias", "running_mean", "running_var")
+    return b.op("BatchNormalization", [ins[0]] + [b.weight(f"{name}.{k}") for k in keys], name, epsilon=BN_EPS)
+
+
+def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    k, p = a["kernel"], a["padding"]
+    return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4)
+
+
+def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    flat = b.op("Flatten", ins, f"{name}.flatten", axis=1)
+    return b.op("Gemm", [flat, b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name, transB=1)
+
+
+def _add(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    if not a["gated"]:
+        return b.op("Add", ins[:2], name)
+    residual, shortcut, logits = ins
+    t = b.op("Sigmoid", [logits], f"{name}.t")
+    carry = b.op("Sub", [b.const(f"{name}.one", np.ones((), np.float32)), t], f"{name}.carry")
+    return b.op("Add", [b.op("Mul", [residual, t], f"{name}.transform"),
+                        b.op("Mul", [shortcut, carry], f"{name}.keep")], name)
+
+
+def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    s = a["stride"]
+    sliced = ins[0]
+    if s != 1:
+        consts = {k: b.const(f"{name}.{k}", np.array(v, np.int64))
+                  for k, v in (("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [s, s]))}
+        sliced = b.op("Slice", [ins[0], consts["starts"], consts["ends"], consts["axes"], consts["steps"]],
+                      f"{name}.subsample")
+    pads = b.const(f"{name}.pads", np.array([0, a["pad_before"], 0, 0, 0, a["pad_after"], 0, 0], np.int64))
+    return b.op("Pad", [sliced, pads], name)
+
+
+CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
+    "conv": _conv,
+    "bn": _bn,
+    "relu": lambda b, name, ins, a: b.op("Relu", ins, name),
+    "maxpool": _maxpool,
+    "avgpool": lambda b, name, ins, a: b.op("GlobalAveragePool", ins, name),
+    "fc": _fc,
+    "add": _add,
+    "pad": _pad,
+}
+
+
+def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
+    """An onnx.ModelProto with input `input` (N x C x H x W) and output `logits` (N x classes)."""
+    from onnx import TensorProto, checker, helper
+    b = _Builder(graph, weights)
+    values = {INPUT: "input"}
+    for name in graph.order():
+        node = graph.node(name)
+        if node["op"] != "input":
+            values[name] = CONVERTERS[node["op"]](b, name, [values[i] for i in graph.inputs(name)], node["attrs"])
+    b.op("Identity", [values[graph.output]], "logits")
+    c, h, w = graph.shape(INPUT)
+    onnx_graph = helper.make_graph(
+        b.nodes, graph.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", graph.classes])],
+        initializer=b.initializers)
+    model = helper.make_model(onnx_graph, producer_name="resdsl",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # readable by every ONNX Runtime that supports opset 17
+    checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,129 @@
+"""ONNX and TVM targets compute what the torch backend computes, for the same weights."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import resdsl
+from conftest import ROOT, SPECS
+from resdsl.backends import tvm_build
+from resdsl.backends.onnx_export import to_onnx
+from resdsl.backends.weights import load_weights
+
+NUMERIC_SPECS = [s for s in SPECS if s.parts[1] == "cifar"] + [p for p in SPECS if p.name == "resnet18.rds"]
+
+
+def randomize_bn(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> None:
+    """Weights like a trained network's: BN statistics measured on a batch (so activations stay
+    finite through 1000 layers, as in a trained net) and affine parameters far from the identity,
+    so a misfolded BN cannot hide."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = None  # running stats := this batch's statistics
+    with torch.no_grad():
+        model.train()(torch.randn(8, *input_shape, generator=g))
+        model.eval()
+        for m in bns:
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.uniform_(-0.5, 0.5, generator=g)
+
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("spec", NUMERIC_SPECS, ids=str)
+def test_torch_onnxruntime_and_tvm_llvm_agree(spec) -> None:
+    net = resdsl.load(spec)
+    model = net.to_torch(seed=0).eval()
+    randomize_bn(model, net.graph.shape("<input>"))
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((1, *net.graph.shape("<input>")), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+
+    session = ort.InferenceSession(to_onnx(net.graph, weights).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
+
+    import tvm
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), tvm_build.make_target("llvm"))
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
+
+
+def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
+    net = resdsl.load("specs/cifar/highway20.rds")
+    model = net.to_torch(seed=3).eval()
+    randomize_bn(model, (3, 32, 32), seed=3)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    for target, suffix in (("onnx", ".onnx"), ("llvm", ".so")):
+        subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/highway20.rds", "--target", target,
+                        "--weights", str(tmp_path / "w.pt"), "--batch", "2", "-o", str(tmp_path / f"net{suffix}")],
+                       cwd=ROOT, check=True, capture_output=True)
+    onnx.checker.check_model(onnx.load(tmp_path / "net.onnx"), full_check=True)
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
+    import tvm
+    vm, _ = tvm_build.load_vm(tmp_path / "net.so")
+    assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
+
+
+def test_seeded_init_is_the_torch_backends(tmp_path) -> None:
+    net = resdsl.load("specs/cifar/resnet20.rds")
+    weights = load_weights(net.graph, seed=5)
+    reference = net.to_torch(seed=5).state_dict()
+    assert all(np.array_equal(weights[k], reference[k].numpy()) for k in reference)
+
+
+def test_wrong_weights_are_a_user_error(tmp_path, capsys) -> None:
+    from resdsl.cli import main
+    other = resdsl.load("specs/cifar/resnet32.rds").to_torch(seed=0)
+    torch.save(other.state_dict(), tmp_path / "w.pt")
+    torch.save(resdsl.load("specs/cifar/resnet20.rds").to_torch().state_dict() | {"conv1.weight": torch.zeros(1)},
+               tmp_path / "bad.pt")
+    assert main(["compile", "specs/cifar/resnet44.rds", "--target", "onnx", "--weights", str(tmp_path / "w.pt"),
+                 "-o", str(tmp_path / "x.onnx")]) == 1
+    assert "the weights lack" in capsys.readouterr().err
+    assert main(["compile", "specs/cifar/resnet20.rds", "--target", "onnx", "--weights", str(tmp_path / "bad.pt"),
+                 "-o", str(tmp_path / "x.onnx")]) == 1
+    assert "has shape 1, the network needs 16x3x3x3" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cuda_build_without_gpu_gives_valid_cuda(tmp_path) -> None:
+    net = resdsl.load("specs/cifar/resnet20.rds")
+    weights = load_weights(net.graph, seed=0)
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), tvm_build.make_target("cuda"))
+    sources = tvm_build.cuda_sources(executable)
+    assert sources and "__global__" in sources[0]
+    fatbin = tvm_build.nvcc_check(sources[0], "sm_90")
+    assert len(fatbin) > 1000
+    tvm_build.export(executable, tmp_path / "net.so")
+    assert (tmp_path / "net.so").stat().st_size > 0
+
+
+def test_bn_folds_into_convs_and_residual_adds_fuse() -> None:
+    from tvm import relax
+    net = resdsl.load("specs/cifar/resnet20.rds")
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1)
+    with tvm_build.make_target("llvm"):
+        fused = relax.get_pipeline("zero")(mod)
+    names = [gv.name_hint for gv in fused.get_global_vars()]
+    # conv + folded-BN bias + residual add + relu: one kernel per block's second conv.
+    assert any(n.startswith("fused_conv2d") and n.endswith("_add_add1_relu") for n in names), names
+    assert not any("batch_norm" in n for n in names)
