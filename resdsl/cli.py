@@ -124,6 +124,78 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch}, {net.name})", file=sys.stderr)
 
 
+@app.command()
+@spec_argument
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--trials", type=click.IntRange(1, 10**6), default=512, show_default=True,
+              help="measured candidates in all, across tasks and restarts")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="holds the tuning database; rerun with the same one to resume (default tune-NETWORK-TARGET)")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="tuned library (default WORK_DIR/NETWORK.so)")
+@click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker that measures on remote devices")
+@click.option("--rpc-key", help="the device key registered with the tracker")
+@click.option("-v", "--verbose", is_flag=True, help="show MetaSchedule's own log too")
+@weight_options
+@tvm_options
+def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
+         rpc_key: str | None, verbose: bool, weights: Path | None, seed: int, batch: int, cpu: str | None,
+         arch: str) -> None:
+    """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
+    net = _load(spec)
+    from . import tuning
+    from .backends import tvm_build
+    from .backends.weights import load_weights
+    rpc = tuning.RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None
+    work_dir = work_dir or Path(f"tune-{net.name}-{target}")
+    tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph, weights, seed), batch)
+    with _progress_display(net.name, target) as show:
+        results = tuning.tune(mod, tvm_target, work_dir, trials, rpc=rpc, on_progress=show, verbose=verbose)
+    path = output or work_dir / f"{net.name}.so"
+    tvm_build.export(tvm_build.build(mod, tvm_target, work_dir), path)
+    report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
+              "library": str(path),
+              "tasks": [{"name": r.name, "weight": r.weight, "trials": r.trials, "best_ms": r.best_ms}
+                        for r in results]}
+    measurable = rpc is None and (target == "llvm" or _has_gpu())
+    if measurable:
+        from .ir import INPUT
+        report["network_latency"] = tuning.measure(path, (batch, *net.graph.shape(INPUT)),
+                                                   "cuda" if target == "cuda" else "cpu")
+    from .output import write_atomic
+    write_atomic(work_dir / "report.json", json.dumps(report, indent=1) + "\n")
+    latency = report.get("network_latency", {}).get("median_ms")
+    print(f"wrote {path} and {work_dir / 'report.json'}"
+          + (f"; whole network {latency:.2f} ms (median)" if latency else ""), file=sys.stderr)
+
+
+def _has_gpu() -> bool:
+    import tvm
+    return bool(tvm.cuda().exist)
+
+
+def _progress_display(name: str, target: str):
+    """A rich progress bar: trials done, tasks, best latency so far, time left."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    @contextmanager
+    def display():
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("trials · {task.fields[tasks]} tasks · best {task.fields[best]}"),
+                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        with Progress(*columns, transient=False, refresh_per_second=2) as bar:
+            task = bar.add_task(f"tuning {name} ({target})", total=None, tasks="?", best="-")
+
+            def show(p) -> None:
+                best = f"{p.best_ms:.2f} ms" if p.best_ms is not None else "-"
+                bar.update(task, total=p.total, completed=min(p.done, p.total), tasks=p.tasks, best=best)
+            yield show
+    return display()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app.main(args=argv, prog_name="resdsl", standalone_mode=False)

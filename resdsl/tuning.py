@@ -1,0 +1,237 @@
+"""`resdsl tune`: MetaSchedule tuning that survives being killed, with a live progress display.
+
+The work directory holds MetaSchedule's JSON database (`database_workload.json`,
+`database_tuning_record.json`: one JSON record per line, appended as candidates are measured),
+the tuned library and `report.json`. Resuming: a line cut short by `kill -9` is dropped, the
+records already measured count against `--trials`, and MetaSchedule's evolutionary search seeds
+itself from them, so a restarted run continues rather than starts over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .diagnostics import ResdslError
+
+RECORDS = "database_tuning_record.json"
+WORKLOADS = "database_workload.json"
+
+
+@dataclass
+class RPC:
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, tracker: str, key: str | None) -> "RPC":
+        host, _, port = tracker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ResdslError(f"--rpc-tracker `{tracker}` is not HOST:PORT", hint="e.g. --rpc-tracker 127.0.0.1:9190")
+        if not key:
+            raise ResdslError("--rpc-tracker needs --rpc-key (the device key the servers registered)")
+        return cls(host, int(port), key)
+
+
+@dataclass
+class TaskResult:
+    name: str
+    weight: int
+    trials: int = 0
+    best_ms: float | None = None
+
+
+@dataclass
+class Progress:
+    total: int
+    tasks: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    best_ms: float | None = None  # sum over tasks of weight x best latency, where measured
+
+
+def repair_database(work_dir: Path) -> int:
+    """Drop a last line cut short by a kill; return how many tuning records survive."""
+    count = 0
+    for name in (WORKLOADS, RECORDS):
+        path = work_dir / name
+        if not path.exists():
+            continue
+        lines = path.read_bytes().split(b"\n")
+        good = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError:
+                break  # a torn write is only ever the last line; nothing after it is trusted
+            good.append(line)
+        data = b"".join(line + b"\n" for line in good)
+        if data != path.read_bytes():
+            tmp = path.with_suffix(".repair")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        if name == RECORDS:
+            count = len(good)
+    return count
+
+
+def extract_tasks(mod, target):
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+    with target:
+        fused = relax.get_pipeline("zero")(mod)  # tasks are the fused TIR kernels
+    return fused, ms.relax_integration.extract_tasks(fused, target)
+
+
+def make_runner(target, rpc: RPC | None):
+    from tvm.s_tir import meta_schedule as ms
+    if rpc is not None:
+        config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
+                                     session_timeout_sec=60)
+        return ms.runner.RPCRunner(rpc_config=config)
+    if target.kind.name == "cuda":
+        import tvm
+        if not tvm.cuda().exist:
+            raise ResdslError("no CUDA GPU on this machine to measure tuning candidates on",
+                              hint="run `resdsl tune` on a machine with a GPU, or measure on remote GPUs "
+                                   "with --rpc-tracker HOST:PORT --rpc-key KEY")
+    return "local"
+
+
+def build_without_intrinsics(mod, target, _params):
+    """MetaSchedule's default build, minus `import tvm.s_tir.tensor_intrin`.
+
+    That import registers every tensor intrinsic and its CUDA half alone takes ~40 s on these
+    2-core machines: longer than the builder's per-candidate timeout, so every candidate failed.
+    fp32 CPU schedules use no tensor intrinsics.
+    """
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def import_intrinsics() -> None:
+    import tvm.s_tir.tensor_intrin  # noqa: F401  (once per builder worker, not per candidate)
+
+
+def make_builder(target):
+    from tvm.s_tir import meta_schedule as ms
+    if target.kind.name == "llvm":
+        return ms.builder.LocalBuilder(f_build=build_without_intrinsics, timeout_sec=60)
+    return ms.builder.LocalBuilder(initializer=import_intrinsics, timeout_sec=120)
+
+
+def task_results(work_dir: Path, tasks) -> list[TaskResult]:
+    """Best measured latency per task, read back from the database."""
+    from tvm.s_tir import meta_schedule as ms
+    if not (work_dir / RECORDS).exists():
+        return [TaskResult(t.task_name, int(t.weight)) for t in tasks]
+    database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
+    results = []
+    for task in tasks:
+        result = TaskResult(task.task_name, int(task.weight))
+        mod = task.dispatched[0]
+        if database.has_workload(mod):
+            records = database.get_top_k(database.commit_workload(mod), 10**6)
+            times = [sum(float(t) for t in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
+            result.trials = len(records)
+            result.best_ms = min(times) * 1e3 if times else None
+        results.append(result)
+    return results
+
+
+def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
+         on_progress: Callable[[Progress], None] | None = None, verbose: bool = False) -> list[TaskResult]:
+    import logging
+
+    from tvm.s_tir import meta_schedule as ms
+    # MetaSchedule logs every trial to the console at its logger's level; keep the console for
+    # our progress bar (the full log is in WORK_DIR/logs either way).
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    done = repair_database(work_dir)
+    fused, tasks = extract_tasks(mod, target)
+    if not tasks:
+        raise ResdslError("the network has no kernels to tune")
+    runner = make_runner(target, rpc)
+    progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
+    remaining = trials - done
+    # Small iterations spread a small budget over the tasks; large ones amortise search overhead.
+    trials_per_iter = max(4, min(64, trials // len(tasks)))
+    if remaining > 0:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply", strategy="evolutionary")
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(work_dir, progress, done, stop, on_progress), daemon=True)
+        watcher.start()
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                          max_trials_global=remaining, num_trials_per_iter=min(trials_per_iter, remaining),
+                          builder=make_builder(target), runner=runner, database=ms.database.JSONDatabase(work_dir=str(work_dir)))
+        finally:
+            stop.set()
+            watcher.join()
+    results = task_results(work_dir, tasks)
+    progress.done = _count_lines(work_dir / RECORDS)
+    progress.best_ms = _estimate(results)
+    if on_progress:
+        on_progress(progress)
+    return results
+
+
+def _watch(work_dir: Path, progress: Progress, start: int, stop: threading.Event, on_progress) -> None:
+    while not stop.wait(1.0):
+        progress.done = _count_lines(work_dir / RECORDS)
+        progress.best_ms = _best_from_file(work_dir)
+        if on_progress:
+            on_progress(progress)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def _best_from_file(work_dir: Path) -> float | None:
+    """Sum over workloads of their best latency so far (an estimate; task weights not applied)."""
+    best: dict[int, float] = {}
+    try:
+        with open(work_dir / RECORDS, "rb") as f:
+            for line in f:
+                try:
+                    workload, record = json.loads(line)
+                    secs = [float(s) for s in record[1] or []]
+                except (ValueError, TypeError, IndexError):
+                    continue
+                if secs and secs[0] < 1e9:
+                    best[workload] = min(best.get(workload, float("inf")), sum(secs) / len(secs))
+    except FileNotFoundError:
+        return None
+    return sum(best.values()) * 1e3 if best else None
+
+
+def _estimate(results: list[TaskResult]) -> float | None:
+    measured = [r for r in results if r.best_ms is not None]
+    return sum(r.weight * r.best_ms for r in measured) if measured else None
+
+
+def measure(executable_path: Path, shape: tuple[int, ...], device: str, repeat: int = 20) -> dict:
+    """Whole-network latency of a built library: median and spread over `repeat` runs."""
+    import numpy as np
+    import tvm
+    from .backends.tvm_build import load_vm
+    vm, dev = load_vm(executable_path, device)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32), dev)
+    timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
+    results = sorted(float(r) * 1e3 for r in timer(x).results)
+    return {"median_ms": results[len(results) // 2], "min_ms": results[0], "max_ms": results[-1], "repeat": repeat}

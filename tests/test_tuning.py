@@ -1,0 +1,136 @@
+"""`resdsl tune`: real MetaSchedule runs on a tiny network, killed and resumed, and measured
+through a loopback RPC tracker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from resdsl.tuning import RECORDS, repair_database
+
+# Four kernels (conv + BN + ReLU, mean, reshape, matmul + bias): each MetaSchedule iteration
+# is short on 2 cores.
+TINY = """
+network tiny {
+    input 3x8x8
+    classes 4
+    stem { conv1: conv 8 k3 p1; bn1: bn; relu }
+    head { avgpool; fc classes }
+}
+"""
+
+
+def records(work_dir: Path) -> list[str]:
+    path = work_dir / RECORDS
+    return [l for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def tune_cmd(spec: Path, work_dir: Path, trials: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "resdsl", "tune", str(spec), "--target", "llvm", "--trials", str(trials),
+            "--work-dir", str(work_dir), *extra]
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    spec = tmp_path / "tiny.rds"
+    spec.write_text(TINY)
+    return spec
+
+
+def test_repair_drops_a_torn_last_line(tmp_path) -> None:
+    (tmp_path / RECORDS).write_text('[0, [1]]\n[1, [2]]\n[2, [3')
+    assert repair_database(tmp_path) == 2
+    assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n'
+
+
+def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
+    work = tmp_path / "work"
+    env = {**os.environ, "TVM_NUM_THREADS": "1"}
+    proc = subprocess.Popen(tune_cmd(tiny, work, 8), cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while len(records(work)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the tuner and its builder/runner workers
+        proc.wait()
+    before = records(work)
+    assert 4 <= len(before) < 8, "the run was not interrupted mid-way"
+    result = subprocess.run(tune_cmd(tiny, work, 8), cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    after = records(work)
+    survivors = [l for l in before if l.endswith("]")]  # all but a torn last line
+    assert after[:len(survivors)] == survivors  # nothing measured was lost
+    assert 8 <= len(after) < 8 + len(before)  # the budget counted what was already measured
+    report = json.loads((work / "report.json").read_text())
+    assert sum(t["trials"] for t in report["tasks"]) == len(after)
+    assert report["network_latency"]["median_ms"] > 0
+    assert (work / "tiny.so").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tuning_through_a_loopback_rpc_tracker(tiny, tmp_path) -> None:
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                               "--port", str(port), "--port-end", str(port + 1)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(3)
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                           "--tracker", f"127.0.0.1:{port}", "--key", "resdsl-test"],
+                                          start_new_session=True, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        _wait_for_servers(port, "resdsl-test", 2)
+        work = tmp_path / "work"
+        result = subprocess.run(tune_cmd(tiny, work, 4, "--rpc-tracker", f"127.0.0.1:{port}",
+                                         "--rpc-key", "resdsl-test"),
+                                cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((work / "report.json").read_text())
+        measured = [t for t in report["tasks"] if t["best_ms"] is not None]
+        assert measured and all(t["best_ms"] > 0 for t in measured)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _wait_for_servers(port: int, key: str, count: int) -> None:
+    from tvm import rpc
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            summary = rpc.connect_tracker("127.0.0.1", port).summary()
+            free = sum(q.get("free", 0) for k, q in summary["queue_info"].items() if k == key)
+            if free >= count:
+                return
+        except Exception:  # the tracker may still be starting
+            pass
+        time.sleep(1)
+    raise TimeoutError("RPC servers did not register")
+
+
+def test_cuda_tuning_without_a_gpu_says_what_to_do(tiny, capsys) -> None:
+    import tvm
+    if tvm.cuda().exist:
+        pytest.skip("this machine has a GPU")
+    from resdsl.cli import main
+    assert main(["tune", str(tiny), "--target", "cuda", "--trials", "4", "--work-dir", "/tmp/resdsl-no-gpu"]) == 1
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--rpc-tracker" in err
