@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a user error (located message on stderr), 2 an internal
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -167,6 +168,54 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     latency = report.get("network_latency", {}).get("median_ms")
     print(f"wrote {path} and {work_dir / 'report.json'}"
           + (f"; whole network {latency:.2f} ms (median)" if latency else ""), file=sys.stderr)
+
+
+@app.command()
+@spec_argument
+@click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 1024), default=os.cpu_count() or 1, show_default=True,
+              help="threads for every engine")
+@click.option("--engines", default=",".join(("torch", "torch.compile", "onnxruntime", "tvm", "tvm-tuned")),
+              show_default=True, help="comma-separated subset to run")
+@click.option("--tuned", type=click.Path(path_type=Path, exists=True),
+              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row")
+@click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
+@click.option("--cpu", help="LLVM CPU name for TVM (default: this host's)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
+@weight_options
+def bench(spec: Path, batch: int, threads: int, engines: str, tuned: Path | None, budget: float, cpu: str | None,
+          as_json: bool, weights: Path | None, seed: int) -> None:
+    """Latency of PyTorch eager, torch.compile, ONNX Runtime and TVM (untuned, tuned) on one input."""
+    from . import bench as benchmod
+    selected = tuple(e.strip() for e in engines.split(",") if e.strip())
+    unknown = [e for e in selected if e not in benchmod.ENGINES]
+    if unknown:
+        raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(benchmod.ENGINES)}",
+                                 param_hint="--engines")
+    net = _load(spec)
+    from .backends.weights import load_weights
+    state = load_weights(net.graph, weights, seed)
+    say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: done", file=sys.stderr))
+    results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, on_result=say)
+    base = next((r.median_ms for r in results if r.engine == "onnxruntime" and r.median_ms), None)
+    rows = [{**r.__dict__, "vs_onnxruntime": (r.median_ms / base) if base and r.median_ms else None}
+            for r in results]
+    if as_json:
+        print(json.dumps({"network": net.name, "batch": batch, "threads": threads, "results": rows}, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"{net.name}, batch {batch}, {threads} threads", title_justify="left")
+    for column in ("engine", "median ms", "min–max ms", "runs", "× ONNX Runtime", "max rel. error"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for row in rows:
+        if row["median_ms"] is None:
+            table.add_row(row["engine"], "-", "-", "-", "-", row["note"])
+            continue
+        table.add_row(row["engine"], f"{row['median_ms']:.2f}", f"{row['min_ms']:.2f}–{row['max_ms']:.2f}",
+                      str(row["runs"]), f"{row['vs_onnxruntime']:.2f}" if row["vs_onnxruntime"] else "-",
+                      f"{row['rel_err']:.1e}")
+    Console().print(table)
 
 
 def _has_gpu() -> bool:
