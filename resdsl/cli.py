@@ -135,11 +135,13 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="tuned library (default WORK_DIR/NETWORK.so)")
 @click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker that measures on remote devices")
 @click.option("--rpc-key", help="the device key registered with the tracker")
+@click.option("--max-tasks", type=click.IntRange(1, None),
+              help="tune only the N kernels with the most FLOPs (the rest keep default schedules)")
 @click.option("-v", "--verbose", is_flag=True, help="show MetaSchedule's own log too")
 @weight_options
 @tvm_options
 def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
-         rpc_key: str | None, verbose: bool, weights: Path | None, seed: int, batch: int, cpu: str | None,
+         rpc_key: str | None, max_tasks: int | None, verbose: bool, weights: Path | None, seed: int, batch: int, cpu: str | None,
          arch: str) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
@@ -151,7 +153,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
     mod = tvm_build.relax_module(net.graph, load_weights(net.graph, weights, seed), batch)
     with _progress_display(net.name, target) as show:
-        results = tuning.tune(mod, tvm_target, work_dir, trials, rpc=rpc, on_progress=show, verbose=verbose)
+        results = tuning.tune(mod, tvm_target, work_dir, trials, rpc=rpc, on_progress=show, verbose=verbose,
+                              max_tasks=max_tasks)
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,

@@ -142,8 +142,19 @@ def task_results(work_dir: Path, tasks) -> list[TaskResult]:
     return results
 
 
+def heaviest(tasks, count: int | None):
+    """The `count` tasks with the most FLOPs x occurrences: where a small budget pays off."""
+    if count is None or count >= len(tasks):
+        return list(tasks)
+    from tvm.s_tir.analysis import estimate_tir_flops
+    ranked = sorted(tasks, key=lambda t: -estimate_tir_flops(t.dispatched[0]) * t.weight)
+    keep = {id(t) for t in ranked[:count]}
+    return [t for t in tasks if id(t) in keep]  # keep extraction order, so reruns see the same list
+
+
 def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
-         on_progress: Callable[[Progress], None] | None = None, verbose: bool = False) -> list[TaskResult]:
+         on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
+         max_tasks: int | None = None) -> list[TaskResult]:
     import logging
 
     from tvm.s_tir import meta_schedule as ms
@@ -155,6 +166,7 @@ def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
     fused, tasks = extract_tasks(mod, target)
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
+    tasks = heaviest(tasks, max_tasks)
     runner = make_runner(target, rpc)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
     remaining = trials - done
@@ -169,7 +181,12 @@ def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                           max_trials_global=remaining, num_trials_per_iter=min(trials_per_iter, remaining),
-                          builder=make_builder(target), runner=runner, database=ms.database.JSONDatabase(work_dir=str(work_dir)))
+                          builder=make_builder(target), runner=runner,
+                          database=ms.database.JSONDatabase(work_dir=str(work_dir)),
+                          # Round-robin commits each batch to the database as soon as it is
+                          # measured; the gradient scheduler holds every result of its first pass
+                          # over the tasks (tens of minutes) in memory, where a kill loses them.
+                          task_scheduler="round-robin")
         finally:
             stop.set()
             watcher.join()
