@@ -109,8 +109,10 @@ class Network:
     shortcut_span: Span | None = None
     lets: list[tuple[str, Expr, Span]] = field(default_factory=list)
     stem: tuple[Layer, ...] = ()
+    stem_span: Span | None = None
     stages: list[Stage] = field(default_factory=list)
     head: tuple[Layer, ...] = ()
+    head_span: Span | None = None
 
 
 @dataclass

@@ -181,7 +181,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
 @click.option("--engines", default=",".join(("torch", "torch.compile", "onnxruntime", "tvm", "tvm-tuned")),
               show_default=True, help="comma-separated subset to run")
 @click.option("--tuned", type=click.Path(path_type=Path, exists=True),
-              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row")
+              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row "
+                   "(default: benchmarks/tuning/NETWORK-llvm when it exists)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--cpu", help="LLVM CPU name for TVM (default: this host's)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
@@ -196,6 +197,8 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: Path | None
         raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(benchmod.ENGINES)}",
                                  param_hint="--engines")
     net = _load(spec)
+    if tuned is None and Path(f"benchmarks/tuning/{net.name}-llvm").is_dir():
+        tuned = Path(f"benchmarks/tuning/{net.name}-llvm")  # the database committed with resdsl
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: done", file=sys.stderr))
@@ -219,6 +222,34 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: Path | None
                       str(row["runs"]), f"{row['vs_onnxruntime']:.2f}" if row["vs_onnxruntime"] else "-",
                       f"{row['rel_err']:.1e}")
     Console().print(table)
+
+
+@app.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--check", is_flag=True, help="exit 1 if a file would change; write nothing")
+@click.option("--write", is_flag=True, help="rewrite the files in place")
+def fmt(specs: tuple[Path, ...], check: bool, write: bool) -> None:
+    """Format .rds files in the one canonical style (comments kept); print them by default."""
+    from .diagnostics import read_source
+    from .formatter import format_source
+    from .output import write_atomic
+    changed = []
+    for spec in specs:
+        text = read_source(spec)
+        formatted = format_source(text, str(spec))
+        if formatted != text:
+            changed.append(spec)
+            if write and not check:
+                write_atomic(spec, formatted)
+        if not check and not write:
+            sys.stdout.write(formatted)
+    if check:
+        for spec in changed:
+            print(f"would reformat {spec}", file=sys.stderr)
+        if changed:
+            raise click.exceptions.Exit(1)
+    elif write:
+        print(f"reformatted {len(changed)} of {len(specs)} file(s)", file=sys.stderr)
 
 
 def _has_gpu() -> bool:
@@ -250,8 +281,9 @@ def _progress_display(name: str, target: str):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app.main(args=argv, prog_name="resdsl", standalone_mode=False)
-        return 0
+        # Outside standalone mode click returns (not raises) the code of an Exit.
+        code = app.main(args=argv, prog_name="resdsl", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except ResdslError as exc:
         print(exc.render(), file=sys.stderr)
         return 1

@@ -31,10 +31,16 @@ def _lark() -> Lark:
                 propagate_positions=True, maybe_placeholders=True)
 
 
-def parse(text: str, filename: str = "<string>") -> ast.SourceFile:
-    """Parse one file's text. Raises ResdslError with a located message."""
+def parse(text: str, filename: str = "<string>", comments: list | None = None) -> ast.SourceFile:
+    """Parse one file's text. Raises ResdslError with a located message.
+
+    With `comments`, the comment tokens are appended to it (for the formatter).
+    """
     try:
-        tree = _lark().parse(text)
+        if comments is None:
+            tree = _lark().parse(text)
+        else:  # a second parser whose lexer hands comments over instead of dropping them
+            tree = _lark_keeping_comments(comments.append).parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
     try:
@@ -43,6 +49,11 @@ def parse(text: str, filename: str = "<string>") -> ast.SourceFile:
         if isinstance(exc.orig_exc, ResdslError):
             raise exc.orig_exc from None
         raise
+
+
+def _lark_keeping_comments(sink) -> Lark:
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True,
+                maybe_placeholders=True, lexer_callbacks={"COMMENT": sink})
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError:
@@ -210,11 +221,13 @@ class _ToAst(Transformer):
     def let_stmt(self, meta, children):
         return ("let", (str(children[0]), children[1], self._span(meta)))
 
-    def stem_stmt(self, children):
-        return ("stem", children[0])
+    @v_args(meta=True)
+    def stem_stmt(self, meta, children):
+        return ("stem", (children[0], self._span(meta)))
 
-    def head_stmt(self, children):
-        return ("head", children[0])
+    @v_args(meta=True)
+    def head_stmt(self, meta, children):
+        return ("head", (children[0], self._span(meta)))
 
     @v_args(meta=True)
     def network(self, meta, children):
@@ -237,6 +250,9 @@ class _ToAst(Transformer):
                     net.input, net.input_span = value
                 elif key == "shortcut":
                     net.shortcut, net.shortcut_span = value
+                elif key in ("stem", "head"):
+                    setattr(net, key, value[0])
+                    setattr(net, f"{key}_span", value[1])
                 else:
                     setattr(net, key, value)
         return net

@@ -1,0 +1,174 @@
+"""`resdsl fmt`: one canonical layout for .rds files, comments kept.
+
+Style: 4-space indents; one statement per line; a blank line between top-level items;
+network statements in the order input, classes, shortcut, let, stem, stages, head; short
+attributes (`k3 s2 p1 g32`) for literal kernel/stride/padding/groups and `s=expr` otherwise;
+`stem { ... }` and `head { ... }` on one line when they fit and hold no comment; expressions
+with the fewest parentheses that keep their meaning.
+
+Comments stay with the statement that follows them (or that they end the line of); comments
+after the last statement of a body stay at its end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import ast
+from .parser import SHORT_ATTRS, parse
+
+SHORT = {long: short for short, long in SHORT_ATTRS.items()}
+PRECEDENCE = {"+": 1, "-": 1, "*": 2, "//": 2, "/": 2}
+INDENT = "    "
+ONE_LINE_LIMIT = 100
+
+
+@dataclass
+class _Comment:
+    line: int
+    text: str
+    trailing: bool  # code precedes it on its line
+    used: bool = False
+
+
+def format_source(text: str, filename: str = "<string>") -> str:
+    tokens: list = []
+    source = parse(text, filename, comments=tokens)
+    lines = text.splitlines()
+    comments = [_Comment(t.line, str(t).rstrip(), bool(lines[t.line - 1][: t.column - 1].strip()))
+                for t in tokens]
+    return _Printer(comments).file(source)
+
+
+def expr(e: ast.Expr, parent: int = 0, right: bool = False) -> str:
+    if isinstance(e, ast.Int):
+        return str(e.value)
+    if isinstance(e, ast.Var):
+        return e.name
+    if isinstance(e, ast.Neg):
+        return "-" + expr(e.operand, 3)
+    level = PRECEDENCE[e.op]
+    text = f"{expr(e.lhs, level)} {e.op} {expr(e.rhs, level, right=True)}"
+    # Left-associative: a right operand of equal precedence needs parentheses, a left one not.
+    return f"({text})" if level < parent or (right and level == parent) else text
+
+
+def arg(a: ast.Arg) -> str:
+    if isinstance(a, ast.Positional):
+        return expr(a.value)
+    key = SHORT.get(a.name, a.name)
+    if key in SHORT_ATTRS and isinstance(a.value, ast.Int):
+        return f"{key}{a.value.value}"
+    return f"{key}={expr(a.value)}"
+
+
+def layer(l: ast.Layer) -> str:
+    text = " ".join([l.op, *(arg(a) for a in l.args)])
+    return f"{l.label}: {text}" if l.label else text
+
+
+class _Printer:
+    def __init__(self, comments: list[_Comment]) -> None:
+        self.comments = comments
+        self.out: list[str] = []
+
+    # ---- comments
+    def _leading(self, before_line: int, indent: str) -> None:
+        previous = None
+        for c in self.comments:
+            if not c.used and not c.trailing and c.line < before_line:
+                c.used = True
+                if previous is not None and c.line - previous > 1:
+                    self.out.append("")  # keep one blank line between comment paragraphs
+                self.out.append(indent + c.text)
+                previous = c.line
+        if previous is not None and before_line - previous > 1 and before_line < 10**9 and indent == "":
+            self.out.append("")
+
+    def _trailing(self, first: int, last: int) -> str:
+        found = [c for c in self.comments if not c.used and c.trailing and first <= c.line <= last]
+        for c in found:
+            c.used = True
+        return "".join("  " + c.text for c in found)
+
+    def _has_comments(self, first: int, last: int) -> bool:
+        return any(not c.used and first <= c.line <= last for c in self.comments)
+
+    def _emit(self, indent: str, text: str, span) -> None:
+        self._leading(span.line, indent)
+        self.out.append(indent + text + self._trailing(span.line, span.end_line))
+
+    # ---- items
+    def file(self, source: ast.SourceFile) -> str:
+        items = sorted(source.includes + source.blocks + source.networks, key=lambda i: i.span.line)
+        for i, item in enumerate(items):
+            if i and not (isinstance(item, ast.Include) and isinstance(items[i - 1], ast.Include)):
+                self.out.append("")
+            if isinstance(item, ast.Include):
+                self._emit("", f'include "{item.path}"', item.span)
+            elif isinstance(item, ast.BlockDef):
+                self.block(item)
+            else:
+                self.network(item)
+        self._leading(10**9, "")  # comments after the last item
+        return "\n".join(self.out).strip("\n") + "\n"
+
+    def block(self, b: ast.BlockDef) -> None:
+        params = ", ".join(p.name + (f" = {expr(p.default)}" if p.default is not None else "") for p in b.params)
+        header_end = b.body[0].span.line - 1 if b.body else b.span.line
+        self._emit("", f"block {b.name}({params}) {{", _line_span(b.span, header_end))
+        for l in b.body:
+            self._emit(INDENT, layer(l), l.span)
+        self._close(b.span)
+
+    def _close(self, span) -> None:
+        self._leading(span.end_line, INDENT)
+        self.out.append("}" + self._trailing(span.end_line, span.end_line))
+
+    def network(self, n: ast.Network) -> None:
+        self._emit("", f"network {n.name} {{", _line_span(n.span, n.span.line))
+        if n.input is not None:
+            self._emit(INDENT, "input " + "x".join(map(str, n.input)), n.input_span)
+        if n.classes is not None:
+            self._emit(INDENT, f"classes {expr(n.classes)}", n.classes.span)
+        if n.shortcut_span is not None:
+            self._emit(INDENT, f"shortcut {n.shortcut}", n.shortcut_span)
+        for name, value, span in n.lets:
+            self._emit(INDENT, f"let {name} = {expr(value)}", span)
+        if n.stem_span is not None:
+            self._body("stem", n.stem, n.stem_span)
+        for s in n.stages:
+            self._emit(INDENT, stage(s), s.span)
+        if n.head_span is not None:
+            self._body("head", n.head, n.head_span)
+        self._close(n.span)
+
+    def _body(self, keyword: str, layers: tuple[ast.Layer, ...], span) -> None:
+        one_line = f"{keyword} {{ {'; '.join(layer(l) for l in layers)} }}" if layers else f"{keyword} {{ }}"
+        inner_comments = self._has_comments(span.line, span.end_line) and span.end_line > span.line
+        if len(INDENT + one_line) <= ONE_LINE_LIMIT and not inner_comments:
+            self._emit(INDENT, one_line, span)
+            return
+        self._emit(INDENT, f"{keyword} {{", _line_span(span, span.line))
+        for l in layers:
+            self._emit(INDENT * 2, layer(l), l.span)
+        self._leading(span.end_line, INDENT * 2)
+        self.out.append(INDENT + "}" + self._trailing(span.end_line, span.end_line))
+
+
+def call_arg(a: ast.Arg) -> str:
+    return expr(a.value) if isinstance(a, ast.Positional) else f"{a.name}={expr(a.value)}"
+
+
+def stage(s: ast.Stage) -> str:
+    call = s.call.block + (f"({', '.join(call_arg(a) for a in s.call.args)})" if s.call.args else "")
+    text = f"stage {s.name}: {call} x {expr(s.repeat)}"
+    if s.stride is not None:
+        text += f" stride {expr(s.stride)}"
+    if s.shortcut is not None:
+        text += f" shortcut {s.shortcut}"
+    return text
+
+
+def _line_span(span, last_line: int):
+    from .diagnostics import Span
+    return Span(span.file, span.line, span.column, last_line, span.end_column)
