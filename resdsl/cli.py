@@ -252,6 +252,44 @@ def fmt(specs: tuple[Path, ...], check: bool, write: bool) -> None:
         print(f"reformatted {len(changed)} of {len(specs)} file(s)", file=sys.stderr)
 
 
+@app.command()
+@spec_argument
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="FILE.svg, FILE.png, FILE.pdf or FILE.dot")
+@click.option("--collapse", is_flag=True, help="draw each stage once, with its repeat count")
+def graph(spec: Path, output: Path, collapse: bool) -> None:
+    """A picture of the checked graph (Graphviz)."""
+    net = _load(spec)
+    from .backends.graphviz_render import to_dot
+    from .output import write_atomic
+    dot = to_dot(net.graph, collapse=collapse)
+    fmt = output.suffix.lstrip(".").lower()
+    if fmt == "dot":
+        write_atomic(output, dot.source)
+    elif fmt in ("svg", "png", "pdf"):
+        import graphviz
+        try:
+            write_atomic(output, dot.pipe(format=fmt))
+        except graphviz.ExecutableNotFound:
+            raise ResdslError("Graphviz's `dot` program is not installed",
+                              hint="install it (apt-get install graphviz, brew install graphviz), "
+                                   "or write -o FILE.dot and render it elsewhere") from None
+    else:
+        raise ResdslError(f"cannot tell the picture format from `{output.name}`",
+                          hint="end the output name in .svg, .png, .pdf or .dot")
+    print(f"wrote {output}", file=sys.stderr)
+
+
+@app.command()
+@spec_argument
+def show(spec: Path) -> None:
+    """Print a spec, syntax-highlighted on a colour terminal."""
+    from .diagnostics import read_source
+    from .highlight import highlight, use_colour
+    text = read_source(spec)
+    sys.stdout.write(highlight(text) if use_colour() else text)
+
+
 def _has_gpu() -> bool:
     import tvm
     return bool(tvm.cuda().exist)
@@ -285,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         code = app.main(args=argv, prog_name="resdsl", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except ResdslError as exc:
-        print(exc.render(), file=sys.stderr)
+        from .highlight import use_colour
+        print(exc.render(colour=use_colour(sys.stderr)), file=sys.stderr)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

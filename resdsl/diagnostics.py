@@ -36,11 +36,12 @@ class Diagnostic:
     hint: str | None = None
     notes: tuple[tuple[str, Span | None], ...] = ()
 
-    def render(self) -> str:
+    def render(self, colour: bool = False) -> str:
         where = f"{self.span}: " if self.span else ""
-        out = [f"{where}error: {self.message}"]
+        error = "\x1b[1;31merror\x1b[0m" if colour else "error"
+        out = [f"{where}{error}: {self.message}"]
         if self.span:
-            out += _excerpt(self.span)
+            out += _excerpt(self.span, colour)
         for note, span in self.notes:
             out.append(f"   = note: {note}" + (f" ({span})" if span else ""))
         if self.hint:
@@ -48,7 +49,7 @@ class Diagnostic:
         return "\n".join(out)
 
 
-def _excerpt(span: Span) -> list[str]:
+def _excerpt(span: Span, colour: bool = False) -> list[str]:
     line = span.source_line().rstrip("\r\n").expandtabs(1)
     if not line:
         return []
@@ -58,9 +59,14 @@ def _excerpt(span: Span) -> list[str]:
         width = span.end_column - span.column
     else:  # a multi-line span: underline to the end of its first line
         width = max(len(line.rstrip()) - start, 1)
+    shown = line
+    if colour:
+        from .highlight import highlight
+        shown = highlight(line).rstrip("\n")
+    carets = "^" * width
     return [
-        f" {span.line:>{gutter}} | {line}",
-        f" {'':>{gutter}} | {' ' * start}{'^' * width}",
+        f" {span.line:>{gutter}} | {shown}",
+        f" {'':>{gutter}} | {' ' * start}" + (f"\x1b[1;31m{carets}\x1b[0m" if colour else carets),
     ]
 
 
@@ -79,8 +85,8 @@ class ResdslError(Exception):
         super().__init__(message)
         self.diagnostic = Diagnostic(message, span, hint, notes)
 
-    def render(self) -> str:
-        return self.diagnostic.render()
+    def render(self, colour: bool = False) -> str:
+        return self.diagnostic.render(colour)
 
 
 def read_source(path: str | Path, span: Span | None = None) -> str:
