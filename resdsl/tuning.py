@@ -90,6 +90,31 @@ def extract_tasks(mod, target):
     return fused, ms.relax_integration.extract_tasks(fused, target)
 
 
+def _synchronous(runner):
+    """Wrap a runner so `run` returns only once every candidate is measured.
+
+    MetaSchedule otherwise builds the next task's candidates while this batch is being timed;
+    on a 2-core machine the compiler then steals the cores the measurement runs on, and every
+    latency the search learns from is inflated and noisy. (RPC runs measure elsewhere.)
+    """
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class SynchronousRunner(PyRunner):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def run(self, runner_inputs):
+            futures = self.inner.run(runner_inputs)
+            for future in futures:
+                future.result()
+            return futures
+
+    return SynchronousRunner(runner)
+
+
 def make_runner(target, rpc: RPC | None):
     from tvm.s_tir import meta_schedule as ms
     if rpc is not None:
@@ -102,7 +127,7 @@ def make_runner(target, rpc: RPC | None):
             raise ResdslError("no CUDA GPU on this machine to measure tuning candidates on",
                               hint="run `resdsl tune` on a machine with a GPU, or measure on remote GPUs "
                                    "with --rpc-tracker HOST:PORT --rpc-key KEY")
-    return "local"
+    return _synchronous(ms.runner.LocalRunner())
 
 
 def build_without_intrinsics(mod, target, _params):
