@@ -33,8 +33,10 @@ def save(out: Path) -> None:
     (out / "gpu_results.json").write_text(json.dumps(RESULTS, indent=1) + "\n")
 
 
-def step(name: str, out: Path, budget: float):
+def step(name: str, out: Path, budget: float, enabled: bool = True):
     def wrap(fn):
+        if not enabled:
+            return fn
         if time.monotonic() - T0 > budget:
             RESULTS["steps"][name] = {"skipped": "out of time"}
         else:
@@ -81,7 +83,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_out"))
     parser.add_argument("--budget", type=float, default=420, help="seconds after which steps are skipped")
     parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--max-tasks", type=int, default=None, help="tune only the N heaviest kernels")
+    parser.add_argument("--steps", default="numerics,latency,tuning,tuned,compile",
+                        help="comma-separated subset of the steps to run")
     args = parser.parse_args()
+    steps = set(args.steps.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
 
     import numpy as np
@@ -99,7 +105,7 @@ def main() -> None:
     save(args.out)
     nets = {name: resdsl.load(ROOT / f"specs/{name}.rds") for name in ("cifar/resnet20", "resnet18", "resnet50")}
 
-    @step("numerics_cuda_vs_torch", args.out, args.budget)
+    @step("numerics_cuda_vs_torch", args.out, args.budget, "numerics" in steps)
     def numerics():
         errors = {}
         for name, net in nets.items():
@@ -117,7 +123,7 @@ def main() -> None:
     weights50 = load_weights(net50.graph, seed=0)
     model50 = net50.to_torch(seed=0).eval().cuda()
 
-    @step("resnet50_latency_tvm_dlight_vs_torch_eager", args.out, args.budget)
+    @step("resnet50_latency_tvm_dlight_vs_torch_eager", args.out, args.budget, "latency" in steps)
     def latency():
         rows = {}
         for batch in (1, 32):
@@ -133,26 +139,34 @@ def main() -> None:
 
     work = args.out / "tune-resnet50-cuda"
 
-    @step("resnet50_short_tuning", args.out, args.budget - 120)
+    @step("resnet50_short_tuning", args.out, args.budget - 120, "tuning" in steps)
     def tuning():
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         cmd = [sys.executable, "-m", "resdsl", "tune", str(ROOT / "specs/resnet50.rds"), "--target", "cuda",
                "--arch", RESULTS["arch"], "--trials", str(args.trials), "--work-dir", str(work)]
+        cmd += ["--max-tasks", str(args.max_tasks)] if args.max_tasks else []
         remaining = max(60, args.budget - (time.monotonic() - T0) - 60)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=remaining)
         report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
         return {"returncode": proc.returncode, "stderr_tail": proc.stderr[-1500:], "report": report}
 
-    @step("resnet50_latency_tvm_tuned", args.out, args.budget)
+    @step("resnet50_latency_tvm_tuned", args.out, args.budget, "tuned" in steps)
     def tuned():
         rows = {}
         for batch in (1,):  # the database is specialised to the tuned batch size
             x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-            vm, dev = tvm_cuda_vm(net50, weights50, batch, work)
-            rows[f"batch{batch}"] = cuda_timer(lambda: vm["main"](tvm.runtime.tensor(x, dev)))
+            tx = None
+            for label, directory in (("tvm_dlight", None), ("tvm_tuned", work)):
+                vm, dev = tvm_cuda_vm(net50, weights50, batch, directory)
+                tx = tvm.runtime.tensor(x, dev)
+                rows[f"batch{batch}_{label}"] = cuda_timer(lambda: vm["main"](tx))
+                out = vm["main"](tx).numpy()
+                with torch.no_grad():
+                    ref = model50(torch.from_numpy(x).cuda()).cpu().numpy()
+                rows[f"batch{batch}_{label}"]["max_rel_err"] = float(np.abs(out - ref).max() / np.abs(ref).max())
         return rows
 
-    @step("resnet50_latency_torch_compile", args.out, args.budget + 120)
+    @step("resnet50_latency_torch_compile", args.out, args.budget + 120, "compile" in steps)
     def compiled():
         rows = {}
         fn = torch.compile(model50)
