@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
-	command -v dot >/dev/null || apt-get install -y -q graphviz || (apt-get update -q && apt-get install -y -q graphviz)
+	-command -v dot >/dev/null || apt-get install -y -q graphviz || (apt-get update -q && apt-get install -y -q graphviz)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)

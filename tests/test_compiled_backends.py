@@ -127,3 +127,19 @@ def test_bn_folds_into_convs_and_residual_adds_fuse() -> None:
     # conv + folded-BN bias + residual add + relu: one kernel per block's second conv.
     assert any(n.startswith("fused_conv2d") and n.endswith("_add_add1_relu") for n in names), names
     assert not any("batch_norm" in n for n in names)
+
+
+def test_bench_json_compares_engines_on_one_input(capsys) -> None:
+    import json
+
+    from resdsl.cli import main
+    assert main(["bench", "specs/cifar/resnet20.rds", "--engines", "torch,onnxruntime,tvm,tvm-tuned",
+                 "--budget", "0.2", "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["engine"]: r for r in report["results"]}
+    assert report["threads"] == 1 and set(rows) == {"torch", "onnxruntime", "tvm", "tvm-tuned"}
+    assert rows["onnxruntime"]["vs_onnxruntime"] == 1.0
+    for engine in ("torch", "onnxruntime", "tvm"):
+        assert rows[engine]["median_ms"] > 0 and rows[engine]["runs"] >= 3
+        assert rows[engine]["rel_err"] < 1e-4
+    assert rows["tvm-tuned"]["median_ms"] is None and "--tuned" in rows["tvm-tuned"]["note"]

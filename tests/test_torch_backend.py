@@ -130,3 +130,12 @@ def test_generated_file_imports_and_builds(tmp_path) -> None:
     code = "import resnet20; m = resnet20.build(0); print(sum(p.numel() for p in m.parameters()))"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "269722"
+
+
+def test_fc_on_a_spatial_map_flattens_everything() -> None:
+    # Found by the property tests: fc's in_features must be C*H*W, not C, without avgpool.
+    net = resdsl.loads("network n {\n input 2x5x7\n classes 3\n stem { conv1: conv 4 k3 p1 }\n head { fc classes }\n}\n")
+    model = net.to_torch(seed=0)
+    assert model.fc.in_features == 4 * 5 * 7
+    assert sum(p.numel() for p in model.parameters()) == net.params
+    check_forward_shapes(net.graph, model)
