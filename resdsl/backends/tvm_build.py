@@ -17,6 +17,9 @@ DEFAULT_ARCH = "sm_90"
 
 
 def make_target(kind: str, cpu: str | None = None, arch: str = DEFAULT_ARCH, cores: int | None = None):
+    # TVM's CPU thread pool (started lazily, also in tuning workers, which inherit the
+    # environment) uses half the hardware threads unless told; match the target's num-cores.
+    os.environ.setdefault("TVM_NUM_THREADS", str(cores or os.cpu_count() or 1))
     from tvm.target import Target
     if kind == "llvm":
         from tvm.target import codegen
