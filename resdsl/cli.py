@@ -108,6 +108,9 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         write_atomic(path, source)
         print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
         return
+    if output is not None and str(output) == "-":
+        raise ResdslError(f"--target {target} writes a binary file, not text for stdout",
+                          hint=f"give a file name, e.g. -o {net.name}{SUFFIX[target]}")
     path = output or Path(f"{net.name}{SUFFIX[target]}")
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
