@@ -25,4 +25,6 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/torch_backend.py
+	$(VENV)/bin/resdsl bench specs/resnet18.rds
+	$(VENV)/bin/resdsl bench specs/resnet50.rds
