@@ -69,6 +69,8 @@ class Graph:
         self.output: str = ""
         self._seq = 0
         self._order: list[str] | None = None  # cached topological order; reset on any edit
+        self._scopes: dict[str, list[str]] = {}  # scope -> its nodes, in order; built from _order
+        self._scopes_for: list[str] | None = None  # the _order that _scopes was built from
 
     # ---- construction
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
@@ -120,7 +122,7 @@ class Graph:
         return (n for n in self.order() if self.nx.nodes[n]["op"] == op)
 
     def scope_nodes(self, scope: str) -> list[str]:
-        if self._order is None or getattr(self, "_scopes_for", None) is not self._order:
+        if self._order is None or self._scopes_for is not self._order:
             self.order()
             scopes: dict[str, list[str]] = {}
             for n in self._order:
