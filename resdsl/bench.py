@@ -76,8 +76,10 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: Path | None,
                 vm, dev = tvm_build.load_vm(work_dir)
             else:
                 target = tvm_build.make_target("llvm", cpu=cpu, cores=threads)
-                executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, x.shape[0]), target,
-                                             work_dir)
+                # The tuned row uses the lowering its records were tuned for; untuned, the default.
+                lowering = tvm_build.Lowering.resolve("llvm", None, None, work_dir)
+                executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, x.shape[0], lowering),
+                                             target, work_dir)
                 vm, dev = tvm.relax.VirtualMachine(executable, tvm.cpu()), tvm.cpu()
             tx_tvm = tvm.runtime.tensor(x, dev)
             return lambda: vm["main"](tx_tvm).numpy()

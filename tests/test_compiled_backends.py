@@ -58,9 +58,57 @@ def test_torch_onnxruntime_and_tvm_llvm_agree(spec) -> None:
     assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
 
     import tvm
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), tvm_build.make_target("llvm"))
+    # What `compile --target llvm` builds (NHWC).
+    lowering = tvm_build.Lowering.default("llvm")
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1, lowering), tvm_build.make_target("llvm"))
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
+
+
+FC_ON_A_MAP = """
+network fc_on_a_map {
+    input 3x12x10
+    classes 7
+    stem { conv1: conv 8 k3 p1; bn1: bn; relu }
+    stage layer1: basic(8) x 1
+    stage layer2: basic(16) x 1 stride 2
+    head { fc classes }
+}
+"""
+
+
+@pytest.mark.parametrize("layout,winograd", [("NCHW", False), ("NHWC", False), ("NHWC", True)])
+@pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
+                                  "specs/cifar/preact_resnet164.rds", "specs/resnext50_32x4d.rds", FC_ON_A_MAP])
+def test_every_lowering_computes_the_same_network(spec, layout, winograd) -> None:
+    """Each layout / conv algorithm against torch: option-A channel padding, highway gates,
+    grouped convs, an fc reading a spatial map (its rows reordered for NHWC), odd map sizes
+    that leave Winograd tiles partly outside the image."""
+    import tvm
+    net = resdsl.loads(spec) if "{" in spec else resdsl.load(spec)
+    model = net.to_torch(seed=1).eval()
+    randomize_bn(model, net.graph.shape("<input>"), seed=1)
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(2).standard_normal((2, *net.graph.shape("<input>")), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    lowering = tvm_build.Lowering(layout, winograd)
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 2, lowering), tvm_build.make_target("llvm"))
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
+
+
+def test_winograd_matrices_compute_a_correlation() -> None:
+    """F(4,3) from the transforms equals a direct 3x3 correlation, in 2-D, in float64."""
+    from resdsl.backends.tvm_winograd import A_T, B_T, G, transform_weight
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
+    winograd = A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T
+    np.testing.assert_allclose(winograd, direct, rtol=1e-12, atol=1e-12)
+    u = transform_weight(g[None, None].astype(np.float32))
+    assert u.shape == (6, 6, 1, 1)
+    np.testing.assert_allclose(u[:, :, 0, 0], G @ g @ G.T, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
@@ -127,6 +175,21 @@ def test_bn_folds_into_convs_and_residual_adds_fuse() -> None:
     # conv + folded-BN bias + residual add + relu: one kernel per block's second conv.
     assert any(n.startswith("fused_conv2d") and n.endswith("_add_add1_relu") for n in names), names
     assert not any("batch_norm" in n for n in names)
+
+
+def test_winograd_convs_fuse_with_bias_add_and_relu() -> None:
+    from tvm import relax
+    net = resdsl.load("specs/cifar/resnet20.rds")
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, tvm_build.Lowering("NHWC", True))
+    with tvm_build.make_target("llvm"):
+        fused = relax.get_pipeline("zero")(mod)
+    names = [gv.name_hint for gv in fused.get_global_vars()]
+    winograd = [n for n in names if n.startswith("fused_conv2d_winograd")]
+    # Every 3x3 stride-1 conv of ResNet-20 is Winograd (the stride-2 ones are not), each fused
+    # with its bias and ReLU, the second of each block with the residual add as well.
+    assert winograd and all(n.endswith("relu") or n.endswith(("relu1", "relu2")) for n in winograd), names
+    assert any(n.count("add") == 2 for n in winograd), names
+    assert not any(n == "conv2d_winograd" or n.startswith("conv2d_winograd") for n in names), names
 
 
 def test_bench_json_compares_engines_on_one_input(capsys) -> None:

@@ -76,6 +76,30 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert sum(t["trials"] for t in report["tasks"]) == len(after)
     assert report["network_latency"]["median_ms"] > 0
     assert (work / "tiny.so").exists()
+    # The lowering the records were tuned for is kept beside them (CPU default: NHWC).
+    assert json.loads((work / "lowering.json").read_text()) == {"layout": "NHWC", "winograd": False}
+    assert report["lowering"] == {"layout": "NHWC", "winograd": False}
+
+
+def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
+    from resdsl.backends.tvm_build import Lowering
+    from resdsl.cli import main
+    work = tmp_path / "work"
+    work.mkdir()
+    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC")  # a new directory: the default
+    (work / RECORDS).write_text('[0, [1]]\n')
+    assert Lowering.resolve("llvm", None, None, work) == Lowering("NCHW")  # records from before lowering.json
+    Lowering("NHWC", True).save(work)
+    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", True)
+    out = str(tmp_path / "x.so")
+    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--layout", "nchw", "-o", out]) == 1
+    err = capsys.readouterr().err
+    assert "was tuned with layout NHWC with Winograd 3x3 convs, not layout NCHW" in err and "drop --layout" in err
+    assert main(["compile", str(tiny), "--target", "llvm", "--layout", "nchw", "--winograd", "-o", out]) == 1
+    assert "--winograd needs --layout nhwc" in capsys.readouterr().err
+    assert main(["compile", str(tiny), "--target", "cuda", "--layout", "nhwc", "--winograd", "-o", out]) == 1
+    assert "for --target llvm only" in capsys.readouterr().err
+    assert not (tmp_path / "x.so").exists()
 
 
 def free_port() -> int:

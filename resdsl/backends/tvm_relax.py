@@ -4,6 +4,11 @@ For inference, BN folds into the conv before it (scale into the weights, shift i
 a BN with no conv before it becomes a per-channel multiply-add. Weights are embedded as
 constants, so the compiled library needs only the input. The batch size is fixed at build
 time, as tuned kernels are specialised to it.
+
+Layouts: `NCHW` (PyTorch's, what the library's input always is) or `NHWC`, where channels are
+innermost and a tuned CPU conv can vectorise over them: ResNet's late stages have 7x7 maps, too
+narrow for vectors along W. Under NHWC the input is transposed once on entry and weights are
+stored HWIO; the logits are layout-free.
 """
 from __future__ import annotations
 
@@ -12,21 +17,40 @@ from typing import Callable
 import numpy as np
 
 from ..ir import INPUT, Graph
+from . import tvm_winograd
 from .weights import bn_scale_shift
 
 
+LAYOUTS = ("NCHW", "NHWC")
+
+
 class _Ctx:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch: int) -> None:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch: int, layout: str,
+                 winograd: bool) -> None:
         from tvm import relax
-        self.relax, self.graph, self.weights, self.batch = relax, graph, weights, batch
+        self.relax, self.graph, self.weights, self.batch, self.layout = relax, graph, weights, batch, layout
+        self.winograd = winograd
         self.folded = _foldable_bns(graph)  # bn -> the conv it folds into
         self.fold_into = {conv: bn for bn, conv in self.folded.items()}
+        self.channel_axis = layout.index("C")
+        self.spatial_axes = [layout.index("H"), layout.index("W")]
 
     def const(self, value: np.ndarray):
         return self.relax.const(np.ascontiguousarray(value.astype(np.float32)))
 
     def channel(self, value: np.ndarray):
-        return self.const(value.reshape(1, -1, 1, 1))
+        shape = [1, 1, 1, 1]
+        shape[self.channel_axis] = -1
+        return self.const(value.reshape(shape))
+
+    def kernel(self, oihw: np.ndarray):
+        return self.const(oihw if self.layout == "NCHW" else oihw.transpose(2, 3, 1, 0))  # HWIO
+
+    def pad_width(self, channel: tuple[int, int]) -> list[int]:
+        """relax.op.nn.pad widths: zero everywhere but the channel axis."""
+        widths = [0] * 8
+        widths[2 * self.channel_axis:2 * self.channel_axis + 2] = channel
+        return widths
 
 
 def _foldable_bns(graph: Graph) -> dict[str, str]:
@@ -47,8 +71,13 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
         weight = weight * scale.reshape(-1, 1, 1, 1)
         bias = shift if bias is None else bias * scale + shift
     p = a["padding"]
-    out = bb.emit(op.nn.conv2d(ins[0], c.const(weight), strides=a["stride"], padding=(p, p, p, p),
-                               groups=a["groups"]))
+    if c.winograd and tvm_winograd.eligible(a, weight.shape):
+        out = bb.emit_te(tvm_winograd.conv2d_nhwc, ins[0], c.const(tvm_winograd.transform_weight(weight)), p,
+                         primfunc_name_hint="conv2d_winograd")
+        return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
+    out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=a["stride"], padding=(p, p, p, p),
+                               groups=a["groups"], data_layout=c.layout,
+                               kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
     return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
 
 
@@ -63,13 +92,19 @@ def _bn(c: _Ctx, bb, name: str, ins: list, a: dict):
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
     p = a["padding"]
     return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"],
-                                            padding=(p, p, p, p)))
+                                            padding=(p, p, p, p), layout=c.layout))
 
 
 def _fc(c: _Ctx, bb, name: str, ins: list, a: dict):
     op = c.relax.op
     flat = bb.emit(op.reshape(ins[0], (c.batch, -1)))
-    weight_t = c.const(c.weights[f"{name}.weight"].T)
+    weight = c.weights[f"{name}.weight"]
+    in_shape = c.graph.shape(c.graph.inputs(name)[0])
+    if c.layout == "NHWC" and len(in_shape) == 3:
+        # Rows follow PyTorch's (C, H, W) flattening; reorder them to (H, W, C).
+        ch, h, w = in_shape
+        weight = weight.reshape(-1, ch, h, w).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    weight_t = c.const(weight.T)
     return bb.emit(op.add(op.matmul(flat, weight_t), c.const(c.weights[f"{name}.bias"])))
 
 
@@ -88,8 +123,8 @@ def _pad(c: _Ctx, bb, name: str, ins: list, a: dict):
     x, s = ins[0], a["stride"]
     if s != 1:
         _, h, w = c.graph.shape(c.graph.inputs(name)[0])
-        x = bb.emit(op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[h, w], strides=[s, s]))
-    return bb.emit(op.nn.pad(x, [0, 0, a["pad_before"], a["pad_after"], 0, 0, 0, 0]))
+        x = bb.emit(op.strided_slice(x, axes=c.spatial_axes, begin=[0, 0], end=[h, w], strides=[s, s]))
+    return bb.emit(op.nn.pad(x, c.pad_width((a["pad_before"], a["pad_after"]))))
 
 
 CONVERTERS: dict[str, Callable] = {
@@ -97,25 +132,33 @@ CONVERTERS: dict[str, Callable] = {
     "bn": _bn,
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),
     "maxpool": _maxpool,
-    "avgpool": lambda c, bb, name, ins, a: bb.emit(c.relax.op.mean(ins[0], axis=[2, 3], keepdims=True)),
+    "avgpool": lambda c, bb, name, ins, a: bb.emit(c.relax.op.mean(ins[0], axis=c.spatial_axes, keepdims=True)),
     "fc": _fc,
     "add": _add,
     "pad": _pad,
 }
 
 
-def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1):
-    """An IRModule whose `main(input)` returns the logits."""
+def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layout: str = "NCHW",
+             winograd: bool = False):
+    """An IRModule whose `main(input)` (always NCHW) returns the logits.
+
+    `winograd`: 3x3 stride-1 convs as Winograd F(4x4, 3x3) kernels (needs NHWC).
+    """
     from tvm import relax
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
+    if winograd and layout != "NHWC":
+        raise ValueError("winograd convolutions need the NHWC layout")
     missing = sorted({graph.node(n)["op"] for n in graph.order()} - set(CONVERTERS) - {"input"})
     if missing:  # found before lowering starts, all at once
         raise NotImplementedError(f"the Relax backend has no converter for: {', '.join(missing)}")
-    ctx = _Ctx(graph, weights, batch)
+    ctx = _Ctx(graph, weights, batch, layout, winograd)
     bb = relax.BlockBuilder()
     x = relax.Var("input", relax.TensorType((batch, *graph.shape(INPUT)), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            values = {INPUT: x}
+            values = {INPUT: x if layout == "NCHW" else bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))}
             for name in graph.order():
                 node = graph.node(name)
                 if node["op"] != "input":
