@@ -120,7 +120,8 @@ def make_runner(target, rpc: RPC | None):
     if rpc is not None:
         config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
                                      session_timeout_sec=60)
-        return ms.runner.RPCRunner(rpc_config=config)
+        # Synchronous too: the scheduler commits a batch before it picks the next task.
+        return _synchronous(ms.runner.RPCRunner(rpc_config=config))
     if target.kind.name == "cuda":
         import tvm
         if not tvm.cuda().exist:
@@ -148,6 +149,15 @@ def make_builder(target):
                                    timeout_sec=60 if target.kind.name == "llvm" else 120)
 
 
+def _measured(database, mod) -> tuple[int, float | None]:
+    """(trials, best latency in ms) of one kernel in the database."""
+    if not database.has_workload(mod):
+        return 0, None
+    records = database.get_top_k(database.commit_workload(mod), 10**6)
+    times = [sum(float(t) for t in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
+    return len(records), (min(times) * 1e3 if times else None)
+
+
 def task_results(work_dir: Path, tasks) -> list[TaskResult]:
     """Best measured latency per task, read back from the database."""
     from tvm.s_tir import meta_schedule as ms
@@ -157,14 +167,58 @@ def task_results(work_dir: Path, tasks) -> list[TaskResult]:
     results = []
     for task in tasks:
         result = TaskResult(task.task_name, int(task.weight))
-        mod = task.dispatched[0]
-        if database.has_workload(mod):
-            records = database.get_top_k(database.commit_workload(mod), 10**6)
-            times = [sum(float(t) for t in r.run_secs) / len(r.run_secs) for r in records if r.run_secs]
-            result.trials = len(records)
-            result.best_ms = min(times) * 1e3 if times else None
+        result.trials, result.best_ms = _measured(database, task.dispatched[0])
         results.append(result)
     return results
+
+
+def pick_task(stats: dict[int, tuple[float, int, float | None]]) -> int:
+    """The next task to spend a batch of trials on.
+
+    `stats`: task id -> (weight, trials so far, best ms or None). Tasks never measured come
+    first, in order; after that, the one with the most weighted latency per trial spent, so
+    trials go to each kernel in proportion to its share of the network's time. A kernel that
+    got faster gives up its turn; one that stays slow keeps getting trials.
+    """
+    unmeasured = [i for i, (_, trials, _) in stats.items() if trials == 0]
+    if unmeasured:
+        return min(unmeasured)
+
+    def share_per_trial(i: int) -> float:
+        weight, trials, best = stats[i]
+        return weight * best / trials if best is not None else 0.0  # all failed: last resort
+    return max(sorted(stats), key=share_per_trial)
+
+
+def _share_scheduler(database):
+    """MetaSchedule's task scheduler interface around `pick_task`.
+
+    Round-robin spends the budget evenly, so kernels that take 10% of the network got the same
+    trials as ones that take 1%; the gradient scheduler weighs them, but keeps every result of its
+    first pass over the tasks in memory (tens of minutes here), where a kill loses them. This one
+    commits each batch (the runner is synchronous, so every batch is done when the next is chosen)
+    and reads trials and best latencies back from the database, so a resumed run continues the
+    same allocation.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
+
+    @derived_object
+    class ShareScheduler(PyTaskScheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.database = database
+
+        def next_task_id(self) -> int:
+            scheduler = self._outer()
+            tasks = scheduler.tasks_
+            for i in range(len(tasks)):
+                scheduler.touch_task(i)  # joins a measured batch: commits its records
+            stats = {i: (float(t.task_weight), *_measured(self.database, t.ctx.mod))
+                     for i, t in enumerate(tasks) if not t.is_terminated}
+            return pick_task(stats) if stats else -1
+
+    return ShareScheduler()
 
 
 def heaviest(tasks, count: int | None):
@@ -203,15 +257,12 @@ def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(work_dir, progress, done, stop, on_progress), daemon=True)
         watcher.start()
+        database = ms.database.JSONDatabase(work_dir=str(work_dir))
         try:
             ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
                           max_trials_global=remaining, num_trials_per_iter=min(trials_per_iter, remaining),
-                          builder=make_builder(target), runner=runner,
-                          database=ms.database.JSONDatabase(work_dir=str(work_dir)),
-                          # Round-robin commits each batch to the database as soon as it is
-                          # measured; the gradient scheduler holds every result of its first pass
-                          # over the tasks (tens of minutes) in memory, where a kill loses them.
-                          task_scheduler="round-robin")
+                          builder=make_builder(target), runner=runner, database=database,
+                          task_scheduler=_share_scheduler(database))
         finally:
             stop.set()
             watcher.join()

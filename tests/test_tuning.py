@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from resdsl.tuning import RECORDS, repair_database
+from resdsl.tuning import RECORDS, pick_task, repair_database
 
 # Four kernels (conv + BN + ReLU, mean, reshape, matmul + bias): each MetaSchedule iteration
 # is short on 2 cores.
@@ -49,6 +49,22 @@ def test_repair_drops_a_torn_last_line(tmp_path) -> None:
     (tmp_path / RECORDS).write_text('[0, [1]]\n[1, [2]]\n[2, [3')
     assert repair_database(tmp_path) == 2
     assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n'
+
+
+def test_trials_go_where_the_time_is() -> None:
+    # id -> (weight, trials, best ms)
+    assert pick_task({0: (1, 64, 1.0), 1: (2, 0, None), 2: (1, 0, None)}) == 1  # unmeasured first
+    assert pick_task({0: (1, 64, 1.0), 1: (2, 64, 3.0), 2: (1, 64, 0.1)}) == 1  # largest weighted share
+    assert pick_task({0: (1, 64, 1.0), 1: (2, 640, 3.0)}) == 0  # ... per trial already spent on it
+    assert pick_task({0: (1, 64, None), 1: (1, 64, 0.5)}) == 1  # every candidate failed: last resort
+    # Simulated: latencies fixed, batches of 64; trials end up in proportion to the shares.
+    stats = {0: (1, 64, 8.0), 1: (2, 64, 1.0), 2: (1, 64, 1.0)}  # shares 8 : 2 : 1
+    for _ in range(100):
+        i = pick_task(stats)
+        weight, trials, best = stats[i]
+        stats[i] = (weight, trials + 64, best)
+    trials = [stats[i][1] for i in range(3)]
+    assert trials[0] > trials[1] > trials[2] and abs(trials[0] / trials[1] - 4) < 0.5
 
 
 def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
