@@ -18,14 +18,15 @@ def main(work_dir: Path) -> None:
     print(f"{report['network']} on {report['target']}, batch {report['batch']}, "
           f"{sum(t['trials'] for t in tasks)} trials recorded")
     print()
-    print("| task | weight | trials | best ms | weight x best ms | share |")
-    print("|---|---|---|---|---|---|")
+    print("| task | weight | trials | best ms | GFLOP/s | weight x best ms | share |")
+    print("|---|---|---|---|---|---|---|")
     for t in tasks:
         if t["best_ms"] is None:
-            print(f"| {t['name']} | {t['weight']} | {t['trials']} | - | - | - |")
+            print(f"| {t['name']} | {t['weight']} | {t['trials']} | - | - | - | - |")
             continue
         part = t["best_ms"] * t["weight"]
-        print(f"| {t['name']} | {t['weight']} | {t['trials']} | {t['best_ms']:.3f} | {part:.3f} | "
+        speed = f"{t['flops'] / t['best_ms'] / 1e6:.0f}" if t.get("flops") else "-"
+        print(f"| {t['name']} | {t['weight']} | {t['trials']} | {t['best_ms']:.3f} | {speed} | {part:.3f} | "
               f"{part / total:.0%} |")
     print()
     print(f"sum over tuned tasks: {total:.2f} ms", end="")

@@ -172,8 +172,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
               "lowering": {"layout": lowering.layout, "winograd": lowering.winograd}, "library": str(path),
-              "tasks": [{"name": r.name, "weight": r.weight, "trials": r.trials, "best_ms": r.best_ms}
-                        for r in results]}
+              "tasks": [{"name": r.name, "weight": r.weight, "trials": r.trials, "best_ms": r.best_ms,
+                         "flops": r.flops} for r in results]}
     measurable = rpc is None and (target == "llvm" or _has_gpu())
     if measurable:
         from .ir import INPUT

@@ -47,6 +47,7 @@ class BlockInstance:
     input: str  # node feeding the block
     output: str = ""  # the block's last node
     span: Span | None = None  # the stage statement that created it
+    args: dict[str, int] = field(default_factory=dict)  # its parameters' values, in declaration order
 
 
 @dataclass

@@ -138,7 +138,8 @@ class _Lowering:
             path = f"{stage.name}.{index}"
             extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
             block_env = self._bind(definition, stage.call, env, extra)
-            instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span)
+            instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span,
+                                     args={p.name: block_env[p.name] for p in definition.params})
             g.blocks[path] = instance
             g.stages[stage.name].blocks.append(path)
             self.note = (f"block {path} (`{definition.name}`) of stage `{stage.name}`", stage.span)

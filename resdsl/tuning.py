@@ -44,6 +44,7 @@ class TaskResult:
     weight: int
     trials: int = 0
     best_ms: float | None = None
+    flops: float = 0.0  # per call, as MetaSchedule estimates them: with best_ms, how close to peak
 
 
 @dataclass
@@ -161,13 +162,13 @@ def _measured(database, mod) -> tuple[int, float | None]:
 def task_results(work_dir: Path, tasks) -> list[TaskResult]:
     """Best measured latency per task, read back from the database."""
     from tvm.s_tir import meta_schedule as ms
-    if not (work_dir / RECORDS).exists():
-        return [TaskResult(t.task_name, int(t.weight)) for t in tasks]
+    from tvm.s_tir.analysis import estimate_tir_flops
     database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
     results = []
     for task in tasks:
-        result = TaskResult(task.task_name, int(task.weight))
-        result.trials, result.best_ms = _measured(database, task.dispatched[0])
+        mod = task.dispatched[0]
+        result = TaskResult(task.task_name, int(task.weight), flops=float(estimate_tir_flops(mod)))
+        result.trials, result.best_ms = _measured(database, mod)
         results.append(result)
     return results
 

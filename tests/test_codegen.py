@@ -55,3 +55,38 @@ def test_generated_code_compiles_and_has_no_per_forward_logic() -> None:
     for body in forwards:
         body = body.split("\n\n")[0]
         assert " for " not in body and " if " not in body, body
+
+
+def test_blocks_of_one_structure_share_a_class_with_the_blocks_parameters() -> None:
+    from resdsl.backends.torch_codegen import generate
+    source = generate(resdsl.load("specs/resnet50.rds").graph)
+    assert source.count("\nclass ") == 4  # layer1.0, the other first blocks, the rest; the network
+    assert "def __init__(self, in_channels: int, width: int) -> None:" in source
+    assert "self.conv3 = nn.Conv2d(width, width * 4, kernel_size=1, bias=False)" in source
+    assert "*[BottleneckBlock2(1024, 256) for _ in range(5)]" in source
+
+
+def test_spec_parameter_names_cannot_shadow_python() -> None:
+    # Block parameters named like builtins, keywords-to-be and the generated code's own names
+    # become constructor arguments: they must not shadow anything the class uses.
+    net = resdsl.loads("""
+    block odd(self, print = 1, x = 1, stride = 1) {
+        conv1: conv self * print k3 s=stride p1; bn1: bn; relu
+        conv2: conv self * x k3 p1; bn2: bn
+        add shortcut; relu
+    }
+    network odd_names {
+        input 3x16x16
+        classes 5
+        stem { conv1: conv 8 k3 p1 }
+        stage layer1: odd(8) x 2
+        stage layer2: odd(16) x 2 stride 2
+        head { avgpool; fc classes }
+    }
+    """)
+    model = net.to_torch(seed=0).eval()
+    assert tuple(model(torch.randn(2, 3, 16, 16)).shape) == (2, 5)
+    from resdsl.backends.torch_codegen import generate
+    source = generate(net.graph)
+    assert "self_: int" in source and "def __init__(self, self_" in source
+    assert sum(p.numel() for p in model.parameters()) == net.params

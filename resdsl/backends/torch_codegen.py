@@ -1,15 +1,16 @@
 """Graph -> readable, standalone PyTorch source (Jinja2), without importing torch.
 
-Each distinct block instance becomes one nn.Module class (identical instances share it), each
-stage an nn.Sequential of them, so the module tree and state_dict names follow the graph's
-node names exactly: `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`.
-Each op has a converter giving its constructor and its forward statement.
+Blocks of one structure share an nn.Module class whose constructor takes the block's own
+parameters (`BottleneckBlock(256, 64)`), each stage is an nn.Sequential of them, so the module
+tree and state_dict names follow the graph's node names exactly: `layer1.0.conv1`,
+`layer1.0.downsample.0`, `fc`. Each op has a converter giving its constructor.
 """
 from __future__ import annotations
 
 import builtins
 import keyword
 import linecache
+import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -60,8 +61,8 @@ class _Class:
     init: list[str] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    in_shape: str = ""
-    out_shape: str = ""
+    shapes: str = ""  # "64x56x56 -> 256x56x56", where all its blocks have the same
+    params: list[str] = field(default_factory=list)  # constructor parameters
 
 
 class _Namespace:
@@ -90,32 +91,133 @@ def camel(name: str) -> str:
 
 def generate(graph: Graph, source_name: str | None = None) -> str:
     names = _Namespace()
-    classes: dict[str, _Class] = {}  # class body text -> class, so identical blocks share one
-    stage_classes: dict[str, list[str]] = {}
+    structures: dict[tuple, list[tuple[str, _Class]]] = {}  # blocks that differ only in integers
     for stage in graph.stages.values():
-        stage_classes[stage.name] = []
         for path in stage.blocks:
             cls = _block_class(graph, path)
-            key = "\n".join(cls.init + ["--"] + cls.forward + [cls.block, cls.in_shape])
-            if key not in classes:
-                cls.name = names.fresh(camel(cls.block) + "Block")
-                classes[key] = cls
-            classes[key].paths.append(path)
-            stage_classes[stage.name].append(classes[key].name)
-    main = _main_class(graph, names.fresh(camel(graph.name)), stage_classes)
-    for cls in classes.values():
-        cls.paths = _abbreviate(cls.paths)
+            # forward() stays literal (it cannot read constructor arguments without storing them).
+            key = (cls.block, tuple(_INT.sub("#", line) for line in cls.init), tuple(cls.forward))
+            structures.setdefault(key, []).append((path, cls))
+    classes: list[_Class] = []
+    calls: dict[str, str] = {}  # block path -> constructor call
+    for members in structures.values():
+        for cls, args in _share_classes(graph, members):
+            cls.name = names.fresh(camel(cls.block) + "Block")
+            classes.append(cls)
+            for path, values in args.items():
+                calls[path] = f"{cls.name}({', '.join(map(str, values))})"
+    stage_calls = {stage.name: [calls[p] for p in stage.blocks] for stage in graph.stages.values()}
+    main = _main_class(graph, names.fresh(camel(graph.name)), stage_calls)
     params, macs = totals(graph)
     return _template().render(
         network=graph.name, source=source_name or f"network `{graph.name}`",
         input=fmt_shape(graph.shape(INPUT)), classes=graph.classes,
-        params=f"{params:,}", macs=f"{macs:,}", blocks=list(classes.values()), main=main)
+        params=f"{params:,}", macs=f"{macs:,}", blocks=classes, main=main)
+
+
+_INT = re.compile(r"(?<![\w.])\d+(?![\w.])")  # an integer literal, not part of a name or float
+
+
+def _share_classes(graph: Graph, members: list[tuple[str, _Class]]) -> list[tuple[_Class, dict[str, list[int]]]]:
+    """One class for blocks of one structure, the integers that differ between them written as
+    the block's parameters (`width`, `width * 4`, `in_channels`); where some integer is not
+    explained by them, one class per distinct body instead. Returns (class, path -> args)."""
+    if len({_body(cls) for _, cls in members}) > 1:
+        shared = _parametrize(graph, members)
+        if shared is not None:
+            return [shared]
+    by_body: dict[tuple[str, ...], tuple[_Class, list[str]]] = {}
+    for path, cls in members:
+        by_body.setdefault(_body(cls), (cls, []))[1].append(path)
+    out = []
+    for cls, paths in by_body.values():
+        cls.shapes, cls.paths = _shapes(graph, paths), _abbreviate(paths)
+        out.append((cls, {path: [] for path in paths}))
+    return out
+
+
+def _parametrize(graph: Graph, members: list[tuple[str, _Class]]):
+    envs = []
+    for path, _ in members:
+        block = graph.blocks[path]
+        env: dict[str, int] = {}
+        for name, value in block.args.items():  # `self` -> `self_`, unless a `self_` came first
+            env[_fresh_param(_py_name(name), env)] = value
+        env[_fresh_param("in_channels", env)] = graph.shape(block.input)[0]
+        envs.append(env)
+    variables = list(envs[0])  # the block's parameters first: `width` reads better than `in_channels`
+    columns = list(zip(*[[int(v) for line in cls.init for v in _INT.findall(line)] for _, cls in members]))
+    exprs: list[str | None] = []
+    for column in columns:
+        if len(set(column)) == 1:
+            exprs.append(None)  # the same everywhere: stays a literal
+            continue
+        expr = _explain(list(column), variables, envs)
+        if expr is None:
+            return None
+        exprs.append(expr)
+    used = [v for v in variables if any(e is not None and re.match(rf"{v}\b", e) for e in exprs)]
+    used = used[-1:] + used[:-1] if used and used[-1] == variables[-1] else used  # in_channels first
+    slots = iter(exprs)
+
+    def substitute(match: re.Match) -> str:
+        expr = next(slots)
+        return match.group(0) if expr is None else expr
+
+    first = members[0][1]
+    cls = _Class("", first.block, init=[_INT.sub(substitute, line) for line in first.init], forward=first.forward,
+                 params=used)
+    paths = [path for path, _ in members]
+    cls.shapes = _shapes(graph, paths)
+    cls.paths = _abbreviate(paths)
+    return cls, {path: [env[v] for v in used] for path, env in zip(paths, envs)}
+
+
+def _body(cls: _Class) -> tuple[str, ...]:
+    return (*cls.init, *cls.forward)
+
+
+def _explain(column: list[int], variables: list[str], envs: list[dict[str, int]]) -> str | None:
+    """An expression of one variable, `v`, `v * k` or `v // k`, equal to `column` in every block."""
+    for v in variables:  # a variable itself before any multiple of another
+        if [env[v] for env in envs] == column:
+            return v
+    for v in variables:
+        values = [env[v] for env in envs]
+        if all(values) and all(c % x == 0 for c, x in zip(column, values)):
+            ratios = {c // x for c, x in zip(column, values)}
+            if len(ratios) == 1:
+                return f"{v} * {ratios.pop()}"
+        if all(column) and all(x % c == 0 for c, x in zip(column, values)):
+            ratios = {x // c for c, x in zip(column, values)}
+            if len(ratios) == 1:
+                return f"{v} // {ratios.pop()}"
+    return None
+
+
+_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "x", "torch", "nn", "F", "Tensor"}
+
+
+def _py_name(name: str) -> str:
+    """A spec's parameter name as a Python parameter: never a keyword or a name the class uses."""
+    return name + "_" if name in _RESERVED or keyword.iskeyword(name) else name
+
+
+def _fresh_param(base: str, taken: dict[str, int]) -> str:
+    while base in taken:
+        base += "_"
+    return base
+
+
+def _shapes(graph: Graph, paths: list[str]) -> str:
+    shapes = {(fmt_shape(graph.shape(graph.blocks[p].input)), fmt_shape(graph.shape(graph.blocks[p].output)))
+              for p in paths}
+    return " -> ".join(shapes.pop()) if len(shapes) == 1 else ""
 
 
 def _block_class(graph: Graph, path: str) -> _Class:
     block = graph.blocks[path]
-    cls = _Class("", block.block, in_shape=fmt_shape(graph.shape(block.input)),
-                 out_shape=fmt_shape(graph.shape(block.output)))
+    cls = _Class("", block.block)
     nodes = graph.scope_nodes(path)
     var = {block.input: "x"}
     emitted_downsample = False
@@ -171,11 +273,11 @@ def _constructor(graph: Graph, name: str, in_shape: tuple[int, ...]) -> str:
     return ctor
 
 
-def _main_class(graph: Graph, name: str, stage_classes: dict[str, list[str]]) -> _Class:
+def _main_class(graph: Graph, name: str, stage_calls: dict[str, list[str]]) -> _Class:
     cls = _Class(name)
     for kind, item in graph.layout:
         if kind == "stage":
-            cls.init.append(f"self.{item} = nn.Sequential({_sequence(stage_classes[item])})")
+            cls.init.append(f"self.{item} = nn.Sequential({_sequence(stage_calls[item])})")
             cls.forward.append(f"x = self.{item}(x)")
             continue
         node = graph.node(item)
@@ -188,15 +290,15 @@ def _main_class(graph: Graph, name: str, stage_classes: dict[str, list[str]]) ->
     return cls
 
 
-def _sequence(class_names: list[str]) -> str:
-    """`A(), *[B() for _ in range(5)]`: runs of one class written once."""
+def _sequence(calls: list[str]) -> str:
+    """`A(64), *[B(256, 64) for _ in range(5)]`: runs of one call written once."""
     parts, i = [], 0
-    while i < len(class_names):
+    while i < len(calls):
         j = i
-        while j < len(class_names) and class_names[j] == class_names[i]:
+        while j < len(calls) and calls[j] == calls[i]:
             j += 1
         run = j - i
-        parts.append(f"{class_names[i]}()" if run == 1 else f"*[{class_names[i]}() for _ in range({run})]")
+        parts.append(calls[i] if run == 1 else f"*[{calls[i]} for _ in range({run})]")
         i = j
     return ", ".join(parts)
 

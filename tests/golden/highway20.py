@@ -11,17 +11,17 @@ from torch import Tensor, nn
 
 
 class HighwayBlock(nn.Module):
-    """`highway` block, 16x32x32 -> 16x32x32; used at layer1.0, layer1.1, layer1.2."""
+    """`highway` block; used at layer1.0, layer1.1, ... layer3.2 (7 blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(16, 16, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.gate = nn.Conv2d(16, 16, kernel_size=1)
+        self.gate = nn.Conv2d(width, width, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
@@ -37,18 +37,18 @@ class HighwayBlock(nn.Module):
 
 
 class HighwayBlock2(nn.Module):
-    """`highway` block, 16x32x32 -> 32x16x16; used at layer2.0."""
+    """`highway` block; used at layer2.0, layer3.0."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(16, 32, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.downsample = nn.Sequential(nn.Conv2d(16, 32, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(32))
-        self.gate = nn.Conv2d(16, 32, kernel_size=1, stride=2)
+        self.downsample = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(width))
+        self.gate = nn.Conv2d(in_channels, width, kernel_size=1, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
@@ -61,86 +61,6 @@ class HighwayBlock2(nn.Module):
         gate = self.gate(x)
         t = torch.sigmoid(gate)
         out = out * t + identity * (1.0 - t)
-        return out
-
-
-class HighwayBlock3(nn.Module):
-    """`highway` block, 32x16x16 -> 32x16x16; used at layer2.1, layer2.2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.gate = nn.Conv2d(32, 32, kernel_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        gate = self.gate(x)
-        t = torch.sigmoid(gate)
-        out = out * t + x * (1.0 - t)
-        return out
-
-
-class HighwayBlock4(nn.Module):
-    """`highway` block, 32x16x16 -> 64x8x8; used at layer3.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.downsample = nn.Sequential(nn.Conv2d(32, 64, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(64))
-        self.gate = nn.Conv2d(32, 64, kernel_size=1, stride=2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        identity = self.downsample(x)
-        gate = self.gate(x)
-        t = torch.sigmoid(gate)
-        out = out * t + identity * (1.0 - t)
-        return out
-
-
-class HighwayBlock5(nn.Module):
-    """`highway` block, 64x8x8 -> 64x8x8; used at layer3.1, layer3.2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.gate = nn.Conv2d(64, 64, kernel_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        gate = self.gate(x)
-        t = torch.sigmoid(gate)
-        out = out * t + x * (1.0 - t)
         return out
 
 
@@ -152,9 +72,9 @@ class Highway20(nn.Module):
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(*[HighwayBlock() for _ in range(3)])
-        self.layer2 = nn.Sequential(HighwayBlock2(), *[HighwayBlock3() for _ in range(2)])
-        self.layer3 = nn.Sequential(HighwayBlock4(), *[HighwayBlock5() for _ in range(2)])
+        self.layer1 = nn.Sequential(*[HighwayBlock(16) for _ in range(3)])
+        self.layer2 = nn.Sequential(HighwayBlock2(16, 32), *[HighwayBlock(32) for _ in range(2)])
+        self.layer3 = nn.Sequential(HighwayBlock2(32, 64), *[HighwayBlock(64) for _ in range(2)])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(64, 10)
         for m in self.modules():

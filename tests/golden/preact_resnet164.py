@@ -42,19 +42,19 @@ class PreactBottleneckBlock(nn.Module):
 
 
 class PreactBottleneckBlock2(nn.Module):
-    """`preact_bottleneck` block, 64x32x32 -> 64x32x32; used at layer1.1, layer1.2, ... layer1.17 (17 blocks)."""
+    """`preact_bottleneck` block; used at layer1.1, layer1.2, ... layer3.17 (51 blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(64, 16, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
         self.relu_2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(16, 64, kernel_size=1, bias=False)
+        self.conv3 = nn.Conv2d(width, in_channels, kernel_size=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(x)
@@ -71,20 +71,20 @@ class PreactBottleneckBlock2(nn.Module):
 
 
 class PreactBottleneckBlock3(nn.Module):
-    """`preact_bottleneck` block, 64x32x32 -> 128x16x16; used at layer2.0."""
+    """`preact_bottleneck` block; used at layer2.0, layer3.0."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(64, 32, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(32, 32, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
         self.relu_2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(32, 128, kernel_size=1, bias=False)
-        self.downsample = nn.Sequential(nn.Conv2d(64, 128, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(128))
+        self.conv3 = nn.Conv2d(width, width * 4, kernel_size=1, bias=False)
+        self.downsample = nn.Sequential(nn.Conv2d(in_channels, width * 4, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(width * 4))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(x)
@@ -98,95 +98,6 @@ class PreactBottleneckBlock3(nn.Module):
         out = self.conv3(out)
         identity = self.downsample(x)
         out += identity
-        return out
-
-
-class PreactBottleneckBlock4(nn.Module):
-    """`preact_bottleneck` block, 128x16x16 -> 128x16x16; used at layer2.1, layer2.2, ... layer2.17 (17 blocks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(128)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(128, 32, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(32)
-        self.relu_2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(32, 128, kernel_size=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(x)
-        out = self.relu(out)
-        out = self.conv1(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv2(out)
-        out = self.bn3(out)
-        out = self.relu_2(out)
-        out = self.conv3(out)
-        out += x
-        return out
-
-
-class PreactBottleneckBlock5(nn.Module):
-    """`preact_bottleneck` block, 128x16x16 -> 256x8x8; used at layer3.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(128)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(128, 64, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(64)
-        self.relu_2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(64, 256, kernel_size=1, bias=False)
-        self.downsample = nn.Sequential(nn.Conv2d(128, 256, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(256))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(x)
-        out = self.relu(out)
-        out = self.conv1(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv2(out)
-        out = self.bn3(out)
-        out = self.relu_2(out)
-        out = self.conv3(out)
-        identity = self.downsample(x)
-        out += identity
-        return out
-
-
-class PreactBottleneckBlock6(nn.Module):
-    """`preact_bottleneck` block, 256x8x8 -> 256x8x8; used at layer3.1, layer3.2, ... layer3.17 (17 blocks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(256)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(256, 64, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(64)
-        self.relu_2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(64, 256, kernel_size=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(x)
-        out = self.relu(out)
-        out = self.conv1(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv2(out)
-        out = self.bn3(out)
-        out = self.relu_2(out)
-        out = self.conv3(out)
-        out += x
         return out
 
 
@@ -196,9 +107,9 @@ class PreactResnet164(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
-        self.layer1 = nn.Sequential(PreactBottleneckBlock(), *[PreactBottleneckBlock2() for _ in range(17)])
-        self.layer2 = nn.Sequential(PreactBottleneckBlock3(), *[PreactBottleneckBlock4() for _ in range(17)])
-        self.layer3 = nn.Sequential(PreactBottleneckBlock5(), *[PreactBottleneckBlock6() for _ in range(17)])
+        self.layer1 = nn.Sequential(PreactBottleneckBlock(), *[PreactBottleneckBlock2(64, 16) for _ in range(17)])
+        self.layer2 = nn.Sequential(PreactBottleneckBlock3(64, 32), *[PreactBottleneckBlock2(128, 32) for _ in range(17)])
+        self.layer3 = nn.Sequential(PreactBottleneckBlock3(128, 64), *[PreactBottleneckBlock2(256, 64) for _ in range(17)])
         self.bn = nn.BatchNorm2d(256)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

@@ -11,15 +11,15 @@ from torch import Tensor, nn
 
 
 class BasicBlock(nn.Module):
-    """`basic` block, 64x56x56 -> 64x56x56; used at layer1.0, layer1.1."""
+    """`basic` block; used at layer1.0, layer1.1, ... layer4.1 (5 blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -34,16 +34,16 @@ class BasicBlock(nn.Module):
 
 
 class BasicBlock2(nn.Module):
-    """`basic` block, 64x56x56 -> 128x28x28; used at layer2.0."""
+    """`basic` block; used at layer2.0, layer3.0, layer4.0."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(64, 128, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(128)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(128, 128, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(128)
-        self.downsample = nn.Sequential(nn.Conv2d(64, 128, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(128))
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = nn.Sequential(nn.Conv2d(in_channels, width, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(width))
         self.relu_1 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,125 +54,6 @@ class BasicBlock2(nn.Module):
         out = self.bn2(out)
         identity = self.downsample(x)
         out += identity
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock3(nn.Module):
-    """`basic` block, 128x28x28 -> 128x28x28; used at layer2.1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(128, 128, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(128)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(128, 128, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(128)
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out += x
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock4(nn.Module):
-    """`basic` block, 128x28x28 -> 256x14x14; used at layer3.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(128, 256, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(256)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(256)
-        self.downsample = nn.Sequential(nn.Conv2d(128, 256, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(256))
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        identity = self.downsample(x)
-        out += identity
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock5(nn.Module):
-    """`basic` block, 256x14x14 -> 256x14x14; used at layer3.1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(256)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(256)
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out += x
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock6(nn.Module):
-    """`basic` block, 256x14x14 -> 512x7x7; used at layer4.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(256, 512, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(512)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(512, 512, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.downsample = nn.Sequential(nn.Conv2d(256, 512, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(512))
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        identity = self.downsample(x)
-        out += identity
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock7(nn.Module):
-    """`basic` block, 512x7x7 -> 512x7x7; used at layer4.1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(512, 512, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(512)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(512, 512, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out += x
         out = self.relu_1(out)
         return out
 
@@ -186,10 +67,10 @@ class Resnet18(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(*[BasicBlock() for _ in range(2)])
-        self.layer2 = nn.Sequential(BasicBlock2(), BasicBlock3())
-        self.layer3 = nn.Sequential(BasicBlock4(), BasicBlock5())
-        self.layer4 = nn.Sequential(BasicBlock6(), BasicBlock7())
+        self.layer1 = nn.Sequential(*[BasicBlock(64) for _ in range(2)])
+        self.layer2 = nn.Sequential(BasicBlock2(64, 128), BasicBlock(128))
+        self.layer3 = nn.Sequential(BasicBlock2(128, 256), BasicBlock(256))
+        self.layer4 = nn.Sequential(BasicBlock2(256, 512), BasicBlock(512))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, 1000)
         for m in self.modules():

@@ -11,15 +11,15 @@ from torch import Tensor, nn
 
 
 class BasicBlock(nn.Module):
-    """`basic` block, 16x32x32 -> 16x32x32; used at layer1.0, layer1.1, layer1.2."""
+    """`basic` block; used at layer1.0, layer1.1, ... layer3.2 (7 blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(16, 16, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -58,29 +58,6 @@ class BasicBlock2(nn.Module):
 
 
 class BasicBlock3(nn.Module):
-    """`basic` block, 32x16x16 -> 32x16x16; used at layer2.1, layer2.2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(32, 32, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(32)
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out += x
-        out = self.relu_1(out)
-        return out
-
-
-class BasicBlock4(nn.Module):
     """`basic` block, 32x16x16 -> 64x8x8; used at layer3.0."""
 
     def __init__(self) -> None:
@@ -104,29 +81,6 @@ class BasicBlock4(nn.Module):
         return out
 
 
-class BasicBlock5(nn.Module):
-    """`basic` block, 64x8x8 -> 64x8x8; used at layer3.1, layer3.2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.relu_1 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out += x
-        out = self.relu_1(out)
-        return out
-
-
 class Resnet20(nn.Module):
     """resnet20: 3x32x32 -> 10 classes."""
 
@@ -135,9 +89,9 @@ class Resnet20(nn.Module):
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(*[BasicBlock() for _ in range(3)])
-        self.layer2 = nn.Sequential(BasicBlock2(), *[BasicBlock3() for _ in range(2)])
-        self.layer3 = nn.Sequential(BasicBlock4(), *[BasicBlock5() for _ in range(2)])
+        self.layer1 = nn.Sequential(*[BasicBlock(16) for _ in range(3)])
+        self.layer2 = nn.Sequential(BasicBlock2(), *[BasicBlock(32) for _ in range(2)])
+        self.layer3 = nn.Sequential(BasicBlock3(), *[BasicBlock(64) for _ in range(2)])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(64, 10)
         for m in self.modules():

@@ -42,18 +42,18 @@ class BottleneckBlock(nn.Module):
 
 
 class BottleneckBlock2(nn.Module):
-    """`bottleneck` block, 256x56x56 -> 256x56x56; used at layer1.1, layer1.2."""
+    """`bottleneck` block; used at layer1.1, layer1.2, ... layer4.2 (12 blocks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(256, 64, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(64, 256, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(256)
+        self.conv3 = nn.Conv2d(width, in_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(in_channels)
         self.relu_2 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -71,19 +71,19 @@ class BottleneckBlock2(nn.Module):
 
 
 class BottleneckBlock3(nn.Module):
-    """`bottleneck` block, 256x56x56 -> 512x28x28; used at layer2.0."""
+    """`bottleneck` block; used at layer2.0, layer3.0, layer4.0."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_channels: int, width: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(256, 128, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(128)
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(128, 128, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(128)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
         self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(128, 512, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(512)
-        self.downsample = nn.Sequential(nn.Conv2d(256, 512, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(512))
+        self.conv3 = nn.Conv2d(width, width * 4, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.downsample = nn.Sequential(nn.Conv2d(in_channels, width * 4, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(width * 4))
         self.relu_2 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,155 +97,6 @@ class BottleneckBlock3(nn.Module):
         out = self.bn3(out)
         identity = self.downsample(x)
         out += identity
-        out = self.relu_2(out)
-        return out
-
-
-class BottleneckBlock4(nn.Module):
-    """`bottleneck` block, 512x28x28 -> 512x28x28; used at layer2.1, layer2.2, layer2.3."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(512, 128, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(128)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(128, 128, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(128)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(128, 512, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(512)
-        self.relu_2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv3(out)
-        out = self.bn3(out)
-        out += x
-        out = self.relu_2(out)
-        return out
-
-
-class BottleneckBlock5(nn.Module):
-    """`bottleneck` block, 512x28x28 -> 1024x14x14; used at layer3.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(512, 256, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(256)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(256, 256, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(256)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(256, 1024, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(1024)
-        self.downsample = nn.Sequential(nn.Conv2d(512, 1024, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(1024))
-        self.relu_2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv3(out)
-        out = self.bn3(out)
-        identity = self.downsample(x)
-        out += identity
-        out = self.relu_2(out)
-        return out
-
-
-class BottleneckBlock6(nn.Module):
-    """`bottleneck` block, 1024x14x14 -> 1024x14x14; used at layer3.1, layer3.2, ... layer3.5 (5 blocks)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1024, 256, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(256)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(256, 256, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(256)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(256, 1024, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(1024)
-        self.relu_2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv3(out)
-        out = self.bn3(out)
-        out += x
-        out = self.relu_2(out)
-        return out
-
-
-class BottleneckBlock7(nn.Module):
-    """`bottleneck` block, 1024x14x14 -> 2048x7x7; used at layer4.0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1024, 512, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(512)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(512, 512, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(512, 2048, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(2048)
-        self.downsample = nn.Sequential(nn.Conv2d(1024, 2048, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(2048))
-        self.relu_2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv3(out)
-        out = self.bn3(out)
-        identity = self.downsample(x)
-        out += identity
-        out = self.relu_2(out)
-        return out
-
-
-class BottleneckBlock8(nn.Module):
-    """`bottleneck` block, 2048x7x7 -> 2048x7x7; used at layer4.1, layer4.2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(2048, 512, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(512)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(512, 512, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.relu_1 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(512, 2048, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(2048)
-        self.relu_2 = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        out = self.relu_1(out)
-        out = self.conv3(out)
-        out = self.bn3(out)
-        out += x
         out = self.relu_2(out)
         return out
 
@@ -259,10 +110,10 @@ class Resnet50(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(BottleneckBlock(), *[BottleneckBlock2() for _ in range(2)])
-        self.layer2 = nn.Sequential(BottleneckBlock3(), *[BottleneckBlock4() for _ in range(3)])
-        self.layer3 = nn.Sequential(BottleneckBlock5(), *[BottleneckBlock6() for _ in range(5)])
-        self.layer4 = nn.Sequential(BottleneckBlock7(), *[BottleneckBlock8() for _ in range(2)])
+        self.layer1 = nn.Sequential(BottleneckBlock(), *[BottleneckBlock2(256, 64) for _ in range(2)])
+        self.layer2 = nn.Sequential(BottleneckBlock3(256, 128), *[BottleneckBlock2(512, 128) for _ in range(3)])
+        self.layer3 = nn.Sequential(BottleneckBlock3(512, 256), *[BottleneckBlock2(1024, 256) for _ in range(5)])
+        self.layer4 = nn.Sequential(BottleneckBlock3(1024, 512), *[BottleneckBlock2(2048, 512) for _ in range(2)])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(2048, 1000)
         for m in self.modules():
