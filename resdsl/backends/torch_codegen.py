@@ -65,12 +65,15 @@ class _Class:
     params: list[str] = field(default_factory=list)  # constructor parameters
 
 
+# Names generated code uses or Python reserves: no class or parameter may take them.
+_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "x", "torch", "nn", "F", "Tensor"}
+
+
 class _Namespace:
     """Hands out class names that are unique and shadow nothing the generated module uses."""
 
     def __init__(self) -> None:
-        self.used = set(keyword.kwlist) | set(dir(builtins)) | {"torch", "nn", "F", "Tensor", "build",
-                                                                "annotations"}
+        self.used = _RESERVED | {"build", "annotations"}
 
     def fresh(self, base: str) -> str:
         name, n = base, 1
@@ -122,13 +125,13 @@ def _share_classes(graph: Graph, members: list[tuple[str, _Class]]) -> list[tupl
     """One class for blocks of one structure, the integers that differ between them written as
     the block's parameters (`width`, `width * 4`, `in_channels`); where some integer is not
     explained by them, one class per distinct body instead. Returns (class, path -> args)."""
-    if len({_body(cls) for _, cls in members}) > 1:
+    if len({tuple(cls.init) for _, cls in members}) > 1:  # forward() is equal: it is in the key
         shared = _parametrize(graph, members)
         if shared is not None:
             return [shared]
     by_body: dict[tuple[str, ...], tuple[_Class, list[str]]] = {}
     for path, cls in members:
-        by_body.setdefault(_body(cls), (cls, []))[1].append(path)
+        by_body.setdefault(tuple(cls.init), (cls, []))[1].append(path)
     out = []
     for cls, paths in by_body.values():
         cls.shapes, cls.paths = _shapes(graph, paths), _abbreviate(paths)
@@ -156,8 +159,9 @@ def _parametrize(graph: Graph, members: list[tuple[str, _Class]]):
         if expr is None:
             return None
         exprs.append(expr)
-    used = [v for v in variables if any(e is not None and re.match(rf"{v}\b", e) for e in exprs)]
-    used = used[-1:] + used[:-1] if used and used[-1] == variables[-1] else used  # in_channels first
+    in_channels = variables[-1]
+    used = [v for v in [in_channels, *variables[:-1]]  # in_channels first, as torchvision's inplanes
+            if any(e is not None and re.match(rf"{v}\b", e) for e in exprs)]
     slots = iter(exprs)
 
     def substitute(match: re.Match) -> str:
@@ -171,10 +175,6 @@ def _parametrize(graph: Graph, members: list[tuple[str, _Class]]):
     cls.shapes = _shapes(graph, paths)
     cls.paths = _abbreviate(paths)
     return cls, {path: [env[v] for v in used] for path, env in zip(paths, envs)}
-
-
-def _body(cls: _Class) -> tuple[str, ...]:
-    return (*cls.init, *cls.forward)
 
 
 def _explain(column: list[int], variables: list[str], envs: list[dict[str, int]]) -> str | None:
@@ -195,12 +195,9 @@ def _explain(column: list[int], variables: list[str], envs: list[dict[str, int]]
     return None
 
 
-_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "x", "torch", "nn", "F", "Tensor"}
-
-
 def _py_name(name: str) -> str:
     """A spec's parameter name as a Python parameter: never a keyword or a name the class uses."""
-    return name + "_" if name in _RESERVED or keyword.iskeyword(name) else name
+    return name + "_" if name in _RESERVED else name
 
 
 def _fresh_param(base: str, taken: dict[str, int]) -> str:
