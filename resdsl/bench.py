@@ -79,7 +79,7 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: Path | None,
                 # The tuned row uses the lowering its records were tuned for; untuned, the default.
                 lowering = tvm_build.Lowering.resolve("llvm", None, None, work_dir)
                 executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, x.shape[0], lowering),
-                                             target, work_dir)
+                                             target, work_dir, lowering)
                 vm, dev = tvm.relax.VirtualMachine(executable, tvm.cpu()), tvm.cpu()
             tx_tvm = tvm.runtime.tensor(x, dev)
             return lambda: vm["main"](tx_tvm).numpy()

@@ -4,6 +4,7 @@ Exit codes: 0 success, 1 a user error (located message on stderr), 2 an internal
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -84,6 +85,9 @@ def tvm_options(f):
                           "or what the --tuned/--work-dir records were tuned with)")(f)
     f = click.option("--winograd/--no-winograd", default=None,
                      help="3x3 stride-1 convs as Winograd F(4x4,3x3) (llvm only; needs nhwc; default off)")(f)
+    f = click.option("--prepack/--no-prepack", default=None,
+                     help="store each tuned kernel's weights in the order it reads them (llvm only; "
+                          "default off)")(f)
     return f
 
 
@@ -99,8 +103,8 @@ def tvm_options(f):
               help="a `resdsl tune` work directory whose records to apply (llvm/cuda)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int,
-            cpu: str | None, arch: str, layout: str | None, winograd: bool | None, work_dir: Path | None,
-            cuda_source: Path | None) -> None:
+            cpu: str | None, arch: str, layout: str | None, winograd: bool | None, prepack: bool | None,
+            work_dir: Path | None, cuda_source: Path | None) -> None:
     """Compile a spec for a target."""
     net = _load(spec)
     from .output import write_atomic
@@ -126,9 +130,10 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         print(f"wrote {path} (ONNX opset 17, {net.name})", file=sys.stderr)
         return
     from .backends import tvm_build
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir)
+    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, state, batch, lowering), tvm_target, work_dir)
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, state, batch, lowering), tvm_target, work_dir,
+                                 lowering)
     tvm_build.export(executable, path)
     if cuda_source is not None:
         write_atomic(cuda_source, "\n".join(tvm_build.cuda_sources(executable)))
@@ -152,7 +157,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @tvm_options
 def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
          rpc_key: str | None, max_tasks: int | None, verbose: bool, weights: Path | None, seed: int, batch: int,
-         cpu: str | None, arch: str, layout: str | None, winograd: bool | None) -> None:
+         cpu: str | None, arch: str, layout: str | None, winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
     from . import tuning
@@ -160,18 +165,18 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     from .backends.weights import load_weights
     rpc = tuning.RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None
     work_dir = work_dir or Path(f"tune-{net.name}-{target}")
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir)
+    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
     mod = tvm_build.relax_module(net.graph, load_weights(net.graph, weights, seed), batch, lowering)
     work_dir.mkdir(parents=True, exist_ok=True)
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
-        results = tuning.tune(mod, tvm_target, work_dir, trials, rpc=rpc, on_progress=show, verbose=verbose,
+        results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show, verbose=verbose,
                               max_tasks=max_tasks)
     path = output or work_dir / f"{net.name}.so"
-    tvm_build.export(tvm_build.build(mod, tvm_target, work_dir), path)
+    tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
-              "lowering": {"layout": lowering.layout, "winograd": lowering.winograd}, "library": str(path),
+              "lowering": dataclasses.asdict(lowering), "library": str(path),
               "tasks": [{"name": r.name, "weight": r.weight, "trials": r.trials, "best_ms": r.best_ms,
                          "flops": r.flops} for r in results]}
     measurable = rpc is None and (target == "llvm" or _has_gpu())

@@ -83,11 +83,10 @@ def repair_database(work_dir: Path) -> int:
     return count
 
 
-def extract_tasks(mod, target):
-    from tvm import relax
+def extract_tasks(mod, target, lowering):
     from tvm.s_tir import meta_schedule as ms
-    with target:
-        fused = relax.get_pipeline("zero")(mod)  # tasks are the fused TIR kernels
+    from .backends.tvm_build import kernels
+    fused = kernels(mod, target, lowering)  # tasks are the fused TIR kernels
     return fused, ms.relax_integration.extract_tasks(fused, target)
 
 
@@ -232,7 +231,7 @@ def heaviest(tasks, count: int | None):
     return [t for t in tasks if id(t) in keep]  # keep extraction order, so reruns see the same list
 
 
-def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
+def tune(mod, target, work_dir: Path, trials: int, lowering=None, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
          max_tasks: int | None = None) -> list[TaskResult]:
     import logging
@@ -243,7 +242,8 @@ def tune(mod, target, work_dir: Path, trials: int, rpc: RPC | None = None,
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
     work_dir.mkdir(parents=True, exist_ok=True)
     done = repair_database(work_dir)
-    fused, tasks = extract_tasks(mod, target)
+    from .backends.tvm_build import Lowering
+    fused, tasks = extract_tasks(mod, target, lowering or Lowering())
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
     tasks = heaviest(tasks, max_tasks)

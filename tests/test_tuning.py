@@ -93,8 +93,9 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert report["network_latency"]["median_ms"] > 0
     assert (work / "tiny.so").exists()
     # The lowering the records were tuned for is kept beside them (CPU default: NHWC).
-    assert json.loads((work / "lowering.json").read_text()) == {"layout": "NHWC", "winograd": False}
-    assert report["lowering"] == {"layout": "NHWC", "winograd": False}
+    lowering = {"layout": "NHWC", "winograd": False, "prepack": False}
+    assert json.loads((work / "lowering.json").read_text()) == lowering
+    assert report["lowering"] == lowering
 
 
 def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
@@ -115,7 +116,47 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     assert "--winograd needs --layout nhwc" in capsys.readouterr().err
     assert main(["compile", str(tiny), "--target", "cuda", "--layout", "nhwc", "--winograd", "-o", out]) == 1
     assert "for --target llvm only" in capsys.readouterr().err
+    assert main(["compile", str(tiny), "--target", "cuda", "--prepack", "-o", out]) == 1
+    assert "--prepack is for --target llvm only" in capsys.readouterr().err
+    Lowering("NHWC", False, True).save(work)
+    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--no-prepack", "-o", out]) == 1
+    assert "was tuned with layout NHWC and prepacked weights, not layout NHWC" in capsys.readouterr().err
     assert not (tmp_path / "x.so").exists()
+
+
+def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from resdsl.backends import tvm_build
+    from resdsl.backends.weights import load_weights
+    from resdsl.network import load
+    work = tmp_path / "work"
+    result = subprocess.run(tune_cmd(tiny, work, 4, "--prepack", "--max-tasks", "1"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((work / "lowering.json").read_text())["prepack"] is True
+    net = load(tiny)
+    weights = load_weights(net.graph)
+    lowering = tvm_build.Lowering.resolve("llvm", None, None, work)
+    target = tvm_build.make_target("llvm")
+    mod = tvm_build.schedule(tvm_build.relax_module(net.graph, weights, 1, lowering), target, work, lowering)
+    # The conv's weight reaches its kernel repacked (no longer HWIO 3x3x3x8), and no repacking
+    # is left for run time.
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    assert any(n.endswith("_prepacked") for n in names) and not any(n.endswith("_weight_prepack") for n in names)
+    conv = next(n for n in names if n.startswith("fused_conv2d") and n.endswith("_prepacked"))
+    shapes = [tuple(int(d) for d in arg.shape) for arg in ArgInfo.from_prim_func(mod[conv])]
+    assert len(shapes) == 4 and (3, 3, 3, 8) not in shapes  # input, weight, bias, output
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    out = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    model = net.to_torch().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
 def free_port() -> int:

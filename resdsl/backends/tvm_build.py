@@ -47,6 +47,8 @@ class Lowering:
     so a tuning work directory remembers its lowering and every later build reuses it."""
     layout: str = "NCHW"
     winograd: bool = False
+    # Weights stored in the order each tuned kernel reads them (MetaSchedule's RewriteLayout).
+    prepack: bool = False
 
     @classmethod
     def default(cls, target_kind: str) -> "Lowering":
@@ -59,22 +61,25 @@ class Lowering:
 
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None, winograd: bool | None,
-                work_dir: Path | None = None) -> "Lowering":
+                work_dir: Path | None = None, prepack: bool | None = None) -> "Lowering":
         """Options given on the command line, else the work directory's, else the target's default."""
         saved = cls.saved(work_dir) if work_dir is not None else None
         base = saved or cls.default(target_kind)
         layout = layout.upper() if layout else base.layout
         if winograd is None:
             winograd = base.winograd and layout == "NHWC"
-        lowering = cls(layout, winograd)
+        if prepack is None:
+            prepack = base.prepack and target_kind == "llvm"
+        lowering = cls(layout, winograd, prepack)
         if lowering.winograd and lowering.layout != "NHWC":
             raise ResdslError("--winograd needs --layout nhwc", hint="add --layout nhwc, or drop --winograd")
-        if lowering.winograd and target_kind != "llvm":
-            raise ResdslError("Winograd kernels are built for --target llvm only",
-                              hint="drop --winograd for this target")
+        for flag, on in (("--winograd", lowering.winograd), ("--prepack", lowering.prepack)):
+            if on and target_kind != "llvm":
+                raise ResdslError(f"{flag} is for --target llvm only", hint=f"drop {flag} for this target")
         if saved is not None and saved != lowering:
             raise ResdslError(f"{work_dir} was tuned with {saved.describe()}, not {lowering.describe()}",
-                              hint="drop --layout/--winograd to use the work directory's, or tune into a new one")
+                              hint="drop --layout/--winograd/--prepack to use the work directory's, "
+                                   "or tune into a new one")
         return lowering
 
     @classmethod
@@ -90,7 +95,8 @@ class Lowering:
         write_atomic(Path(work_dir) / LOWERING_FILE, json.dumps(asdict(self)) + "\n")
 
     def describe(self) -> str:
-        return f"layout {self.layout}" + (" with Winograd 3x3 convs" if self.winograd else "")
+        return (f"layout {self.layout}" + (" with Winograd 3x3 convs" if self.winograd else "")
+                + (" and prepacked weights" if self.prepack else ""))
 
 
 def relax_module(graph: Graph, weights: dict[str, np.ndarray], batch: int, lowering: Lowering = Lowering()):
@@ -98,21 +104,49 @@ def relax_module(graph: Graph, weights: dict[str, np.ndarray], batch: int, lower
     return to_relax(graph, weights, batch, layout=lowering.layout, winograd=lowering.winograd)
 
 
-def build(mod, target, work_dir: str | Path | None = None):
+def kernels(mod, target, lowering: Lowering = Lowering()):
+    """Legalize and fuse the Relax graph into TIR kernels: the tasks tuning measures, and what
+    `build` applies their records to. Call it outside any MetaSchedule database context (the
+    `zero` pipeline would apply that database's records itself)."""
+    from tvm import relax
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+        if lowering.prepack:
+            # Weights are constants, so every conv/matmul weight buffer is marked layout-free:
+            # MetaSchedule's RewriteLayout may then store it in the order its tiles read it.
+            mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+    return mod
+
+
+def build(mod, target, work_dir: str | Path | None = None, lowering: Lowering = Lowering()):
     """Compile the IRModule; with a tuning work_dir, apply its database (MetaSchedule records)."""
+    import tvm
+    return tvm.compile(schedule(mod, target, work_dir, lowering), target=target)
+
+
+def schedule(mod, target, work_dir: str | Path | None = None, lowering: Lowering = Lowering()):
+    """The IRModule `build` compiles: fused kernels, with the tuned schedules where there are."""
     import tvm
     from tvm import relax
     if work_dir is not None and _has_records(work_dir):
         from tvm.s_tir import meta_schedule as ms
+        mod = kernels(mod, target, lowering)
         database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
         with target, database:
-            mod = relax.get_pipeline("zero")(mod)  # legalize, fuse, apply the tuned schedules
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if lowering.prepack:
+            # Each tuned kernel now starts with a block that repacks its weight; split those
+            # blocks into their own functions and, the weights being constants, run them once
+            # here: the library stores packed weights and its interface stays `main(input)`.
+            with target:
+                mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                                relax.transform.FoldConstant(),
+                                                relax.transform.DeadCodeElimination()])(mod)
     elif target.kind.name == "llvm":
-        with target:  # the default CPU pipeline does not fuse; `zero` does
-            mod = relax.get_pipeline("zero")(mod)
+        mod = kernels(mod, target, lowering)  # the default CPU pipeline does not fuse; `zero` does
     if target.kind.name == "cuda":
         mod = _gpu_default_schedules(mod, target)
-    return tvm.compile(mod, target=target)
+    return mod
 
 
 def _gpu_default_schedules(mod, target):
