@@ -40,8 +40,10 @@ def _time(fn: Callable[[], np.ndarray], budget_s: float, min_runs: int = 3, max_
     return times
 
 
-def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: Path | None, cpu: str | None):
-    """name -> a zero-argument function that runs one inference and returns the logits."""
+def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Path, ...], cpu: str | None):
+    """name -> a function that prepares an engine and returns a zero-argument function that runs
+    one inference and returns the logits. With several tuned work directories, one
+    `tvm-tuned:NAME` row each."""
     import torch
     torch.set_num_threads(threads)
     model = net.to_torch().eval()
@@ -85,31 +87,57 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: Path | None,
             return lambda: vm["main"](tx_tvm).numpy()
         return make
 
-    return {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime,
-            "tvm": tvm_engine(None), "tvm-tuned": tvm_engine(tuned) if tuned else None}
+    makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime, "tvm": tvm_engine(None)}
+    if len(tuned) == 1:
+        makers["tvm-tuned"] = tvm_engine(tuned[0])
+    for path in tuned if len(tuned) > 1 else ():
+        makers[f"tvm-tuned:{path.name}"] = tvm_engine(path)
+    return makers
 
 
-def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str, ...], tuned: Path | None,
-              cpu: str | None, budget_s: float, on_result: Callable[[Result], None] | None = None) -> list[Result]:
+def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str, ...], tuned: tuple[Path, ...],
+              cpu: str | None, budget_s: float, rounds: int = 5,
+              on_ready: Callable[[Result], None] | None = None) -> list[Result]:
+    """Prepare every engine, then time them in `rounds` interleaved rounds.
+
+    This machine's speed drifts over minutes (PyTorch eager has measured 52 and 67 ms an hour
+    apart); timing one engine after another folds that drift into their ratios. Interleaved,
+    every engine samples the same stretch of time, and each round starts with an untimed run so
+    an engine's thread pool is awake again before its timings count.
+    """
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read when TVM's thread pool starts
     from .ir import INPUT
     x = np.random.default_rng(0).standard_normal((batch, *net.graph.shape(INPUT)), dtype=np.float32)
     makers = engines(net, weights, x, threads, tuned, cpu)
     reference = makers["torch"]()()
-    results = []
-    for name in selected:
+    rows: list[tuple[Result, Callable[[], np.ndarray] | None]] = []
+    for name in _expand(selected, makers):
         result = Result(name)
-        maker = makers.get(name)
-        if maker is None:
+        fn = None
+        if name not in makers:
             result.note = "skipped: needs --tuned"
         else:
-            fn = maker()
+            fn = makers[name]()
             out = fn()
             result.rel_err = float(np.abs(out - reference).max() / max(np.abs(reference).max(), 1e-30))
-            times = _time(fn, budget_s)
-            result.runs, result.median_ms = len(times), statistics.median(times)
-            result.min_ms, result.max_ms = min(times), max(times)
-        results.append(result)
-        if on_result:
-            on_result(result)
-    return results
+        rows.append((result, fn))
+        if on_ready:
+            on_ready(result)
+    times: dict[int, list[float]] = {i: [] for i, (_, fn) in enumerate(rows) if fn is not None}
+    for _ in range(rounds):
+        for i in times:
+            times[i] += _time(rows[i][1], budget_s / rounds, min_runs=1, max_runs=max(1, 50 // rounds))
+    for i, samples in times.items():
+        result = rows[i][0]
+        result.runs, result.median_ms = len(samples), statistics.median(samples)
+        result.min_ms, result.max_ms = min(samples), max(samples)
+    return [result for result, _ in rows]
+
+
+def _expand(selected: tuple[str, ...], makers: dict) -> list[str]:
+    """`tvm-tuned` stands for every tuned row there is."""
+    names = []
+    for name in selected:
+        tuned = [m for m in makers if m.startswith("tvm-tuned:")] if name == "tvm-tuned" else []
+        names += tuned or [name]
+    return names

@@ -198,15 +198,17 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
               help="threads for every engine")
 @click.option("--engines", default=",".join(("torch", "torch.compile", "onnxruntime", "tvm", "tvm-tuned")),
               show_default=True, help="comma-separated subset to run")
-@click.option("--tuned", type=click.Path(path_type=Path, exists=True),
-              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row "
-                   "(default: benchmarks/tuning/NETWORK-llvm when it exists)")
+@click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
+              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
+                   "several (default: benchmarks/tuning/NETWORK-llvm when it exists)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
+@click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="the engines take turns, this many times, so drift in the machine's speed hits them alike")
 @click.option("--cpu", help="LLVM CPU name for TVM (default: this host's)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
 @weight_options
-def bench(spec: Path, batch: int, threads: int, engines: str, tuned: Path | None, budget: float, cpu: str | None,
-          as_json: bool, weights: Path | None, seed: int) -> None:
+def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path, ...], budget: float, rounds: int,
+          cpu: str | None, as_json: bool, weights: Path | None, seed: int) -> None:
     """Latency of PyTorch eager, torch.compile, ONNX Runtime and TVM (untuned, tuned) on one input."""
     from . import bench as benchmod
     selected = tuple(e.strip() for e in engines.split(",") if e.strip())
@@ -215,12 +217,12 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: Path | None
         raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(benchmod.ENGINES)}",
                                  param_hint="--engines")
     net = _load(spec)
-    if tuned is None and Path(f"benchmarks/tuning/{net.name}-llvm").is_dir():
-        tuned = Path(f"benchmarks/tuning/{net.name}-llvm")  # the database committed with resdsl
+    if not tuned and Path(f"benchmarks/tuning/{net.name}-llvm").is_dir():
+        tuned = (Path(f"benchmarks/tuning/{net.name}-llvm"),)  # the database committed with resdsl
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
-    say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: done", file=sys.stderr))
-    results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, on_result=say)
+    say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))
+    results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds, on_ready=say)
     base = next((r.median_ms for r in results if r.engine == "onnxruntime" and r.median_ms), None)
     rows = [{**r.__dict__, "vs_onnxruntime": (r.median_ms / base) if base and r.median_ms else None}
             for r in results]

@@ -206,3 +206,21 @@ def test_bench_json_compares_engines_on_one_input(capsys) -> None:
         assert rows[engine]["median_ms"] > 0 and rows[engine]["runs"] >= 3
         assert rows[engine]["rel_err"] < 1e-4
     assert rows["tvm-tuned"]["median_ms"] is None and "--tuned" in rows["tvm-tuned"]["note"]
+
+
+def test_bench_compares_several_tuned_libraries(tmp_path, capsys) -> None:
+    import json
+    import shutil
+
+    from resdsl.cli import main
+    spec = "specs/cifar/resnet20.rds"
+    assert main(["compile", spec, "--target", "llvm", "-o", str(tmp_path / "a.so")]) == 0
+    shutil.copy(tmp_path / "a.so", tmp_path / "b.so")
+    capsys.readouterr()
+    assert main(["bench", spec, "--engines", "onnxruntime,tvm-tuned", "--tuned", str(tmp_path / "a.so"),
+                 "--tuned", str(tmp_path / "b.so"), "--budget", "0.2", "--rounds", "4", "--threads", "1",
+                 "--json"]) == 0
+    rows = {r["engine"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert set(rows) == {"onnxruntime", "tvm-tuned:a.so", "tvm-tuned:b.so"}
+    for row in rows.values():
+        assert row["runs"] >= 4 and row["rel_err"] < 1e-4  # at least one run in every round
