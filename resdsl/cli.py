@@ -87,7 +87,7 @@ def tvm_options(f):
                      help="3x3 stride-1 convs as Winograd F(4x4,3x3) (llvm only; needs nhwc; default off)")(f)
     f = click.option("--prepack/--no-prepack", default=None,
                      help="store each tuned kernel's weights in the order it reads them (llvm only; "
-                          "default off)")(f)
+                          "default on for llvm, or what the --tuned/--work-dir records were tuned with)")(f)
     return f
 
 

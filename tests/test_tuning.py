@@ -92,8 +92,8 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert sum(t["trials"] for t in report["tasks"]) == len(after)
     assert report["network_latency"]["median_ms"] > 0
     assert (work / "tiny.so").exists()
-    # The lowering the records were tuned for is kept beside them (CPU default: NHWC).
-    lowering = {"layout": "NHWC", "winograd": False, "prepack": False}
+    # The lowering the records were tuned for is kept beside them (CPU default: NHWC, prepacked).
+    lowering = {"layout": "NHWC", "winograd": False, "prepack": True}
     assert json.loads((work / "lowering.json").read_text()) == lowering
     assert report["lowering"] == lowering
 
@@ -103,7 +103,7 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     from resdsl.cli import main
     work = tmp_path / "work"
     work.mkdir()
-    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC")  # a new directory: the default
+    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", prepack=True)  # a new directory
     (work / RECORDS).write_text('[0, [1]]\n')
     assert Lowering.resolve("llvm", None, None, work) == Lowering("NCHW")  # records from before lowering.json
     Lowering("NHWC", True).save(work)
@@ -134,8 +134,8 @@ def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
     work = tmp_path / "work"
-    result = subprocess.run(tune_cmd(tiny, work, 4, "--prepack", "--max-tasks", "1"), cwd=ROOT, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(tune_cmd(tiny, work, 4, "--prepack", "--max-tasks", "1"), cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert json.loads((work / "lowering.json").read_text())["prepack"] is True
     net = load(tiny)
