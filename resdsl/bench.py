@@ -88,10 +88,8 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Path, 
         return make
 
     makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime, "tvm": tvm_engine(None)}
-    if len(tuned) == 1:
-        makers["tvm-tuned"] = tvm_engine(tuned[0])
-    for path in tuned if len(tuned) > 1 else ():
-        makers[f"tvm-tuned:{path.name}"] = tvm_engine(path)
+    for path in tuned:
+        makers["tvm-tuned" if len(tuned) == 1 else f"tvm-tuned:{path.name}"] = tvm_engine(path)
     return makers
 
 

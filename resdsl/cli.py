@@ -171,8 +171,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     work_dir.mkdir(parents=True, exist_ok=True)
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
-        results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show, verbose=verbose,
-                              max_tasks=max_tasks)
+        results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show,
+                              verbose=verbose, max_tasks=max_tasks)
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,

@@ -231,7 +231,7 @@ def heaviest(tasks, count: int | None):
     return [t for t in tasks if id(t) in keep]  # keep extraction order, so reruns see the same list
 
 
-def tune(mod, target, work_dir: Path, trials: int, lowering=None, rpc: RPC | None = None,
+def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
          max_tasks: int | None = None) -> list[TaskResult]:
     import logging
@@ -242,8 +242,7 @@ def tune(mod, target, work_dir: Path, trials: int, lowering=None, rpc: RPC | Non
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
     work_dir.mkdir(parents=True, exist_ok=True)
     done = repair_database(work_dir)
-    from .backends.tvm_build import Lowering
-    fused, tasks = extract_tasks(mod, target, lowering or Lowering())
+    fused, tasks = extract_tasks(mod, target, lowering)
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
     tasks = heaviest(tasks, max_tasks)
