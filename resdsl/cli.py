@@ -152,11 +152,14 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @click.option("--rpc-key", help="the device key registered with the tracker")
 @click.option("--max-tasks", type=click.IntRange(1, None),
               help="tune only the N kernels with the most FLOPs (the rest keep default schedules)")
+@click.option("--select-top", type=click.IntRange(0, 64), default=5, show_default=True,
+              help="CPU: time each kernel's K best records again, weights cold as in the network, and keep "
+                   "the fastest (0: keep the recorded best)")
 @click.option("-v", "--verbose", is_flag=True, help="show MetaSchedule's own log too")
 @weight_options
 @tvm_options
 def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
-         rpc_key: str | None, max_tasks: int | None, verbose: bool, weights: Path | None, seed: int, batch: int,
+         rpc_key: str | None, max_tasks: int | None, select_top: int, verbose: bool, weights: Path | None, seed: int, batch: int,
          cpu: str | None, arch: str, layout: str | None, winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
@@ -172,13 +175,12 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
         results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show,
-                              verbose=verbose, max_tasks=max_tasks)
+                              verbose=verbose, max_tasks=max_tasks, select_top=select_top)
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
               "lowering": dataclasses.asdict(lowering), "library": str(path),
-              "tasks": [{"name": r.name, "weight": r.weight, "trials": r.trials, "best_ms": r.best_ms,
-                         "flops": r.flops} for r in results]}
+              "tasks": [dataclasses.asdict(r) for r in results]}
     measurable = rpc is None and (target == "llvm" or _has_gpu())
     if measurable:
         from .ir import INPUT
@@ -332,7 +334,8 @@ def _progress_display(name: str, target: str):
 
             def show(p) -> None:
                 best = f"{p.best_ms:.2f} ms" if p.best_ms is not None else "-"
-                bar.update(task, total=p.total, completed=min(p.done, p.total), tasks=p.tasks, best=best)
+                bar.update(task, description=f"{p.stage} {name} ({target})", total=p.total,
+                           completed=min(p.done, p.total), tasks=p.tasks, best=best)
             yield show
     return display()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import selection
 from .diagnostics import ResdslError
 
 RECORDS = "database_tuning_record.json"
@@ -45,6 +46,8 @@ class TaskResult:
     trials: int = 0
     best_ms: float | None = None
     flops: float = 0.0  # per call, as MetaSchedule estimates them: with best_ms, how close to peak
+    selected_ms: float | None = None  # the chosen record re-timed with cold weights (resdsl.selection)
+    selected_rank: int | None = None  # its place among the search's records, 0 the recorded best
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Progress:
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     best_ms: float | None = None  # sum over tasks of weight x best latency, where measured
+    stage: str = "tuning"
 
 
 def repair_database(work_dir: Path) -> int:
@@ -233,7 +237,9 @@ def heaviest(tasks, count: int | None):
 
 def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
-         max_tasks: int | None = None) -> list[TaskResult]:
+         max_tasks: int | None = None, select_top: int = 5) -> list[TaskResult]:
+    """Search until `trials` records are measured, then (CPU, measured here) choose each kernel's
+    schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
     import logging
 
     from tvm.s_tir import meta_schedule as ms
@@ -252,6 +258,7 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
     # Small iterations spread a small budget over the tasks; large ones amortise search overhead.
     trials_per_iter = max(4, min(64, trials // len(tasks)))
     if remaining > 0:
+        selection.discard(work_dir)  # new records may beat the chosen ones
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply", strategy="evolutionary")
         stop = threading.Event()
@@ -269,9 +276,33 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
     results = task_results(work_dir, tasks)
     progress.done = _count_lines(work_dir / RECORDS)
     progress.best_ms = _estimate(results)
+    if select_top > 0 and rpc is None and target.kind.name == "llvm":
+        _select(work_dir, target, tasks, select_top, results, progress, on_progress)
     if on_progress:
         on_progress(progress)
     return results
+
+
+def _select(work_dir: Path, target, tasks, top_k: int, results: list[TaskResult], progress: Progress,
+            on_progress) -> None:
+    """Run (or, with no new records since, reuse) the selection and note it in `results`."""
+    from .backends.tvm_build import SELECTED
+
+    def show(i: int, n: int) -> None:
+        progress.stage = f"selecting {i + 1}/{n}"
+        if on_progress:
+            on_progress(progress)
+    if not (work_dir / SELECTED).is_dir():
+        selection.select(work_dir, target, tasks, top_k, on_kernel=show)
+    progress.stage = "tuned"
+    chosen = _chosen(work_dir)
+    for task, result in zip(tasks, results):
+        result.selected_rank, result.selected_ms = chosen.get(task.task_name, (None, None))
+
+
+def _chosen(work_dir: Path) -> dict[str, tuple[int, float]]:
+    path = work_dir / selection.CHOICES
+    return {c["name"]: (c["rank"], c["selected_ms"]) for c in json.loads(path.read_text())} if path.exists() else {}
 
 
 def _watch(work_dir: Path, progress: Progress, start: int, stop: threading.Event, on_progress) -> None:

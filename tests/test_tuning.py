@@ -124,7 +124,19 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     assert not (tmp_path / "x.so").exists()
 
 
-def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def tuned_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """TINY's heaviest kernel tuned (6 trials), prepacked, its best 3 records re-timed."""
+    root = tmp_path_factory.mktemp("tuned")
+    spec, work = root / "tiny.rds", root / "work"
+    spec.write_text(TINY)
+    result = subprocess.run(tune_cmd(spec, work, 6, "--prepack", "--max-tasks", "1", "--select-top", "3"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return spec, work
+
+
+def test_prepacked_weights_are_packed_at_compile_time(tuned_tiny) -> None:
     import numpy as np
     import torch
     import tvm
@@ -132,10 +144,7 @@ def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
     from resdsl.backends import tvm_build
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
-    work = tmp_path / "work"
-    result = subprocess.run(tune_cmd(tiny, work, 4, "--prepack", "--max-tasks", "1"), cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
+    tiny, work = tuned_tiny
     assert json.loads((work / "lowering.json").read_text())["prepack"] is True
     net = load(tiny)
     weights = load_weights(net.graph)
@@ -155,6 +164,43 @@ def test_prepacked_weights_are_packed_at_compile_time(tiny, tmp_path) -> None:
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def _traces(database, mod, k: int) -> list[str]:
+    return [str(r.trace) for r in database.get_top_k(database.commit_workload(mod), k)]
+
+
+def test_selection_keeps_one_of_each_kernels_best_records(tuned_tiny, monkeypatch) -> None:
+    from tvm.s_tir import meta_schedule as ms
+    from resdsl import selection
+    from resdsl.backends import tvm_build
+    _, work = tuned_tiny
+    report = json.loads((work / "report.json").read_text())
+    tuned = [t for t in report["tasks"] if t["trials"]]
+    assert len(tuned) == 1 and tuned[0]["selected_rank"] in range(3) and tuned[0]["selected_ms"] > 0
+    searched = ms.database.JSONDatabase(work_dir=str(work))
+    chosen = ms.database.JSONDatabase(work_dir=str(work / "selected"))
+    assert tvm_build._database_dir(work) == work / "selected"  # what builds apply
+    (record,) = chosen.get_all_tuning_records()
+    top = _traces(searched, record.workload.mod, 3)
+    assert str(record.trace) == top[tuned[0]["selected_rank"]]
+
+    # The fastest re-timed median wins, whatever the search recorded: make the last one fastest.
+    monkeypatch.setattr(selection, "_time_records",
+                        lambda records, *_: [(i, 1.0 / (i + 1)) for i in range(len(records))])
+    from resdsl.backends.tvm_build import Lowering, make_target, relax_module
+    from resdsl.backends.weights import load_weights
+    from resdsl.network import load
+    from resdsl.tuning import extract_tasks, heaviest
+    net = load(tuned_tiny[0])
+    lowering = Lowering.resolve("llvm", None, None, work)
+    _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering),
+                             make_target("llvm"), lowering)
+    (choice,) = selection.select(work, make_target("llvm"), heaviest(tasks, 1), top_k=3)
+    assert choice.rank == len(top) - 1 and choice.selected_ms == pytest.approx(1e3 / len(top))
+    rechosen = ms.database.JSONDatabase(work_dir=str(work / "selected")).get_all_tuning_records()
+    assert [str(r.trace) for r in rechosen] == [top[-1]]
+    assert not (work / "selected.tmp").exists()
 
 
 def free_port() -> int:

@@ -39,6 +39,8 @@ def make_target(kind: str, cpu: str | None = None, arch: str = DEFAULT_ARCH, cor
 
 
 LOWERING_FILE = "lowering.json"
+# One record per kernel, re-timed and chosen among the search's best (see resdsl.selection).
+SELECTED = "selected"
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def schedule(mod, target, work_dir: str | Path | None = None, lowering: Lowering
     if work_dir is not None and _has_records(work_dir):
         from tvm.s_tir import meta_schedule as ms
         mod = kernels(mod, target, lowering)
-        database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
+        database = ms.database.JSONDatabase(work_dir=str(_database_dir(work_dir)), allow_missing=True)
         with target, database:
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if lowering.prepack:
@@ -164,6 +166,12 @@ def _gpu_default_schedules(mod, target):
 def _is_fused(mod) -> bool:
     from tvm import tirx
     return any(isinstance(f, tirx.PrimFunc) for f in mod.functions.values())
+
+
+def _database_dir(work_dir: str | Path) -> Path:
+    """The selected records where `tune` chose them, else the whole search's best."""
+    selected = Path(work_dir) / SELECTED
+    return selected if _has_records(selected) else Path(work_dir)
 
 
 def _has_records(work_dir: str | Path) -> bool:
