@@ -152,6 +152,8 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @click.option("--rpc-key", help="the device key registered with the tracker")
 @click.option("--max-tasks", type=click.IntRange(1, None),
               help="tune only the N kernels with the most FLOPs (the rest keep default schedules)")
+@click.option("--reuse-records", "reuse", type=click.Path(path_type=Path, exists=True, file_okay=False), multiple=True,
+              help="another work directory whose records for the same kernels are copied in first (repeatable)")
 @click.option("--select-top", type=click.IntRange(0, 64), default=5, show_default=True,
               help="CPU: time each kernel's K best records again, weights cold as in the network, and keep "
                    "the fastest (0: keep the recorded best)")
@@ -159,8 +161,9 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @weight_options
 @tvm_options
 def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
-         rpc_key: str | None, max_tasks: int | None, select_top: int, verbose: bool, weights: Path | None, seed: int, batch: int,
-         cpu: str | None, arch: str, layout: str | None, winograd: bool | None, prepack: bool | None) -> None:
+         rpc_key: str | None, max_tasks: int | None, reuse: tuple[Path, ...], select_top: int, verbose: bool,
+         weights: Path | None, seed: int, batch: int, cpu: str | None, arch: str, layout: str | None,
+         winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
     from . import tuning
@@ -175,7 +178,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
         results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show,
-                              verbose=verbose, max_tasks=max_tasks, select_top=select_top)
+                              verbose=verbose, max_tasks=max_tasks, select_top=select_top, reuse=reuse)
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,

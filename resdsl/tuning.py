@@ -225,6 +225,34 @@ def _share_scheduler(database):
     return ShareScheduler()
 
 
+def reuse_records(work_dir: Path, sources: list[Path], tasks) -> int:
+    """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
+
+    MetaSchedule keys records by the kernel's structure, so another work directory's records
+    apply wherever the same kernel appears: another lowering of the same network (only the
+    kernels it changed need tuning), or another network with the same layers. Kernels that
+    already have records here are left alone, so repeating it is harmless. Returns how many
+    records were copied (they count against --trials like any other).
+    """
+    from tvm.s_tir import meta_schedule as ms
+    into = ms.database.JSONDatabase(work_dir=str(work_dir))
+    copied = 0
+    for source in sources:
+        if not (Path(source) / RECORDS).exists():
+            raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
+        database = ms.database.JSONDatabase(work_dir=str(source), allow_missing=True)
+        for task in tasks:
+            mod = task.dispatched[0]
+            if not database.has_workload(mod) or _measured(into, mod)[0]:
+                continue
+            workload = into.commit_workload(mod)
+            for r in database.get_top_k(database.commit_workload(mod), 10**6):
+                into.commit_tuning_record(ms.database.TuningRecord(r.trace, workload, r.run_secs, r.target,
+                                                                     r.args_info))
+                copied += 1
+    return copied
+
+
 def heaviest(tasks, count: int | None):
     """The `count` tasks with the most FLOPs x occurrences: where a small budget pays off."""
     if count is None or count >= len(tasks):
@@ -237,7 +265,7 @@ def heaviest(tasks, count: int | None):
 
 def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
-         max_tasks: int | None = None, select_top: int = 5) -> list[TaskResult]:
+         max_tasks: int | None = None, select_top: int = 5, reuse: list[Path] = ()) -> list[TaskResult]:
     """Search until `trials` records are measured, then (CPU, measured here) choose each kernel's
     schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
     import logging
@@ -252,6 +280,9 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
     tasks = heaviest(tasks, max_tasks)
+    if reuse and reuse_records(work_dir, list(reuse), tasks):
+        selection.discard(work_dir)
+        done = repair_database(work_dir)
     runner = make_runner(target, rpc)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
     remaining = trials - done

@@ -192,6 +192,18 @@ def test_winograd_convs_fuse_with_bias_add_and_relu() -> None:
     assert not any(n == "conv2d_winograd" or n.startswith("conv2d_winograd") for n in names), names
 
 
+def test_winograd_only_where_its_weights_stay_small() -> None:
+    import re
+    net = resdsl.load("specs/resnet18.rds")
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, tvm_build.Lowering("NHWC", True))
+    script = mod["main"].script()
+    # layer1's four 3x3 convs and layer2's three stride-1 ones (64 and 128 channels); layer3 and
+    # layer4 (256, 512 channels: 9.4 and 37.7 MB of transformed weights each) stay direct, as do
+    # the stem, the stride-2 convs and the projection shortcuts: 20 convs in all.
+    assert len(re.findall(r"call_tir\(conv2d_winograd\w*,", script)) == 7
+    assert script.count("R.nn.conv2d(") == 13
+
+
 def test_bench_json_compares_engines_on_one_input(capsys) -> None:
     import json
 

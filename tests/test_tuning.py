@@ -203,6 +203,33 @@ def test_selection_keeps_one_of_each_kernels_best_records(tuned_tiny, monkeypatc
     assert not (work / "selected.tmp").exists()
 
 
+def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
+    tiny, work = tuned_tiny
+    measured = [l for l in records(work) if (secs := json.loads(l)[1][1]) and float(secs[0]) < 1e9]  # not failed
+    seeded = tmp_path / "seeded"
+    # As many trials as the copied records: nothing left to search, only to select and build.
+    result = subprocess.run(tune_cmd(tiny, seeded, len(measured), "--max-tasks", "1", "--select-top", "2",
+                                     "--reuse-records", str(work)), cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert len(records(seeded)) == len(measured)
+    report = json.loads((seeded / "report.json").read_text())
+    assert sum(t["trials"] for t in report["tasks"]) == len(measured)
+    assert report["network_latency"]["median_ms"] > 0 and (seeded / "selected").is_dir()
+    # Kernels that already have records keep them: a second copy adds nothing.
+    from resdsl.backends.tvm_build import Lowering, make_target, relax_module
+    from resdsl.backends.weights import load_weights
+    from resdsl.network import load
+    from resdsl.tuning import extract_tasks, reuse_records
+    net = load(tiny)
+    lowering = Lowering.resolve("llvm", None, None, seeded)
+    _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), make_target("llvm"),
+                             lowering)
+    assert reuse_records(seeded, [work], tasks) == 0
+    from resdsl.cli import main
+    assert main(["tune", str(tiny), "--work-dir", str(tmp_path / "x"), "--reuse-records", str(tmp_path)]) == 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

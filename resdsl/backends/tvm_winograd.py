@@ -42,9 +42,18 @@ A_T = np.array([
 ], dtype=np.float64)
 
 
+# Transformed weights are 4x the size of the 3x3 ones (6x6 per channel pair). In a network they
+# are read from memory on every run, and past a few MB a conv waits on them longer than the GEMM
+# it saves: ResNet's 256- and 512-channel stages (9.4 / 37.7 MB each) at 14x14 and 7x7 maps,
+# where the 4x4 output tiles also cover little. Up to 128x128 channels they stay at 2.4 MB.
+MAX_CHANNEL_PAIRS = 128 * 128
+
+
 def eligible(attrs: dict, weight_shape: tuple[int, ...]) -> bool:
-    """Whether a conv is one this kernel computes: 3x3, stride 1, ungrouped."""
-    return weight_shape[2:] == (3, 3) and attrs["stride"] == 1 and attrs["groups"] == 1
+    """Whether a conv is one this kernel computes, and one where it pays: 3x3, stride 1,
+    ungrouped, at most MAX_CHANNEL_PAIRS (output x input channels)."""
+    return (weight_shape[2:] == (3, 3) and attrs["stride"] == 1 and attrs["groups"] == 1
+            and weight_shape[0] * weight_shape[1] <= MAX_CHANNEL_PAIRS)
 
 
 def transform_weight(oihw: np.ndarray) -> np.ndarray:
