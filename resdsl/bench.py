@@ -88,9 +88,18 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Path, 
         return make
 
     makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime, "tvm": tvm_engine(None)}
-    for path in tuned:
-        makers["tvm-tuned" if len(tuned) == 1 else f"tvm-tuned:{path.name}"] = tvm_engine(path)
+    for path, name in zip(tuned, _short_names(tuned)):
+        makers["tvm-tuned" if len(tuned) == 1 else f"tvm-tuned:{name}"] = tvm_engine(path)
     return makers
+
+
+def _short_names(paths: tuple[Path, ...]) -> list[str]:
+    """Each path's last parts, as few as tell them apart (`a/net.so` and `b/net.so`)."""
+    for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]  # the same path given twice: the rows would be the same too
 
 
 def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str, ...], tuned: tuple[Path, ...],

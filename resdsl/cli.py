@@ -84,7 +84,9 @@ def tvm_options(f):
                      help="activation layout inside the TVM build (default: nhwc for llvm, nchw for cuda, "
                           "or what the --tuned/--work-dir records were tuned with)")(f)
     f = click.option("--winograd/--no-winograd", default=None,
-                     help="3x3 stride-1 convs as Winograd F(4x4,3x3) (llvm only; needs nhwc; default off)")(f)
+                     help="3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4,3x3) (llvm only; "
+                          "needs nhwc; default on for llvm, or what the --tuned/--work-dir records were "
+                          "tuned with)")(f)
     f = click.option("--prepack/--no-prepack", default=None,
                      help="store each tuned kernel's weights in the order it reads them (llvm only; "
                           "default on for llvm, or what the --tuned/--work-dir records were tuned with)")(f)
@@ -154,7 +156,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
               help="tune only the N kernels with the most FLOPs (the rest keep default schedules)")
 @click.option("--reuse-records", "reuse", type=click.Path(path_type=Path, exists=True, file_okay=False), multiple=True,
               help="another work directory whose records for the same kernels are copied in first (repeatable)")
-@click.option("--select-top", type=click.IntRange(0, 64), default=5, show_default=True,
+@click.option("--select-top", type=click.IntRange(0, 64), default=16, show_default=True,
               help="CPU: time each kernel's K best records again, weights cold as in the network, and keep "
                    "the fastest (0: keep the recorded best)")
 @click.option("-v", "--verbose", is_flag=True, help="show MetaSchedule's own log too")

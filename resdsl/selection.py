@@ -34,11 +34,17 @@ class Choice:
     selected_ms: float  # the winner's median, re-timed cold
 
 
+def saved(work_dir: Path) -> dict | None:
+    """The last selection's summary (`top_k`, `choices`), if it is still in force."""
+    path = Path(work_dir) / CHOICES
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def discard(work_dir: Path) -> None:
     shutil.rmtree(Path(work_dir) / SELECTED, ignore_errors=True)
 
 
-def select(work_dir: Path, target, tasks, top_k: int = 5, rounds: int = 4, repeat: int = 5,
+def select(work_dir: Path, target, tasks, top_k: int = 16, rounds: int = 4, repeat: int = 5,
            on_kernel: Callable[[int, int], None] | None = None) -> list[Choice]:
     """Re-time each task's `top_k` records in `work_dir` and save the fastest; local CPU only."""
     from tvm.s_tir import meta_schedule as ms
@@ -64,7 +70,8 @@ def select(work_dir: Path, target, tasks, top_k: int = 5, rounds: int = 4, repea
         chosen.commit_tuning_record(ms.database.TuningRecord(
             best.trace, chosen.commit_workload(mod), [median], best.target, best.args_info))
         choices.append(Choice(task.task_name, len(records), rank, _mean(records[0]) * 1e3, median * 1e3))
-    (staging / Path(CHOICES).name).write_text(json.dumps([asdict(c) for c in choices], indent=1) + "\n")
+    summary = {"top_k": top_k, "choices": [asdict(c) for c in choices]}
+    (staging / Path(CHOICES).name).write_text(json.dumps(summary, indent=1) + "\n")
     discard(work_dir)
     staging.rename(work_dir / SELECTED)  # whole, or not at all: a kill leaves the search's records in use
     return choices

@@ -265,7 +265,7 @@ def heaviest(tasks, count: int | None):
 
 def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
-         max_tasks: int | None = None, select_top: int = 5, reuse: list[Path] = ()) -> list[TaskResult]:
+         max_tasks: int | None = None, select_top: int = 16, reuse: list[Path] = ()) -> list[TaskResult]:
     """Search until `trials` records are measured, then (CPU, measured here) choose each kernel's
     schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
     import logging
@@ -316,24 +316,20 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
 
 def _select(work_dir: Path, target, tasks, top_k: int, results: list[TaskResult], progress: Progress,
             on_progress) -> None:
-    """Run (or, with no new records since, reuse) the selection and note it in `results`."""
-    from .backends.tvm_build import SELECTED
-
+    """Run (or, with no new records and the same `top_k` since, reuse) the selection and note it
+    in `results`."""
     def show(i: int, n: int) -> None:
         progress.stage = f"selecting {i + 1}/{n}"
         if on_progress:
             on_progress(progress)
-    if not (work_dir / SELECTED).is_dir():
+    last = selection.saved(work_dir)
+    if last is None or last["top_k"] != top_k:
         selection.select(work_dir, target, tasks, top_k, on_kernel=show)
+        last = selection.saved(work_dir)
     progress.stage = "tuned"
-    chosen = _chosen(work_dir)
+    chosen = {c["name"]: (c["rank"], c["selected_ms"]) for c in last["choices"]}
     for task, result in zip(tasks, results):
         result.selected_rank, result.selected_ms = chosen.get(task.task_name, (None, None))
-
-
-def _chosen(work_dir: Path) -> dict[str, tuple[int, float]]:
-    path = work_dir / selection.CHOICES
-    return {c["name"]: (c["rank"], c["selected_ms"]) for c in json.loads(path.read_text())} if path.exists() else {}
 
 
 def _watch(work_dir: Path, progress: Progress, start: int, stop: threading.Event, on_progress) -> None:

@@ -227,12 +227,15 @@ def test_bench_compares_several_tuned_libraries(tmp_path, capsys) -> None:
     from resdsl.cli import main
     spec = "specs/cifar/resnet20.rds"
     assert main(["compile", spec, "--target", "llvm", "-o", str(tmp_path / "a.so")]) == 0
+    (tmp_path / "x").mkdir()
     shutil.copy(tmp_path / "a.so", tmp_path / "b.so")
+    shutil.copy(tmp_path / "a.so", tmp_path / "x" / "a.so")
     capsys.readouterr()
-    assert main(["bench", spec, "--engines", "onnxruntime,tvm-tuned", "--tuned", str(tmp_path / "a.so"),
-                 "--tuned", str(tmp_path / "b.so"), "--budget", "0.2", "--rounds", "4", "--threads", "1",
-                 "--json"]) == 0
+    libraries = [tmp_path / "a.so", tmp_path / "b.so", tmp_path / "x" / "a.so"]
+    assert main(["bench", spec, "--engines", "onnxruntime,tvm-tuned", *(f"--tuned={p}" for p in libraries),
+                 "--budget", "0.2", "--rounds", "4", "--threads", "1", "--json"]) == 0
     rows = {r["engine"]: r for r in json.loads(capsys.readouterr().out)["results"]}
-    assert set(rows) == {"onnxruntime", "tvm-tuned:a.so", "tvm-tuned:b.so"}
+    # Rows are named by as much of each path as tells them apart.
+    assert set(rows) == {"onnxruntime", "tvm-tuned:x/a.so", *(f"tvm-tuned:{tmp_path.name}/{n}" for n in ("a.so", "b.so"))}
     for row in rows.values():
         assert row["runs"] >= 4 and row["rel_err"] < 1e-4  # at least one run in every round

@@ -92,8 +92,9 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert sum(t["trials"] for t in report["tasks"]) == len(after)
     assert report["network_latency"]["median_ms"] > 0
     assert (work / "tiny.so").exists()
-    # The lowering the records were tuned for is kept beside them (CPU default: NHWC, prepacked).
-    lowering = {"layout": "NHWC", "winograd": False, "prepack": True}
+    # The lowering the records were tuned for is kept beside them (CPU default: NHWC, Winograd
+    # where it pays, prepacked).
+    lowering = {"layout": "NHWC", "winograd": True, "prepack": True}
     assert json.loads((work / "lowering.json").read_text()) == lowering
     assert report["lowering"] == lowering
 
@@ -103,7 +104,7 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     from resdsl.cli import main
     work = tmp_path / "work"
     work.mkdir()
-    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", prepack=True)  # a new directory
+    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", True, True)  # a new directory
     (work / RECORDS).write_text('[0, [1]]\n')
     assert Lowering.resolve("llvm", None, None, work) == Lowering("NCHW")  # records from before lowering.json
     Lowering("NHWC", True).save(work)

@@ -56,12 +56,14 @@ class Lowering:
     def default(cls, target_kind: str) -> "Lowering":
         # Tuned CPU convs vectorise over channels: measured here, 64 trials on ResNet-18's layer1
         # and layer4 3x3 convs gave 1.56 / 2.78 ms in NHWC against 4.54 / 3.50 ms in NCHW (the
-        # latter after 251 trials). Winograd stays opt-in: at the same 32 trials it was slower
-        # (2.15 / 6.80 ms), its tiles waste work on 7x7 maps and its candidates build slower.
-        # Prepacked weights: in one interleaved bench, ResNet-18 ran in 35.5 ms (2110 trials)
-        # against 41.8 ms unpacked (2932), ResNet-50 in 85.6 ms against 117.4.
+        # latter after 251 trials). Prepacked weights: in one interleaved bench, ResNet-18 ran in
+        # 35.5 ms (2110 trials) against 41.8 ms unpacked (2932), ResNet-50 in 85.6 ms against
+        # 117.4. Winograd, on every 3x3 conv and at 32 trials, was slower (2.15 / 6.80 ms on the
+        # convs above); only where its weights stay small (64-128 channels: layer1, layer2) and
+        # with 128-190 trials each it won: ResNet-18 in 34.8 ms against 41.2 ms direct, in one
+        # bench, both built from the search's records as recorded.
         # On CUDA the untuned dlight schedules are written for NCHW.
-        return cls("NHWC", prepack=True) if target_kind == "llvm" else cls()
+        return cls("NHWC", winograd=True, prepack=True) if target_kind == "llvm" else cls()
 
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None, winograd: bool | None,
