@@ -90,8 +90,8 @@ def _time_records(records, target, rounds: int, repeat: int) -> list[tuple[int, 
     rng = np.random.default_rng(0)
     timers = {}
     for i, record in enumerate(records):
-        candidate = record.as_measure_candidate()
         try:
+            candidate = record.as_measure_candidate()
             # As the tuner measured it: the kernel reads its weights already packed.
             mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(candidate.sch.mod)
             lib = tvm.compile(mod, target=target).mod
