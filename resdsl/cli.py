@@ -184,7 +184,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
-              "lowering": dataclasses.asdict(lowering), "library": str(path),
+              "lowering": dataclasses.asdict(lowering),
+              "measurement": tuning.measurement(work_dir, tvm_target), "library": str(path),
               "tasks": [dataclasses.asdict(r) for r in results]}
     measurable = rpc is None and (target == "llvm" or _has_gpu())
     if measurable:

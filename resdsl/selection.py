@@ -9,8 +9,10 @@ cache. Two things make its best record a poor pick on a small shared machine:
   L3), and schedules differ in how well they stream them.
 So the top `k` records of every kernel are built again and timed with TVM's CPU cache flush (all
 arguments but the activation cold), in rounds that take turns, and the fastest median wins.
-The winners go to `WORK_DIR/selected/`, a MetaSchedule database with one record per kernel,
-which builds then prefer; tuning further deletes it, since new records may beat it.
+Every re-timed candidate goes to `WORK_DIR/selected/` with its cold median as its time, so this
+MetaSchedule database's best record per kernel is the winner, which builds then prefer, and the
+directory can seed a search that times candidates cold (`tune --reuse-records DIR/selected`).
+Tuning further deletes it, since new records may beat it.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .backends.tvm_build import SELECTED
+from .measurement import save_measurement
 
 CHOICES = f"{SELECTED}/choices.json"  # what was chosen, for the report of a later, resumed run
 
@@ -65,13 +68,15 @@ def select(work_dir: Path, target, tasks, top_k: int = 16, rounds: int = 4, repe
         timed = _time_records(records, target, rounds, repeat)
         if not timed:
             continue
+        workload = chosen.commit_workload(mod)
+        for i, median in timed:
+            chosen.commit_tuning_record(ms.database.TuningRecord(
+                records[i].trace, workload, [median], records[i].target, records[i].args_info))
         rank, median = min(timed, key=lambda t: t[1])
-        best = records[rank]
-        chosen.commit_tuning_record(ms.database.TuningRecord(
-            best.trace, chosen.commit_workload(mod), [median], best.target, best.args_info))
         choices.append(Choice(task.task_name, len(records), rank, _mean(records[0]) * 1e3, median * 1e3))
     summary = {"top_k": top_k, "choices": [asdict(c) for c in choices]}
     (staging / Path(CHOICES).name).write_text(json.dumps(summary, indent=1) + "\n")
+    save_measurement(staging, "cold")
     discard(work_dir)
     staging.rename(work_dir / SELECTED)  # whole, or not at all: a kill leaves the search's records in use
     return choices

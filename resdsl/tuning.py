@@ -18,8 +18,7 @@ from typing import Callable
 
 from . import selection
 from .diagnostics import ResdslError
-
-RECORDS = "database_tuning_record.json"
+from .measurement import RECORDS, evaluator, measurement, save_measurement
 WORKLOADS = "database_workload.json"
 
 
@@ -119,20 +118,21 @@ def _synchronous(runner):
     return SynchronousRunner(runner)
 
 
-def make_runner(target, rpc: RPC | None):
+def make_runner(target, rpc: RPC | None, cache: str = "hot"):
     from tvm.s_tir import meta_schedule as ms
+    timing = evaluator(cache)
     if rpc is not None:
         config = ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
                                      session_timeout_sec=60)
         # Synchronous too: the scheduler commits a batch before it picks the next task.
-        return _synchronous(ms.runner.RPCRunner(rpc_config=config))
+        return _synchronous(ms.runner.RPCRunner(rpc_config=config, evaluator_config=timing))
     if target.kind.name == "cuda":
         import tvm
         if not tvm.cuda().exist:
             raise ResdslError("no CUDA GPU on this machine to measure tuning candidates on",
                               hint="run `resdsl tune` on a machine with a GPU, or measure on remote GPUs "
                                    "with --rpc-tracker HOST:PORT --rpc-key KEY")
-    return _synchronous(ms.runner.LocalRunner())
+    return _synchronous(ms.runner.LocalRunner(evaluator_config=timing))
 
 
 def build_without_intrinsics(mod, target, _params):
@@ -225,14 +225,15 @@ def _share_scheduler(database):
     return ShareScheduler()
 
 
-def reuse_records(work_dir: Path, sources: list[Path], tasks) -> int:
+def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
     """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
 
     MetaSchedule keys records by the kernel's structure, so another work directory's records
     apply wherever the same kernel appears: another lowering of the same network (only the
     kernels it changed need tuning), or another network with the same layers. Kernels that
     already have records here are left alone, so repeating it is harmless. Returns how many
-    records were copied (they count against --trials like any other).
+    records were copied (they count against --trials like any other). Records timed hot and
+    cold do not mix; a selection (`DIR/selected`) holds its candidates re-timed cold.
     """
     from tvm.s_tir import meta_schedule as ms
     into = ms.database.JSONDatabase(work_dir=str(work_dir))
@@ -240,6 +241,11 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks) -> int:
     for source in sources:
         if not (Path(source) / RECORDS).exists():
             raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
+        theirs, ours = measurement(source, target), measurement(work_dir, target)
+        if theirs != ours:
+            raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
+                              hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"
+                                   if theirs == "hot" else "seed from a directory timed the same way")
         database = ms.database.JSONDatabase(work_dir=str(source), allow_missing=True)
         for task in tasks:
             mod = task.dispatched[0]
@@ -280,10 +286,12 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
     tasks = heaviest(tasks, max_tasks)
-    if reuse and reuse_records(work_dir, list(reuse), tasks):
+    cache = measurement(work_dir, target)
+    save_measurement(work_dir, cache)
+    if reuse and reuse_records(work_dir, list(reuse), tasks, target):
         selection.discard(work_dir)
         done = repair_database(work_dir)
-    runner = make_runner(target, rpc)
+    runner = make_runner(target, rpc, cache)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
     remaining = trials - done
     # Small iterations spread a small budget over the tasks; large ones amortise search overhead.

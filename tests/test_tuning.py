@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from resdsl.diagnostics import ResdslError
 from resdsl.tuning import RECORDS, pick_task, repair_database
 
 # Four kernels (conv + BN + ReLU, mean, reshape, matmul + bias): each MetaSchedule iteration
@@ -99,6 +100,7 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     lowering = {"layout": "NHWC", "winograd": False, "prepack": True}
     assert json.loads((work / "lowering.json").read_text()) == lowering
     assert report["lowering"] == lowering
+    assert report["measurement"] == "cold"  # a new CPU directory times its candidates as the network runs them
 
 
 def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
@@ -125,6 +127,24 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--no-prepack", "-o", out]) == 1
     assert "was tuned with layout NHWC and prepacked weights, not layout NHWC" in capsys.readouterr().err
     assert not (tmp_path / "x.so").exists()
+
+
+def test_a_work_dir_keeps_how_it_times_candidates(tmp_path) -> None:
+    from resdsl.backends.tvm_build import make_target
+    from resdsl.measurement import evaluator, measurement, save_measurement
+    from resdsl.tuning import make_runner
+    work = tmp_path / "work"
+    work.mkdir()
+    llvm, cuda = make_target("llvm"), make_target("cuda")
+    assert measurement(work, llvm) == "cold" and measurement(work, cuda) == "hot"
+    cold = evaluator("cold")
+    assert cold.enable_cpu_cache_flush and cold.number == 1 and cold.min_repeat_ms == 0
+    assert evaluator("hot") is None  # MetaSchedule's default: a ~100 ms loop over cached data
+    assert make_runner(llvm, None, "cold").inner.evaluator_config.enable_cpu_cache_flush
+    (work / RECORDS).write_text('[0, [1]]\n')
+    assert measurement(work, llvm) == "hot"  # records from before measurement.json were timed hot
+    save_measurement(work, "cold")
+    assert measurement(work, llvm) == "cold"
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +193,7 @@ def _traces(database, mod, k: int) -> list[str]:
     return [str(r.trace) for r in database.get_top_k(database.commit_workload(mod), k)]
 
 
-def test_selection_keeps_one_of_each_kernels_best_records(tuned_tiny, monkeypatch) -> None:
+def test_selection_re_times_each_kernels_best_records(tuned_tiny, monkeypatch) -> None:
     from tvm.s_tir import meta_schedule as ms
     from resdsl import selection
     from resdsl.backends import tvm_build
@@ -184,9 +204,13 @@ def test_selection_keeps_one_of_each_kernels_best_records(tuned_tiny, monkeypatc
     searched = ms.database.JSONDatabase(work_dir=str(work))
     chosen = ms.database.JSONDatabase(work_dir=str(work / "selected"))
     assert tvm_build._database_dir(work) == work / "selected"  # what builds apply
-    (record,) = chosen.get_all_tuning_records()
+    # Every candidate is kept with its cold time, so the database's best is the one chosen.
+    retimed = chosen.get_all_tuning_records()
+    assert len(retimed) == 3 and json.loads((work / "selected" / "measurement.json").read_text())["cache"] == "cold"
+    (record,) = chosen.get_top_k(chosen.commit_workload(retimed[0].workload.mod), 1)
     top = _traces(searched, record.workload.mod, 3)
     assert str(record.trace) == top[tuned[0]["selected_rank"]]
+    assert sorted(map(str, (r.trace for r in retimed))) == sorted(top)
 
     # The fastest re-timed median wins, whatever the search recorded: make the last one fastest.
     monkeypatch.setattr(selection, "_time_records",
@@ -201,8 +225,8 @@ def test_selection_keeps_one_of_each_kernels_best_records(tuned_tiny, monkeypatc
                              make_target("llvm"), lowering)
     (choice,) = selection.select(work, make_target("llvm"), heaviest(tasks, 1), top_k=3)
     assert choice.rank == len(top) - 1 and choice.selected_ms == pytest.approx(1e3 / len(top))
-    rechosen = ms.database.JSONDatabase(work_dir=str(work / "selected")).get_all_tuning_records()
-    assert [str(r.trace) for r in rechosen] == [top[-1]]
+    rechosen = ms.database.JSONDatabase(work_dir=str(work / "selected"))
+    assert _traces(rechosen, record.workload.mod, 1) == [top[-1]]
     assert not (work / "selected.tmp").exists()
 
 
@@ -228,9 +252,21 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     lowering = Lowering.resolve("llvm", None, None, seeded)
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), make_target("llvm"),
                              lowering)
-    assert reuse_records(seeded, [work], tasks) == 0
+    assert reuse_records(seeded, [work], tasks, make_target("llvm")) == 0
     from resdsl.cli import main
     assert main(["tune", str(tiny), "--work-dir", str(tmp_path / "x"), "--reuse-records", str(tmp_path)]) == 1
+    # Records timed hot (a directory from before measurement.json) would skew a cold one's ranking;
+    # its selection, re-timed cold, may seed it.
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    (tmp_path / "fresh").mkdir()
+    (hot / RECORDS).write_text((work / RECORDS).read_text())
+    (hot / "database_workload.json").write_text((work / "database_workload.json").read_text())
+    with pytest.raises(ResdslError, match="timed with the cache hot") as error:
+        reuse_records(tmp_path / "fresh", [hot], tasks, make_target("llvm"))
+    assert "selected" in error.value.diagnostic.hint
+    assert reuse_records(tmp_path / "fresh", [work / "selected"], tasks, make_target("llvm")) == len(
+        records(work / "selected"))
 
 
 def free_port() -> int:

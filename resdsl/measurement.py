@@ -1,0 +1,39 @@
+"""How a tuning work directory times its candidates, kept beside its records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MEASUREMENT = "measurement.json"
+RECORDS = "database_tuning_record.json"  # MetaSchedule's name; a directory with it has been tuned
+
+
+def measurement(work_dir: Path, target) -> str:
+    """How a work directory's candidates are timed: "cold" or "hot".
+
+    Cold (CPU): every argument but the activation is flushed from the caches before each single
+    run, as in the network, where each conv reads its weights from memory (ResNet-50's ~100 MB
+    pass through a 32 MB L3) while its input is the previous kernel's fresh output. Hot is
+    MetaSchedule's default, a ~100 ms loop over cached data; it ranks schedules by how they run
+    from cache, and ResNet-50's kernels tuned hot ran 1.05-2.2x their recorded times in the
+    network (`benchmarks/RESULTS.md`). GPUs, and CPU directories tuned before this setting
+    existed, are hot. The two do not mix in one database: times are compared across records.
+    """
+    path = Path(work_dir) / MEASUREMENT
+    if path.exists():
+        return json.loads(path.read_text())["cache"]
+    if (Path(work_dir) / RECORDS).exists():
+        return "hot"
+    return "cold" if target.kind.name == "llvm" else "hot"
+
+
+def save_measurement(work_dir: Path, cache: str) -> None:
+    from .output import write_atomic
+    write_atomic(Path(work_dir) / MEASUREMENT, json.dumps({"cache": cache}) + "\n")
+
+
+def evaluator(cache: str):
+    from tvm.s_tir import meta_schedule as ms
+    if cache == "cold":
+        return ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=0, enable_cpu_cache_flush=True)
+    return None  # MetaSchedule's default
