@@ -1,12 +1,13 @@
 """Choose each kernel's schedule by timing its best few tuning records again, as the network runs them.
 
-The search records one ~100 ms measurement per candidate, with the kernel's weights hot in
-cache. Two things make its best record a poor pick on a small shared machine:
+The search records one measurement per candidate. Two things make its best record a poor pick
+on a small shared machine:
 - the machine's speed drifts (up to 2x over minutes here), so the minimum over hundreds of
   single measurements is partly a lucky draw: re-timed, ResNet-18's chosen schedules ran
   1.2-1.9x their recorded times, and the recorded best was often not the fastest of the top 8;
-- in the network each conv reads its weights from memory (47 MB for ResNet-18 against a 32 MB
-  L3), and schedules differ in how well they stream them.
+- in a directory timed hot (`resdsl.measurement`), the search saw the weights in cache, but in
+  the network each conv reads them from memory (47 MB for ResNet-18 against a 32 MB L3), and
+  schedules differ in how well they stream them.
 So the top `k` records of every kernel are built again and timed with TVM's CPU cache flush (all
 arguments but the activation cold), in rounds that take turns, and the fastest median wins.
 Every re-timed candidate goes to `WORK_DIR/selected/` with its cold median as its time, so this
