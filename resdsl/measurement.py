@@ -22,7 +22,8 @@ def measurement(work_dir: Path, target) -> str:
     path = Path(work_dir) / MEASUREMENT
     if path.exists():
         return json.loads(path.read_text())["cache"]
-    if (Path(work_dir) / RECORDS).exists():
+    records = Path(work_dir) / RECORDS
+    if records.exists() and records.stat().st_size:
         return "hot"
     return "cold" if target.kind.name == "llvm" else "hot"
 

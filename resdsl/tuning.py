@@ -236,12 +236,13 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
     cold do not mix; a selection (`DIR/selected`) holds its candidates re-timed cold.
     """
     from tvm.s_tir import meta_schedule as ms
+    ours = measurement(work_dir, target)  # before the database below creates its (empty) files
     into = ms.database.JSONDatabase(work_dir=str(work_dir))
     copied = 0
     for source in sources:
         if not (Path(source) / RECORDS).exists():
             raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
-        theirs, ours = measurement(source, target), measurement(work_dir, target)
+        theirs = measurement(source, target)
         if theirs != ours:
             raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
                               hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"

@@ -141,6 +141,8 @@ def test_a_work_dir_keeps_how_it_times_candidates(tmp_path) -> None:
     assert cold.enable_cpu_cache_flush and cold.number == 1 and cold.min_repeat_ms == 0
     assert evaluator("hot") is None  # MetaSchedule's default: a ~100 ms loop over cached data
     assert make_runner(llvm, None, "cold").inner.evaluator_config.enable_cpu_cache_flush
+    (work / RECORDS).write_text("")
+    assert measurement(work, llvm) == "cold"  # an empty database, as MetaSchedule creates it
     (work / RECORDS).write_text('[0, [1]]\n')
     assert measurement(work, llvm) == "hot"  # records from before measurement.json were timed hot
     save_measurement(work, "cold")
