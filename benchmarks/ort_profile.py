@@ -19,6 +19,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from tuning_summary import latency  # the chosen record's cold time, else the search's best
+
 
 WINOGRAD = -1  # the group of 3x3 stride-1 convs small enough for Winograd (resdsl.backends.tvm_winograd)
 
@@ -85,7 +87,7 @@ def main() -> None:
     tvm_by_flops: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
     tvm_other = 0.0
     for t in report["tasks"]:
-        ms = t.get("selected_ms") or t["best_ms"] or 0.0
+        ms = latency(t) or 0.0
         if "conv2d" in t["name"]:
             # A task's FLOPs include its fused bias, residual add and ReLU (a few %).
             mflop = t["flops"] / 1e6

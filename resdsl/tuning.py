@@ -19,6 +19,7 @@ from typing import Callable
 from . import selection
 from .diagnostics import ResdslError
 from .measurement import RECORDS, evaluator, measurement, save_measurement
+
 WORKLOADS = "database_workload.json"
 
 
