@@ -29,11 +29,12 @@ class Result:
     note: str = ""
 
 
-def _time(fn: Callable[[], np.ndarray], budget_s: float, min_runs: int = 3, max_runs: int = 50) -> list[float]:
+def _time(fn: Callable[[], np.ndarray], budget_s: float) -> list[float]:
+    """Run times in ms: at least one run, then more until `budget_s` is spent."""
     fn()  # warm-up: first-call allocations, lazy initialisation
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
+    while not times or time.perf_counter() - start < budget_s:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
@@ -133,7 +134,8 @@ def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str,
     times: dict[int, list[float]] = {i: [] for i, (_, fn) in enumerate(rows) if fn is not None}
     for _ in range(rounds):
         for i in times:
-            times[i] += _time(rows[i][1], budget_s / rounds, min_runs=1, max_runs=max(1, 50 // rounds))
+            # The budget, not a run count, sets the samples: a noisy machine needs many of them.
+            times[i] += _time(rows[i][1], budget_s / rounds)
     for i, samples in times.items():
         result = rows[i][0]
         result.runs, result.median_ms = len(samples), statistics.median(samples)
