@@ -22,10 +22,15 @@ def measurement(work_dir: Path, target) -> str:
     path = Path(work_dir) / MEASUREMENT
     if path.exists():
         return json.loads(path.read_text())["cache"]
-    records = Path(work_dir) / RECORDS
-    if records.exists() and records.stat().st_size:
+    if has_records(work_dir):
         return "hot"
     return "cold" if target.kind.name == "llvm" else "hot"
+
+
+def has_records(work_dir: str | Path) -> bool:
+    """Whether a work directory holds measured records (MetaSchedule creates the file empty)."""
+    path = Path(work_dir) / RECORDS
+    return path.exists() and path.stat().st_size > 0
 
 
 def save_measurement(work_dir: Path, cache: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..diagnostics import ResdslError
 from ..ir import Graph
+from ..measurement import has_records
 
 DEFAULT_ARCH = "sm_90"
 
@@ -94,7 +95,7 @@ class Lowering:
         if path.exists():
             return cls(**json.loads(path.read_text()))
         # Work directories from before resdsl recorded the lowering hold NCHW direct convs.
-        return cls() if _has_records(work_dir) else None
+        return cls() if has_records(work_dir) else None
 
     def save(self, work_dir: Path) -> None:
         from ..output import write_atomic
@@ -134,7 +135,7 @@ def schedule(mod, target, work_dir: str | Path | None = None, lowering: Lowering
     """The IRModule `build` compiles: fused kernels, with the tuned schedules where there are."""
     import tvm
     from tvm import relax
-    if work_dir is not None and _has_records(work_dir):
+    if work_dir is not None and has_records(work_dir):
         from tvm.s_tir import meta_schedule as ms
         mod = kernels(mod, target, lowering)
         database = ms.database.JSONDatabase(work_dir=str(_database_dir(work_dir)), allow_missing=True)
@@ -173,12 +174,7 @@ def _is_fused(mod) -> bool:
 def _database_dir(work_dir: str | Path) -> Path:
     """The selected records where `tune` chose them, else the whole search's best."""
     selected = Path(work_dir) / SELECTED
-    return selected if _has_records(selected) else Path(work_dir)
-
-
-def _has_records(work_dir: str | Path) -> bool:
-    path = Path(work_dir) / "database_tuning_record.json"
-    return path.exists() and path.stat().st_size > 0
+    return selected if has_records(selected) else Path(work_dir)
 
 
 def export(executable, path: str | Path) -> None:
