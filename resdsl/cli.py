@@ -87,6 +87,9 @@ def tvm_options(f):
                      help="3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4,3x3) (llvm only; "
                           "needs nhwc; default on for llvm, or what the --tuned/--work-dir records were "
                           "tuned with)")(f)
+    f = click.option("--wide-winograd/--no-wide-winograd", default=None,
+                     help="with --winograd, the wider 3x3 convs too, as Winograd F(2x2,3x3) (default: off, "
+                          "or what the --tuned/--work-dir records were tuned with)")(f)
     f = click.option("--prepack/--no-prepack", default=None,
                      help="store each tuned kernel's weights in the order it reads them (llvm only; "
                           "default on for llvm, or what the --tuned/--work-dir records were tuned with)")(f)
@@ -105,8 +108,8 @@ def tvm_options(f):
               help="a `resdsl tune` work directory whose records to apply (llvm/cuda)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int,
-            cpu: str | None, arch: str, layout: str | None, winograd: bool | None, prepack: bool | None,
-            work_dir: Path | None, cuda_source: Path | None) -> None:
+            cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
+            prepack: bool | None, work_dir: Path | None, cuda_source: Path | None) -> None:
     """Compile a spec for a target."""
     net = _load(spec)
     from .output import write_atomic
@@ -132,7 +135,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         print(f"wrote {path} (ONNX opset 17, {net.name})", file=sys.stderr)
         return
     from .backends import tvm_build
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack)
+    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
     executable = tvm_build.build(tvm_build.relax_module(net.graph, state, batch, lowering), tvm_target, work_dir,
                                  lowering)
@@ -165,7 +168,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
          rpc_key: str | None, max_tasks: int | None, reuse: tuple[Path, ...], select_top: int, verbose: bool,
          weights: Path | None, seed: int, batch: int, cpu: str | None, arch: str, layout: str | None,
-         winograd: bool | None, prepack: bool | None) -> None:
+         winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
     from . import tuning
@@ -173,7 +176,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     from .backends.weights import load_weights
     rpc = tuning.RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None
     work_dir = work_dir or Path(f"tune-{net.name}-{target}")
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack)
+    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
     mod = tvm_build.relax_module(net.graph, load_weights(net.graph, weights, seed), batch, lowering)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,19 @@ network fc_on_a_map {
 """
 
 
+# 3x3 convs of 136x136 channels (wider than 128x128: Winograd F(2x2, 3x3) with --wide-winograd)
+# beside the stem's narrow one (F(4x4, 3x3)), on a 9x7 map that neither tile size divides.
+WIDE_ON_AN_ODD_MAP = """
+network wide_on_an_odd_map {
+    input 3x9x7
+    classes 5
+    stem { conv1: conv 136 k3 p1; bn1: bn; relu }
+    stage layer1: basic(136) x 1
+    head { fc classes }
+}
+"""
+
+
 @pytest.mark.parametrize("layout,winograd", [("NCHW", False), ("NHWC", False), ("NHWC", True)])
 @pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
                                   "specs/cifar/preact_resnet164.rds", "specs/resnext50_32x4d.rds", FC_ON_A_MAP])
@@ -84,6 +97,15 @@ def test_every_lowering_computes_the_same_network(spec, layout, winograd) -> Non
     """Each layout / conv algorithm against torch: option-A channel padding, highway gates,
     grouped convs, an fc reading a spatial map (its rows reordered for NHWC), odd map sizes
     that leave Winograd tiles partly outside the image."""
+    assert_lowering_matches_torch(spec, tvm_build.Lowering(layout, winograd))
+
+
+def test_wide_winograd_computes_the_same_network() -> None:
+    lowering = tvm_build.Lowering("NHWC", winograd=True, wide_winograd=True)
+    assert_lowering_matches_torch(WIDE_ON_AN_ODD_MAP, lowering)
+
+
+def assert_lowering_matches_torch(spec: str, lowering) -> None:
     import tvm
     net = resdsl.loads(spec) if "{" in spec else resdsl.load(spec)
     model = net.to_torch(seed=1).eval()
@@ -92,23 +114,25 @@ def test_every_lowering_computes_the_same_network(spec, layout, winograd) -> Non
     x = np.random.default_rng(2).standard_normal((2, *net.graph.shape("<input>")), dtype=np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    lowering = tvm_build.Lowering(layout, winograd)
     executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 2, lowering), tvm_build.make_target("llvm"))
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
 
 
-def test_winograd_matrices_compute_a_correlation() -> None:
-    """F(4,3) from the transforms equals a direct 3x3 correlation, in 2-D, in float64."""
-    from resdsl.backends.tvm_winograd import A_T, B_T, G, transform_weight
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_matrices_compute_a_correlation(tile) -> None:
+    """F(m,3) from the transforms equals a direct 3x3 correlation, in 2-D, in float64."""
+    from resdsl.backends.tvm_winograd import MATRICES, transform_weight
+    b_t, g_mat, a_t = MATRICES[tile]
+    alpha = tile + 2
     rng = np.random.default_rng(0)
-    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
-    winograd = A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T
+    d, g = rng.standard_normal((alpha, alpha)), rng.standard_normal((3, 3))
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(tile)] for i in range(tile)])
+    winograd = a_t @ ((g_mat @ g @ g_mat.T) * (b_t @ d @ b_t.T)) @ a_t.T
     np.testing.assert_allclose(winograd, direct, rtol=1e-12, atol=1e-12)
-    u = transform_weight(g[None, None].astype(np.float32))
-    assert u.shape == (6, 6, 1, 1)
-    np.testing.assert_allclose(u[:, :, 0, 0], G @ g @ G.T, rtol=1e-5, atol=1e-6)
+    u = transform_weight(g[None, None].astype(np.float32), tile)
+    assert u.shape == (alpha, alpha, 1, 1)
+    np.testing.assert_allclose(u[:, :, 0, 0], g_mat @ g @ g_mat.T, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
@@ -194,6 +218,8 @@ def test_winograd_convs_fuse_with_bias_add_and_relu() -> None:
 
 def test_winograd_only_where_its_weights_stay_small() -> None:
     import re
+
+    from resdsl.backends.tvm_winograd import tile_for
     net = resdsl.load("specs/resnet18.rds")
     mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, tvm_build.Lowering("NHWC", True))
     script = mod["main"].script()
@@ -202,6 +228,16 @@ def test_winograd_only_where_its_weights_stay_small() -> None:
     # the stem, the stride-2 convs and the projection shortcuts: 20 convs in all.
     assert len(re.findall(r"call_tir\(conv2d_winograd\w*,", script)) == 7
     assert script.count("R.nn.conv2d(") == 13
+    # With --wide-winograd, layer3's three stride-1 convs too, as F(2x2, 3x3) (4.2 MB each);
+    # layer4's would read 16.8 MB each.
+    wide = tvm_build.Lowering("NHWC", winograd=True, wide_winograd=True)
+    script = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, wide)["main"].script()
+    assert len(re.findall(r"call_tir\(conv2d_winograd\w*,", script)) == 10
+    assert script.count("R.nn.conv2d(") == 10
+    weights = load_weights(net.graph)
+    tiles = [tile_for(net.graph.node(c)["attrs"], weights[f"{c}.weight"].shape, wide=True)
+             for c in net.graph.nodes_of("conv")]
+    assert (tiles.count(4), tiles.count(2), tiles.count(None)) == (7, 3, 10)
 
 
 def test_bench_json_compares_engines_on_one_input(capsys) -> None:

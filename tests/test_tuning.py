@@ -97,7 +97,7 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert (work / "tiny.so").exists()
     # The lowering the records were tuned for is kept beside them (NHWC and prepacked: the CPU
     # defaults; Winograd off, as tune_cmd asks).
-    lowering = {"layout": "NHWC", "winograd": False, "prepack": True}
+    lowering = {"layout": "NHWC", "winograd": False, "prepack": True, "wide_winograd": False}
     assert json.loads((work / "lowering.json").read_text()) == lowering
     assert report["lowering"] == lowering
     assert report["measurement"] == "cold"  # a new CPU directory times its candidates as the network runs them
@@ -116,9 +116,12 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     out = str(tmp_path / "x.so")
     assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--layout", "nchw", "-o", out]) == 1
     err = capsys.readouterr().err
-    assert "was tuned with layout NHWC with Winograd 3x3 convs, not layout NCHW" in err and "drop --layout" in err
+    assert "was tuned with layout NHWC with Winograd 3x3 convs up to 128 channels, not layout NCHW" in err
+    assert "drop --layout" in err
     assert main(["compile", str(tiny), "--target", "llvm", "--layout", "nchw", "--winograd", "-o", out]) == 1
     assert "--winograd needs --layout nhwc" in capsys.readouterr().err
+    assert main(["compile", str(tiny), "--target", "llvm", "--no-winograd", "--wide-winograd", "-o", out]) == 1
+    assert "--wide-winograd extends --winograd" in capsys.readouterr().err
     assert main(["compile", str(tiny), "--target", "cuda", "--layout", "nhwc", "--winograd", "-o", out]) == 1
     assert "for --target llvm only" in capsys.readouterr().err
     assert main(["compile", str(tiny), "--target", "cuda", "--prepack", "-o", out]) == 1

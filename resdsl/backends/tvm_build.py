@@ -52,6 +52,8 @@ class Lowering:
     winograd: bool = False
     # Weights stored in the order each tuned kernel reads them (MetaSchedule's RewriteLayout).
     prepack: bool = False
+    # With `winograd`, also the 3x3 convs wider than 128x128 channels, as F(2x2, 3x3).
+    wide_winograd: bool = False
 
     @classmethod
     def default(cls, target_kind: str) -> "Lowering":
@@ -68,7 +70,8 @@ class Lowering:
 
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None, winograd: bool | None,
-                work_dir: Path | None = None, prepack: bool | None = None) -> "Lowering":
+                work_dir: Path | None = None, prepack: bool | None = None,
+                wide_winograd: bool | None = None) -> "Lowering":
         """Options given on the command line, else the work directory's, else the target's default."""
         saved = cls.saved(work_dir) if work_dir is not None else None
         base = saved or cls.default(target_kind)
@@ -77,16 +80,20 @@ class Lowering:
             winograd = base.winograd and layout == "NHWC"
         if prepack is None:
             prepack = base.prepack and target_kind == "llvm"
-        lowering = cls(layout, winograd, prepack)
+        if wide_winograd is None:
+            wide_winograd = base.wide_winograd and winograd
+        lowering = cls(layout, winograd, prepack, wide_winograd)
         if lowering.winograd and lowering.layout != "NHWC":
             raise ResdslError("--winograd needs --layout nhwc", hint="add --layout nhwc, or drop --winograd")
+        if lowering.wide_winograd and not lowering.winograd:
+            raise ResdslError("--wide-winograd extends --winograd", hint="add --winograd, or drop --wide-winograd")
         for flag, on in (("--winograd", lowering.winograd), ("--prepack", lowering.prepack)):
             if on and target_kind != "llvm":
                 raise ResdslError(f"{flag} is for --target llvm only", hint=f"drop {flag} for this target")
         if saved is not None and saved != lowering:
             raise ResdslError(f"{work_dir} was tuned with {saved.describe()}, not {lowering.describe()}",
-                              hint="drop --layout/--winograd/--prepack to use the work directory's, "
-                                   "or tune into a new one")
+                              hint="drop --layout/--winograd/--wide-winograd/--prepack to use the work "
+                                   "directory's, or tune into a new one")
         return lowering
 
     @classmethod
@@ -102,13 +109,15 @@ class Lowering:
         write_atomic(Path(work_dir) / LOWERING_FILE, json.dumps(asdict(self)) + "\n")
 
     def describe(self) -> str:
-        return (f"layout {self.layout}" + (" with Winograd 3x3 convs" if self.winograd else "")
+        winograd = " with Winograd 3x3 convs" + (" of every width" if self.wide_winograd else " up to 128 channels")
+        return (f"layout {self.layout}" + (winograd if self.winograd else "")
                 + (" and prepacked weights" if self.prepack else ""))
 
 
 def relax_module(graph: Graph, weights: dict[str, np.ndarray], batch: int, lowering: Lowering = Lowering()):
     from .tvm_relax import to_relax
-    return to_relax(graph, weights, batch, layout=lowering.layout, winograd=lowering.winograd)
+    return to_relax(graph, weights, batch, layout=lowering.layout, winograd=lowering.winograd,
+                    wide_winograd=lowering.wide_winograd)
 
 
 def kernels(mod, target, lowering: Lowering = Lowering()):

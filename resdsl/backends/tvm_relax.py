@@ -26,10 +26,10 @@ LAYOUTS = ("NCHW", "NHWC")
 
 class _Ctx:
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch: int, layout: str,
-                 winograd: bool) -> None:
+                 winograd: bool, wide_winograd: bool) -> None:
         from tvm import relax
         self.relax, self.graph, self.weights, self.batch, self.layout = relax, graph, weights, batch, layout
-        self.winograd = winograd
+        self.winograd, self.wide_winograd = winograd, wide_winograd
         self.folded = _foldable_bns(graph)  # bn -> the conv it folds into
         self.fold_into = {conv: bn for bn, conv in self.folded.items()}
         self.channel_axis = layout.index("C")
@@ -71,8 +71,9 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
         weight = weight * scale.reshape(-1, 1, 1, 1)
         bias = shift if bias is None else bias * scale + shift
     p = a["padding"]
-    if c.winograd and tvm_winograd.eligible(a, weight.shape):
-        out = bb.emit_te(tvm_winograd.conv2d_nhwc, ins[0], c.const(tvm_winograd.transform_weight(weight)), p,
+    tile = tvm_winograd.tile_for(a, weight.shape, c.wide_winograd) if c.winograd else None
+    if tile is not None:
+        out = bb.emit_te(tvm_winograd.conv2d_nhwc, ins[0], c.const(tvm_winograd.transform_weight(weight, tile)), p,
                          primfunc_name_hint="conv2d_winograd")
         return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
     out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=a["stride"], padding=(p, p, p, p),
@@ -140,10 +141,11 @@ CONVERTERS: dict[str, Callable] = {
 
 
 def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layout: str = "NCHW",
-             winograd: bool = False):
+             winograd: bool = False, wide_winograd: bool = False):
     """An IRModule whose `main(input)` (always NCHW) returns the logits.
 
-    `winograd`: 3x3 stride-1 convs as Winograd F(4x4, 3x3) kernels (needs NHWC).
+    `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
+    (needs NHWC); `wide_winograd`: the wider ones too, as F(2x2, 3x3).
     """
     from tvm import relax
     if layout not in LAYOUTS:
@@ -153,7 +155,7 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layou
     missing = sorted({graph.node(n)["op"] for n in graph.order()} - set(CONVERTERS) - {"input"})
     if missing:  # found before lowering starts, all at once
         raise NotImplementedError(f"the Relax backend has no converter for: {', '.join(missing)}")
-    ctx = _Ctx(graph, weights, batch, layout, winograd)
+    ctx = _Ctx(graph, weights, batch, layout, winograd, wide_winograd)
     bb = relax.BlockBuilder()
     x = relax.Var("input", relax.TensorType((batch, *graph.shape(INPUT)), "float32"))
     with bb.function("main", [x]):

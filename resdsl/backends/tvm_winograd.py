@@ -1,9 +1,9 @@
-"""Winograd F(4x4, 3x3) convolution for the Relax backend (NHWC, stride 1, ungrouped 3x3).
+"""Winograd F(m x m, 3x3) convolutions for the Relax backend (NHWC, stride 1, ungrouped 3x3).
 
-A 3x3 conv computes each 4x4 output tile from a 6x6 input tile with 36 multiplies per
-(input, output) channel pair instead of 144: 4x fewer in the GEMM that dominates a ResNet's
-3x3 layers, for the price of cheap linear transforms of the input and output tiles
-(Lavin & Gray 2015). The weight transform U = G g G^T is done once, here, in numpy, as the
+F(4x4, 3x3) computes each 4x4 output tile from a 6x6 input tile with 36 multiplies per
+(input, output) channel pair instead of 144 (F(2x2, 3x3): 16 for 4 outputs instead of 36):
+fewer multiplies in the GEMM that dominates a ResNet's 3x3 layers, for the price of cheap
+linear transforms of the input and output tiles (Lavin & Gray 2015). The weight transform U = G g G^T is done once, here, in numpy, as the
 weights are constants: the compiled kernel only reads U.
 
 The TE compute names its stages the way MetaSchedule's CPU winograd rules expect
@@ -14,95 +14,115 @@ from __future__ import annotations
 
 import numpy as np
 
-TILE = 4  # m: output tile edge
-ALPHA = TILE + 3 - 1  # input tile edge for a 3x3 kernel
-
-# Lavin & Gray's matrices for F(4, 3), interpolation points 0, +-1, +-2 (and infinity).
-B_T = np.array([
-    [4, 0, -5, 0, 1, 0],
-    [0, -4, -4, 1, 1, 0],
-    [0, 4, -4, -1, 1, 0],
-    [0, -2, -1, 2, 1, 0],
-    [0, 2, -1, -2, 1, 0],
-    [0, 4, 0, -5, 0, 1],
-], dtype=np.float64)
-G = np.array([
-    [1 / 4, 0, 0],
-    [-1 / 6, -1 / 6, -1 / 6],
-    [-1 / 6, 1 / 6, -1 / 6],
-    [1 / 24, 1 / 12, 1 / 6],
-    [1 / 24, -1 / 12, 1 / 6],
-    [0, 0, 1],
-], dtype=np.float64)
-A_T = np.array([
-    [1, 1, 1, 1, 1, 0],
-    [0, 1, -1, 2, -2, 0],
-    [0, 1, 1, 4, 4, 0],
-    [0, 1, -1, 8, -8, 1],
-], dtype=np.float64)
-
-
-# Transformed weights are 4x the size of the 3x3 ones (6x6 per channel pair). In a network they
-# are read from memory on every run, and past a few MB a conv waits on them longer than the GEMM
-# it saves: ResNet's 256- and 512-channel stages (9.4 / 37.7 MB each) at 14x14 and 7x7 maps,
-# where the 4x4 output tiles also cover little. Up to 128x128 channels they stay at 2.4 MB.
-MAX_CHANNEL_PAIRS = 128 * 128
-
-
-def eligible(attrs: dict, weight_shape: tuple[int, ...]) -> bool:
-    """Whether a conv is one this kernel computes, and one where it pays: 3x3, stride 1,
-    ungrouped, at most MAX_CHANNEL_PAIRS (output x input channels)."""
-    return (weight_shape[2:] == (3, 3) and attrs["stride"] == 1 and attrs["groups"] == 1
-            and weight_shape[0] * weight_shape[1] <= MAX_CHANNEL_PAIRS)
+# Lavin & Gray's matrices (B^T, G, A^T) for F(m, 3), by output tile edge m. F(4, 3) uses the
+# interpolation points 0, +-1, +-2 (and infinity): 36 multiplies per 16 outputs. F(2, 3) uses 0,
+# +-1: 16 per 4, so a 2.25x smaller GEMM than direct, but its transformed weights are only 16/9
+# the size of the 3x3 ones (F(4, 3): 4x), and a 14x14 map splits into whole 2x2 tiles.
+MATRICES = {
+    4: (np.array([[4, 0, -5, 0, 1, 0],
+                  [0, -4, -4, 1, 1, 0],
+                  [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0],
+                  [0, 2, -1, -2, 1, 0],
+                  [0, 4, 0, -5, 0, 1]], dtype=np.float64),
+        np.array([[1 / 4, 0, 0],
+                  [-1 / 6, -1 / 6, -1 / 6],
+                  [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6],
+                  [1 / 24, -1 / 12, 1 / 6],
+                  [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 1, 1, 0],
+                  [0, 1, -1, 2, -2, 0],
+                  [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]], dtype=np.float64)),
+    2: (np.array([[1, 0, -1, 0],
+                  [0, 1, 1, 0],
+                  [0, -1, 1, 0],
+                  [0, 1, 0, -1]], dtype=np.float64),
+        np.array([[1, 0, 0],
+                  [1 / 2, 1 / 2, 1 / 2],
+                  [1 / 2, -1 / 2, 1 / 2],
+                  [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 0],
+                  [0, 1, -1, -1]], dtype=np.float64)),
+}
 
 
-def transform_weight(oihw: np.ndarray) -> np.ndarray:
+# Transformed weights are read from memory on every run (a network's weights do not fit in the
+# cache), and past a few MB a conv waits on them longer than the GEMM it saves: this machine
+# reads ~8 GB/s. F(4, 3)'s are 4x the 3x3 ones: 2.4 MB up to 128x128 channels (ResNet's layer1,
+# layer2), 9.4 MB at 256. F(2, 3)'s are 16/9: 4.2 MB at 256x256 (layer3), but 16.8 MB at 512x512,
+# where a layer4 conv spent 3.1 ms after 64 trials against ~2 ms direct (reading 16.8 MB alone
+# takes ~2 ms here).
+MAX_CHANNEL_PAIRS = {4: 128 * 128, 2: 256 * 256}
+
+
+def tile_for(attrs: dict, weight_shape: tuple[int, ...], wide: bool = False) -> int | None:
+    """The output tile edge m of the F(m, 3) kernel a conv runs as, or None to keep it direct.
+
+    Only 3x3, stride-1, ungrouped convs, up to MAX_CHANNEL_PAIRS (output x input channels):
+    F(4, 3), or with `wide`, F(2, 3) for those a little wider.
+    """
+    if weight_shape[2:] != (3, 3) or attrs["stride"] != 1 or attrs["groups"] != 1:
+        return None
+    pairs = weight_shape[0] * weight_shape[1]
+    for tile in (4, 2) if wide else (4,):
+        if pairs <= MAX_CHANNEL_PAIRS[tile]:
+            return tile
+    return None
+
+
+def transform_weight(oihw: np.ndarray, tile: int = 4) -> np.ndarray:
     """U[eps, nu, ci, co] = (G g G^T)[eps, nu] for each 3x3 filter g = w[co, ci].
 
     Output channels innermost: the batched GEMM vectorises along them.
     """
-    return np.einsum("ak,oikl,bl->abio", G, oihw.astype(np.float64), G).astype(np.float32)
+    g = MATRICES[tile][1]
+    return np.einsum("ak,oikl,bl->abio", g, oihw.astype(np.float64), g).astype(np.float32)
 
 
 def conv2d_nhwc(data, kernel_pack, padding: int):
-    """TE compute: NHWC data, transformed weights (ALPHA, ALPHA, CI, CO) -> NHWC output."""
+    """TE compute: NHWC data, transformed weights (alpha, alpha, CI, CO) -> NHWC output; the
+    tile edge m follows from alpha = m + 2."""
     from tvm import te, topi
     from tvm.topi.utils import const_matrix
 
     n, h, w, ci = (int(d) for d in data.shape)
-    co = int(kernel_pack.shape[3])
+    alpha, co = int(kernel_pack.shape[0]), int(kernel_pack.shape[3])
+    tile = alpha - 2
+    b_t, _, a_t = MATRICES[tile]
     out_h, out_w = h + 2 * padding - 2, w + 2 * padding - 2
-    tiles_h, tiles_w = -(-out_h // TILE), -(-out_w // TILE)
+    tiles_h, tiles_w = -(-out_h // tile), -(-out_w // tile)
     tiles = n * tiles_h * tiles_w
-    b = const_matrix(B_T.T.astype(np.float32), "B")
-    a = const_matrix(A_T.T.astype(np.float32), "A")
+    b = const_matrix(b_t.T.astype(np.float32), "B")
+    a = const_matrix(a_t.T.astype(np.float32), "A")
 
-    # Pad so that every tile, the last ones included, reads a full ALPHA x ALPHA window.
-    extra_h = (tiles_h - 1) * TILE + ALPHA - (h + 2 * padding)
-    extra_w = (tiles_w - 1) * TILE + ALPHA - (w + 2 * padding)
+    # Pad so that every tile, the last ones included, reads a full alpha x alpha window.
+    extra_h = (tiles_h - 1) * tile + alpha - (h + 2 * padding)
+    extra_w = (tiles_w - 1) * tile + alpha - (w + 2 * padding)
     data_pad = topi.nn.pad(data, (0, padding, padding, 0), (0, padding + extra_h, padding + extra_w, 0),
                            name="data_pad", attrs={"schedule_rule": "None"})
 
     def tile_origin(p):
-        return p // (tiles_h * tiles_w), (p // tiles_w) % tiles_h * TILE, p % tiles_w * TILE
+        return p // (tiles_h * tiles_w), (p // tiles_w) % tiles_h * tile, p % tiles_w * tile
 
     def read_tile(eps, nu, p, c):
         batch, y, x = tile_origin(p)
         return data_pad[batch, y + eps, x + nu, c]
 
-    input_tile = te.compute((ALPHA, ALPHA, tiles, ci), read_tile, name="input_tile",
+    input_tile = te.compute((alpha, alpha, tiles, ci), read_tile, name="input_tile",
                             attrs={"schedule_rule": "None"})
-    data_pack = _transform(input_tile, b, ALPHA, "data_pack", "conv2d_nhwc_winograd_data_pack")
+    data_pack = _transform(input_tile, b, alpha, "data_pack", "conv2d_nhwc_winograd_data_pack")
     rc = te.reduce_axis((0, ci), "ci")
     bgemm = te.compute(
-        (ALPHA, ALPHA, tiles, co),
+        (alpha, alpha, tiles, co),
         lambda eps, nu, p, o: te.sum(data_pack[eps, nu, p, rc] * kernel_pack[eps, nu, rc, o], axis=[rc]),
         name="bgemm", attrs={"meta_schedule.write_cache_level": [2]})
-    inverse = _transform(bgemm, a, TILE, "inverse", "conv2d_nhwc_winograd_inverse")
+    inverse = _transform(bgemm, a, tile, "inverse", "conv2d_nhwc_winograd_inverse")
 
     def untile(batch, y, x, o):
-        p = batch * tiles_h * tiles_w + y // TILE * tiles_w + x // TILE
-        return inverse[y % TILE, x % TILE, p, o]
+        p = batch * tiles_h * tiles_w + y // tile * tiles_w + x // tile
+        return inverse[y % tile, x % tile, p, o]
 
     return te.compute((n, out_h, out_w, co), untile, name="conv2d_winograd")
 
@@ -110,8 +130,9 @@ def conv2d_nhwc(data, kernel_pack, padding: int):
 def _transform(tiles, matrix, edge: int, name: str, rule: str):
     """out[i, j, p, c] = (M^T X M)[i, j] for each tile X = tiles[:, :, p, c]: a 2-D transform."""
     from tvm import te
-    ra = te.reduce_axis((0, ALPHA), "r_a")
-    rb = te.reduce_axis((0, ALPHA), "r_b")
+    alpha = int(tiles.shape[0])
+    ra = te.reduce_axis((0, alpha), "r_a")
+    rb = te.reduce_axis((0, alpha), "r_b")
     return te.compute(
         (edge, edge, *tiles.shape[2:]),
         lambda i, j, p, c: te.sum(tiles[ra, rb, p, c] * matrix[ra, i] * matrix[rb, j], axis=[ra, rb]),
