@@ -88,8 +88,8 @@ def tvm_options(f):
                           "needs nhwc; default on for llvm, or what the --tuned/--work-dir records were "
                           "tuned with)")(f)
     f = click.option("--wide-winograd/--no-wide-winograd", default=None,
-                     help="with --winograd, the wider 3x3 convs too, as Winograd F(2x2,3x3) (default: off, "
-                          "or what the --tuned/--work-dir records were tuned with)")(f)
+                     help="with --winograd, 3x3 convs of up to 256x256 channels too, as Winograd F(2x2,3x3) "
+                          "(default: off, or what the --tuned/--work-dir records were tuned with)")(f)
     f = click.option("--prepack/--no-prepack", default=None,
                      help="store each tuned kernel's weights in the order it reads them (llvm only; "
                           "default on for llvm, or what the --tuned/--work-dir records were tuned with)")(f)

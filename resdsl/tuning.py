@@ -231,7 +231,8 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
 
     MetaSchedule keys records by the kernel's structure, so another work directory's records
     apply wherever the same kernel appears: another lowering of the same network (only the
-    kernels it changed need tuning), or another network with the same layers. Kernels that
+    kernels it changed need tuning). Across networks, kernels that look alike need not match
+    (ResNet-18's layer3 conv + bias + ReLU records did not apply to ResNet-50's). Kernels that
     already have records here are left alone, so repeating it is harmless. Returns how many
     records were copied (they count against --trials like any other). Records timed hot and
     cold do not mix; a selection (`DIR/selected`) holds its candidates re-timed cold.
