@@ -52,7 +52,7 @@ class Lowering:
     winograd: bool = False
     # Weights stored in the order each tuned kernel reads them (MetaSchedule's RewriteLayout).
     prepack: bool = False
-    # With `winograd`, also the 3x3 convs wider than 128x128 channels, as F(2x2, 3x3).
+    # With `winograd`, also the 3x3 convs of up to 256x256 channels, as F(2x2, 3x3).
     wide_winograd: bool = False
 
     @classmethod
@@ -109,7 +109,7 @@ class Lowering:
         write_atomic(Path(work_dir) / LOWERING_FILE, json.dumps(asdict(self)) + "\n")
 
     def describe(self) -> str:
-        winograd = " with Winograd 3x3 convs" + (" of every width" if self.wide_winograd else " up to 128 channels")
+        winograd = " with Winograd 3x3 convs" + (" up to 256 channels" if self.wide_winograd else " up to 128 channels")
         return (f"layout {self.layout}" + (winograd if self.winograd else "")
                 + (" and prepacked weights" if self.prepack else ""))
 

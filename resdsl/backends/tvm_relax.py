@@ -145,7 +145,7 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layou
     """An IRModule whose `main(input)` (always NCHW) returns the logits.
 
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
-    (needs NHWC); `wide_winograd`: the wider ones too, as F(2x2, 3x3).
+    (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
     """
     from tvm import relax
     if layout not in LAYOUTS:
