@@ -211,7 +211,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
               show_default=True, help="comma-separated subset to run")
 @click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
               help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
-                   "several (default: benchmarks/tuning/NETWORK-llvm when it exists)")
+                   "several (default: the committed benchmarks/tuning/NETWORK-llvm-CPU for this CPU, else "
+                   "NETWORK-llvm)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
               help="the engines take turns, this many times, so drift in the machine's speed hits them alike")
@@ -228,8 +229,17 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
         raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(benchmod.ENGINES)}",
                                  param_hint="--engines")
     net = _load(spec)
-    if not tuned and Path(f"benchmarks/tuning/{net.name}-llvm").is_dir():
-        tuned = (Path(f"benchmarks/tuning/{net.name}-llvm"),)  # the database committed with resdsl
+    if "tvm-tuned" in selected:
+        from .backends import tvm_build
+        cpu = cpu or tvm_build.host_cpu()
+        if not tuned and (committed := tvm_build.committed_database(net.name, cpu)):
+            tuned = (committed,)
+        for path in tuned:
+            theirs = tvm_build.tuned_for(path)
+            if theirs and theirs != cpu:
+                print(f"note: {path} was tuned on {theirs}, not {cpu}: its schedules are that CPU's best; "
+                      f"tune for this one with `resdsl tune {spec} --work-dir {tvm_build.COMMITTED}/"
+                      f"{net.name}-llvm-{cpu} --reuse-records {path}`", file=sys.stderr)
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))

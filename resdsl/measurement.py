@@ -43,3 +43,11 @@ def evaluator(cache: str):
     if cache == "cold":
         return ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=0, enable_cpu_cache_flush=True)
     return None  # MetaSchedule's default
+
+
+def machine(target) -> tuple:
+    """What a record's times depend on besides its schedule: the target kind, its CPU (or GPU
+    architecture) and its thread count. Records with another machine's times rank schedules for
+    that machine: an AVX2 CPU's best vectorises 8 floats wide where an AVX-512 one wants 16."""
+    attrs = target.attrs
+    return (target.kind.name, str(attrs.get("mcpu") or attrs.get("arch") or ""), int(attrs.get("num-cores") or 0))

@@ -83,12 +83,18 @@ def select(work_dir: Path, target, tasks, top_k: int = 16, rounds: int = 4, repe
     return choices
 
 
+def retime(records, target, cold: bool = True) -> list[tuple[int, float]]:
+    """(index, median seconds on this machine) of every one of `records` that builds and runs."""
+    return _time_records(records, target, rounds=4, repeat=5, cold=cold)
+
+
 def _mean(record) -> float:
     return sum(float(t) for t in record.run_secs) / len(record.run_secs)
 
 
-def _time_records(records, target, rounds: int, repeat: int) -> list[tuple[int, float]]:
-    """(index, median seconds) of every record that builds and runs; candidates take turns."""
+def _time_records(records, target, rounds: int, repeat: int, cold: bool = True) -> list[tuple[int, float]]:
+    """(index, median seconds) of every record that builds and runs on this machine; candidates
+    take turns. `cold`: every argument but the activation flushed from cache before each run."""
     import numpy as np
     import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
@@ -105,9 +111,9 @@ def _time_records(records, target, rounds: int, repeat: int) -> list[tuple[int, 
             continue
         args = [tvm.runtime.tensor(rng.random([int(d) for d in a.shape]).astype(a.dtype), dev)
                 for a in candidate.args_info]
-        # One run per repeat, every argument but the first (the activation) flushed from cache.
+        # One run per repeat; cold: every argument but the first (the activation) flushed first.
         timer = lib.time_evaluator(lib.entry_name, dev, number=1, repeat=repeat, min_repeat_ms=0,
-                                   f_preproc="cache_flush_cpu_non_first_arg")
+                                   f_preproc="cache_flush_cpu_non_first_arg" if cold else "")
         timers[i] = (timer, args)
     times: dict[int, list[float]] = {i: [] for i in timers}
     for _ in range(rounds):

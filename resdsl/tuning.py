@@ -18,7 +18,7 @@ from typing import Callable
 
 from . import selection
 from .diagnostics import ResdslError
-from .measurement import RECORDS, evaluator, measurement, save_measurement
+from .measurement import RECORDS, evaluator, machine, measurement, save_measurement
 
 WORKLOADS = "database_workload.json"
 
@@ -226,7 +226,13 @@ def _share_scheduler(database):
     return ShareScheduler()
 
 
-def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
+# Records from another machine are timed again here, the best few per kernel: enough to seed
+# the search with schedules that were good there, without compiling thousands of them.
+RETIME_TOP = 8
+
+
+def reuse_records(work_dir: Path, sources: list[Path], tasks, target,
+                  on_kernel: Callable[[int, int], None] | None = None) -> int:
     """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
 
     MetaSchedule keys records by the kernel's structure, so another work directory's records
@@ -234,8 +240,13 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
     kernels it changed need tuning). Across networks, kernels that look alike need not match
     (ResNet-18's layer3 conv + bias + ReLU records did not apply to ResNet-50's). Kernels that
     already have records here are left alone, so repeating it is harmless. Returns how many
-    records were copied (they count against --trials like any other). Records timed hot and
-    cold do not mix; a selection (`DIR/selected`) holds its candidates re-timed cold.
+    records were copied (they count against --trials like any other).
+
+    Times are compared across records, so every copied record carries a time measured the way
+    this directory measures, on this machine. From the same machine (`measurement.machine`)
+    they are copied as they are, and records timed hot and cold do not mix (a selection,
+    `DIR/selected`, holds its candidates re-timed cold). From another CPU, each kernel's
+    RETIME_TOP best are built and timed again here, and keep only that time.
     """
     from tvm.s_tir import meta_schedule as ms
     ours = measurement(work_dir, target)  # before the database below creates its (empty) files
@@ -245,19 +256,31 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target) -> int:
         if not (Path(source) / RECORDS).exists():
             raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
         theirs = measurement(source, target)
-        if theirs != ours:
-            raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
-                              hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"
-                                   if theirs == "hot" else "seed from a directory timed the same way")
         database = ms.database.JSONDatabase(work_dir=str(source), allow_missing=True)
-        for task in tasks:
+        for i, task in enumerate(tasks):
+            if on_kernel:
+                on_kernel(i, len(tasks))
             mod = task.dispatched[0]
             if not database.has_workload(mod) or _measured(into, mod)[0]:
                 continue
+            here, elsewhere = [], []
+            for record in database.get_top_k(database.commit_workload(mod), 10**6):
+                (here if machine(record.target) == machine(target) else elsewhere).append(record)
+            if here and theirs != ours:
+                raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
+                                  hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"
+                                  if theirs == "hot" else "seed from a directory timed the same way")
+            timed = [(r, r.run_secs) for r in here]
+            if elsewhere and target.kind.name == "llvm":
+                elsewhere = elsewhere[:RETIME_TOP]
+                timed += [(elsewhere[k], [secs])
+                          for k, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
+            if not timed:
+                continue
             workload = into.commit_workload(mod)
-            for r in database.get_top_k(database.commit_workload(mod), 10**6):
-                into.commit_tuning_record(ms.database.TuningRecord(r.trace, workload, r.run_secs, r.target,
-                                                                     r.args_info))
+            for record, run_secs in timed:
+                into.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, run_secs, target,
+                                                                     record.args_info))
                 copied += 1
     return copied
 
@@ -291,11 +314,18 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
     tasks = heaviest(tasks, max_tasks)
     cache = measurement(work_dir, target)
     save_measurement(work_dir, cache)
-    if reuse and reuse_records(work_dir, list(reuse), tasks, target):
-        selection.discard(work_dir)
-        done = repair_database(work_dir)
-    runner = make_runner(target, rpc, cache)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
+    if reuse:
+        def show(i: int, n: int) -> None:
+            progress.stage = f"seeding {i + 1}/{n}"
+            if on_progress:
+                on_progress(progress)
+        if reuse_records(work_dir, list(reuse), tasks, target, on_kernel=show):
+            selection.discard(work_dir)
+            done = repair_database(work_dir)
+            progress.done = min(done, trials)
+        progress.stage = "tuning"
+    runner = make_runner(target, rpc, cache)
     remaining = trials - done
     # Small iterations spread a small budget over the tasks; large ones amortise search overhead.
     trials_per_iter = max(4, min(64, trials // len(tasks)))

@@ -274,6 +274,57 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
         records(work / "selected"))
 
 
+def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, capsys) -> None:
+    from resdsl.backends.tvm_build import Lowering, make_target, relax_module, tuned_for
+    from resdsl.backends.weights import load_weights
+    from resdsl.network import load
+    from resdsl.tuning import RETIME_TOP, extract_tasks, reuse_records
+    tiny, work = tuned_tiny
+    host = make_target("llvm")
+    cpu = str(host.attrs["mcpu"])
+    other = "znver3" if cpu != "znver3" else "skylake"
+    # The same schedules as if measured on another CPU, with times no schedule takes here, and
+    # hot (no measurement.json): copied as they are, they would rank schedules by another clock.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    lines = []
+    for line in records(work):
+        workload, (trace, secs, target, args) = json.loads(line)
+        assert target["mcpu"] == cpu
+        lines.append(json.dumps([workload, [trace, [100.0] * len(secs), {**target, "mcpu": other}, args]]))
+    (foreign / RECORDS).write_text("\n".join(lines) + "\n")
+    (foreign / "database_workload.json").write_text((work / "database_workload.json").read_text())
+    assert tuned_for(foreign) == other and tuned_for(work) == cpu
+    net = load(tiny)
+    lowering = Lowering.resolve("llvm", None, None, work)
+    _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), host, lowering)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    copied = reuse_records(fresh, [foreign], tasks, host)
+    assert 0 < copied <= min(RETIME_TOP, len(lines))
+    for line in records(fresh):
+        _, (_, secs, target, _) = json.loads(line)
+        assert target["mcpu"] == cpu and 0 < float(secs[0]) < 1.0  # re-timed: a tiny conv, well under 1 s
+    # bench says when a database's schedules were chosen on another CPU, and how to tune for this one.
+    from resdsl.cli import main
+    assert main(["bench", str(tiny), "--engines", "tvm-tuned", "--tuned", str(foreign), "--budget", "0.05",
+                 "--rounds", "1", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert f"{foreign} was tuned on {other}, not {cpu}" in err and f"--reuse-records {foreign}" in err
+
+
+def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> None:
+    from resdsl.backends import tvm_build
+    monkeypatch.setattr(tvm_build, "COMMITTED", tmp_path)
+    assert tvm_build.committed_database("net", "znver3") is None
+    for name in ("net-llvm", "net-llvm-znver3", "net-llvm-empty"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RECORDS).write_text("" if name.endswith("empty") else "[0, []]\n")
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
+    assert tvm_build.committed_database("net", "skylake") == tmp_path / "net-llvm"  # tuned elsewhere beats none
+    assert tvm_build.committed_database("net", "empty") == tmp_path / "net-llvm"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

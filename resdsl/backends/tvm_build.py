@@ -14,7 +14,7 @@ import numpy as np
 
 from ..diagnostics import ResdslError
 from ..ir import Graph
-from ..measurement import has_records
+from ..measurement import RECORDS, has_records
 
 DEFAULT_ARCH = "sm_90"
 
@@ -26,7 +26,7 @@ def make_target(kind: str, cpu: str | None = None, arch: str = DEFAULT_ARCH, cor
     from tvm.target import Target
     if kind == "llvm":
         from tvm.target import codegen
-        cpu = cpu or codegen.llvm_get_system_cpu()
+        cpu = cpu or host_cpu()
         if not codegen.llvm_is_valid_cpu(cpu, codegen.llvm_get_system_triple()):
             raise ResdslError(f"LLVM does not know the CPU `{cpu}`", hint="try --cpu x86-64-v3 or omit --cpu")
         return Target({"kind": "llvm", "mcpu": cpu, "num-cores": cores or os.cpu_count() or 1})
@@ -37,6 +37,37 @@ def make_target(kind: str, cpu: str | None = None, arch: str = DEFAULT_ARCH, cor
                        "max_shared_memory_per_block": 49152, "thread_warp_size": 32},
                       host={"kind": "llvm"})
     raise ResdslError(f"unknown TVM target `{kind}`", hint="use llvm or cuda")
+
+
+def host_cpu() -> str:
+    """LLVM's name for this machine's CPU, the default `--cpu`."""
+    from tvm.target import codegen
+    return str(codegen.llvm_get_system_cpu())
+
+
+# Tuning databases that ship with resdsl, one per network and CPU: `NETWORK-llvm-CPU`. The
+# first one, `NETWORK-llvm`, was tuned on an AMD znver3 (see benchmarks/RESULTS.md).
+COMMITTED = Path("benchmarks/tuning")
+
+
+def committed_database(network: str, cpu: str) -> Path | None:
+    """The committed database for `network` tuned on `cpu`, else the first one tuned anywhere:
+    another CPU's schedules still beat none by ~100x."""
+    for path in (COMMITTED / f"{network}-llvm-{cpu}", COMMITTED / f"{network}-llvm"):
+        if has_records(path):
+            return path
+    return None
+
+
+def tuned_for(work_dir: str | Path) -> str | None:
+    """The CPU a work directory's records were measured on (the `mcpu` of their target)."""
+    path = Path(work_dir) / RECORDS
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        return json.loads(line)[1][2].get("mcpu") if line.strip() else None
+    except (OSError, ValueError, IndexError, TypeError, AttributeError):
+        return None  # not a readable database: building from it says what is wrong
 
 
 LOWERING_FILE = "lowering.json"
