@@ -25,15 +25,15 @@ from tuning_summary import latency  # the chosen record's cold time, else the se
 WINOGRAD = -1  # the group of 3x3 stride-1 convs small enough for Winograd (resdsl.backends.tvm_winograd)
 
 
-def conv_group(args: dict) -> int:
+def conv_group(args: dict, winograd_pairs: int) -> int:
     """MFLOP (multiply-adds x 2) of a possibly NCHWc-blocked conv, from the shapes the profiler
-    logs, or WINOGRAD for a conv that TVM computes with Winograd (other FLOPs)."""
-    from resdsl.backends.tvm_winograd import MAX_CHANNEL_PAIRS
+    logs, or WINOGRAD for a conv that TVM computes with Winograd (other FLOPs): a 3x3 stride-1
+    conv of up to `winograd_pairs` output x input channels."""
     inp, weight = (list(shape.values())[0] for shape in args["input_type_shape"][:2])
     out = list(args["output_type_shape"][0].values())[0]
     channels = lambda shape: shape[1] * shape[4] if len(shape) == 5 else shape[1]  # noqa: E731
     taps = math.prod(weight) / (channels(inp) * channels(out))
-    if taps == 9 and inp[2:4] == out[2:4] and channels(inp) * channels(out) <= MAX_CHANNEL_PAIRS:
+    if taps == 9 and inp[2:4] == out[2:4] and channels(inp) * channels(out) <= winograd_pairs:
         return WINOGRAD
     return round(2.0 * math.prod(out) * math.prod(weight) / channels(out) / 1e6)
 
@@ -74,13 +74,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = parser.parse_args()
     nodes = profile(a.spec, a.runs, a.threads)
+    from resdsl.backends.tvm_build import Lowering
+    from resdsl.backends.tvm_winograd import MAX_CHANNEL_PAIRS
+    lowering = Lowering.saved(a.work_dir) or Lowering.default("llvm")
+    winograd_pairs = MAX_CHANNEL_PAIRS[2 if lowering.wide_winograd else 4] if lowering.winograd else 0
     ort_by_flops: dict[int, list[float]] = defaultdict(list)  # FLOPs (MFLOP, rounded) -> node medians, ms
     other = 0.0
     for events in nodes.values():
         ms = statistics.median(e["dur"] for e in events) / 1e3
         args = events[0]["args"]
         if "Conv" in args["op_name"]:
-            ort_by_flops[conv_group(args)].append(ms)
+            ort_by_flops[conv_group(args, winograd_pairs)].append(ms)
         else:
             other += ms
     report = json.loads((a.work_dir / "report.json").read_text())
