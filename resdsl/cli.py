@@ -183,7 +183,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
         results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show,
-                              verbose=verbose, max_tasks=max_tasks, select_top=select_top, reuse=reuse)
+                              verbose=verbose, max_tasks=max_tasks, select_top=select_top, reuse=reuse,
+                              on_note=lambda m: print(f"note: {m}", file=sys.stderr))
     path = output or work_dir / f"{net.name}.so"
     tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
     report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
@@ -234,12 +235,19 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
         cpu = cpu or tvm_build.host_cpu()
         if not tuned and (committed := tvm_build.committed_database(net.name, cpu)):
             tuned = (committed,)
+        # The same test `tune --reuse-records` applies: the CPU and the thread count both shape a schedule.
+        from .measurement import machine
+        ours = tvm_build.make_target("llvm", cpu=cpu, cores=threads)
         for path in tuned:
             theirs = tvm_build.tuned_for(path)
-            if theirs and theirs != cpu:
-                print(f"note: {path} was tuned on {theirs}, not {cpu}: its schedules are that CPU's best; "
-                      f"tune for this one with `resdsl tune {spec} --work-dir {tvm_build.COMMITTED}/"
-                      f"{net.name}-llvm-{cpu} --reuse-records {path}`", file=sys.stderr)
+            if theirs is None or machine(theirs) == machine(ours):
+                continue
+            fix = (f"bench with --threads {machine(theirs)[2]} to run them as tuned"
+                   if machine(theirs)[1] == cpu else
+                   f"tune for this one with `resdsl tune {spec} --work-dir {tvm_build.COMMITTED}/"
+                   f"{net.name}-llvm-{cpu} --reuse-records {path}`")
+            print(f"note: {path} was tuned on {tvm_build.describe_machine(theirs)}, not "
+                  f"{tvm_build.describe_machine(ours)}: its schedules are that machine's best; {fix}", file=sys.stderr)
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))

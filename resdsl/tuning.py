@@ -231,35 +231,42 @@ def _share_scheduler(database):
 RETIME_TOP = 8
 
 
-def reuse_records(work_dir: Path, sources: list[Path], tasks, target,
-                  on_kernel: Callable[[int, int], None] | None = None) -> int:
+@dataclass
+class Reused:
+    copied: int = 0  # records committed here; they count against --trials like any other
+    left_out: int = 0  # another machine's records that could not be timed again here
+
+
+def reuse_records(work_dir: Path, sources: list[Path], tasks, target, retime: bool = True,
+                  on_kernel: Callable[[int, int], None] | None = None) -> Reused:
     """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
 
     MetaSchedule keys records by the kernel's structure, so another work directory's records
     apply wherever the same kernel appears: another lowering of the same network (only the
     kernels it changed need tuning). Across networks, kernels that look alike need not match
     (ResNet-18's layer3 conv + bias + ReLU records did not apply to ResNet-50's). Kernels that
-    already have records here are left alone, so repeating it is harmless. Returns how many
-    records were copied (they count against --trials like any other).
+    already have records here are left alone, so repeating it is harmless.
 
     Times are compared across records, so every copied record carries a time measured the way
     this directory measures, on this machine. From the same machine (`measurement.machine`)
     they are copied as they are, and records timed hot and cold do not mix (a selection,
     `DIR/selected`, holds its candidates re-timed cold). From another CPU, each kernel's
-    RETIME_TOP best are built and timed again here, and keep only that time.
+    RETIME_TOP best are built and timed again here, and keep only that time. Where this host
+    is not where the records will be measured (a GPU target, or `retime` False: an RPC
+    tracker's devices), another machine's records are left out and counted.
     """
     from tvm.s_tir import meta_schedule as ms
     ours = measurement(work_dir, target)  # before the database below creates its (empty) files
     into = ms.database.JSONDatabase(work_dir=str(work_dir))
-    copied = 0
+    retime = retime and target.kind.name == "llvm"
+    # Check every source before committing anything, so a refusal leaves the directory as it was.
+    plan = []
     for source in sources:
         if not (Path(source) / RECORDS).exists():
             raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
         theirs = measurement(source, target)
         database = ms.database.JSONDatabase(work_dir=str(source), allow_missing=True)
-        for i, task in enumerate(tasks):
-            if on_kernel:
-                on_kernel(i, len(tasks))
+        for k, task in enumerate(tasks):
             mod = task.dispatched[0]
             if not database.has_workload(mod) or _measured(into, mod)[0]:
                 continue
@@ -270,19 +277,29 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target,
                 raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
                                   hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"
                                   if theirs == "hot" else "seed from a directory timed the same way")
-            timed = [(r, r.run_secs) for r in here]
-            if elsewhere and target.kind.name == "llvm":
-                elsewhere = elsewhere[:RETIME_TOP]
-                timed += [(elsewhere[k], [secs])
-                          for k, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
-            if not timed:
-                continue
-            workload = into.commit_workload(mod)
-            for record, run_secs in timed:
-                into.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, run_secs, target,
-                                                                     record.args_info))
-                copied += 1
-    return copied
+            plan.append((k, mod, here, elsewhere))
+    reused = Reused()
+    seeded = set()  # a kernel seeded from the first source that has it, as if the sources were one
+    for i, (k, mod, here, elsewhere) in enumerate(plan):
+        if on_kernel:
+            on_kernel(i, len(plan))
+        if k in seeded:
+            continue
+        timed = [(r, r.run_secs) for r in here]
+        if elsewhere and retime:
+            elsewhere = elsewhere[:RETIME_TOP]
+            timed += [(elsewhere[k], [secs]) for k, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
+        elif elsewhere:
+            reused.left_out += len(elsewhere)
+        if not timed:
+            continue
+        seeded.add(k)
+        workload = into.commit_workload(mod)
+        for record, run_secs in timed:
+            into.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, run_secs, target,
+                                                                 record.args_info))
+            reused.copied += 1
+    return reused
 
 
 def heaviest(tasks, count: int | None):
@@ -297,7 +314,8 @@ def heaviest(tasks, count: int | None):
 
 def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
          on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
-         max_tasks: int | None = None, select_top: int = 16, reuse: list[Path] = ()) -> list[TaskResult]:
+         max_tasks: int | None = None, select_top: int = 16, reuse: list[Path] = (),
+         on_note: Callable[[str], None] | None = None) -> list[TaskResult]:
     """Search until `trials` records are measured, then (CPU, measured here) choose each kernel's
     schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
     import logging
@@ -320,7 +338,14 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
             progress.stage = f"seeding {i + 1}/{n}"
             if on_progress:
                 on_progress(progress)
-        if reuse_records(work_dir, list(reuse), tasks, target, on_kernel=show):
+        reused = reuse_records(work_dir, list(reuse), tasks, target, retime=rpc is None, on_kernel=show)
+        if reused.left_out and on_note:
+            # Their times rank schedules for the machine they ran on; only this host's CPU can time them again.
+            why = ("this run measures on the tracker's devices, and records from elsewhere are timed again "
+                   "only on this host" if rpc else "records from another GPU are not timed again")
+            on_note(f"left out {reused.left_out} records measured on another machine ({why}); "
+                    f"seed from a directory tuned for {machine(target)[1] or target.kind.name}")
+        if reused.copied:
             selection.discard(work_dir)
             done = repair_database(work_dir)
             progress.done = min(done, trials)

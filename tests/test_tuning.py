@@ -257,7 +257,7 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     lowering = Lowering.resolve("llvm", None, None, seeded)
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), make_target("llvm"),
                              lowering)
-    assert reuse_records(seeded, [work], tasks, make_target("llvm")) == 0
+    assert reuse_records(seeded, [work], tasks, make_target("llvm")).copied == 0
     from resdsl.cli import main
     assert main(["tune", str(tiny), "--work-dir", str(tmp_path / "x"), "--reuse-records", str(tmp_path)]) == 1
     # Records timed hot (a directory from before measurement.json) would skew a cold one's ranking;
@@ -270,7 +270,11 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     with pytest.raises(ResdslError, match="timed with the cache hot") as error:
         reuse_records(tmp_path / "fresh", [hot], tasks, make_target("llvm"))
     assert "selected" in error.value.diagnostic.hint
-    assert reuse_records(tmp_path / "fresh", [work / "selected"], tasks, make_target("llvm")) == len(
+    # Every source is checked before anything is copied: a refusal leaves the directory as it was.
+    with pytest.raises(ResdslError, match="timed with the cache hot"):
+        reuse_records(tmp_path / "fresh", [work / "selected", hot], tasks, make_target("llvm"))
+    assert not records(tmp_path / "fresh")
+    assert reuse_records(tmp_path / "fresh", [work / "selected"], tasks, make_target("llvm")).copied == len(
         records(work / "selected"))
 
 
@@ -278,7 +282,7 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
     from resdsl.backends.tvm_build import Lowering, make_target, relax_module, tuned_for
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
-    from resdsl.tuning import RETIME_TOP, extract_tasks, reuse_records
+    from resdsl.tuning import RETIME_TOP, Reused, extract_tasks, reuse_records
     tiny, work = tuned_tiny
     host = make_target("llvm")
     cpu = str(host.attrs["mcpu"])
@@ -294,13 +298,17 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
         lines.append(json.dumps([workload, [trace, [100.0] * len(secs), {**target, "mcpu": other}, args]]))
     (foreign / RECORDS).write_text("\n".join(lines) + "\n")
     (foreign / "database_workload.json").write_text((work / "database_workload.json").read_text())
-    assert tuned_for(foreign) == other and tuned_for(work) == cpu
+    assert tuned_for(foreign).attrs["mcpu"] == other and tuned_for(work).attrs["mcpu"] == cpu
     net = load(tiny)
     lowering = Lowering.resolve("llvm", None, None, work)
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), host, lowering)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    copied = reuse_records(fresh, [foreign], tasks, host)
+    # Measuring through an RPC tracker, this host cannot stand in for the devices: left out, and counted.
+    (tmp_path / "remote").mkdir()
+    assert reuse_records(tmp_path / "remote", [foreign], tasks, host, retime=False) == Reused(0, len(lines))
+    assert not records(tmp_path / "remote")
+    copied = reuse_records(fresh, [foreign], tasks, host).copied
     assert 0 < copied <= min(RETIME_TOP, len(lines))
     for line in records(fresh):
         _, (_, secs, target, _) = json.loads(line)
@@ -310,7 +318,13 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
     assert main(["bench", str(tiny), "--engines", "tvm-tuned", "--tuned", str(foreign), "--budget", "0.05",
                  "--rounds", "1", "--json"]) == 0
     err = capsys.readouterr().err
-    assert f"{foreign} was tuned on {other}, not {cpu}" in err and f"--reuse-records {foreign}" in err
+    threads = os.cpu_count() or 1
+    assert f"{foreign} was tuned on {other} with {threads} thread" in err and f"--reuse-records {foreign}" in err
+    # The thread count shapes a schedule too (its parallel loops); the fix is then to bench with it.
+    assert main(["bench", str(tiny), "--engines", "tvm-tuned", "--tuned", str(work), "--threads", str(threads + 1),
+                 "--budget", "0.05", "--rounds", "1", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert f"{work} was tuned on {cpu} with {threads} thread" in err and f"--threads {threads} to run" in err
 
 
 def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> None:

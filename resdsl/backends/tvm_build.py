@@ -14,7 +14,7 @@ import numpy as np
 
 from ..diagnostics import ResdslError
 from ..ir import Graph
-from ..measurement import RECORDS, has_records
+from ..measurement import RECORDS, has_records, machine
 
 DEFAULT_ARCH = "sm_90"
 
@@ -59,15 +59,22 @@ def committed_database(network: str, cpu: str) -> Path | None:
     return None
 
 
-def tuned_for(work_dir: str | Path) -> str | None:
-    """The CPU a work directory's records were measured on (the `mcpu` of their target)."""
+def tuned_for(work_dir: str | Path):
+    """The target a work directory's records were measured for (their first record's), or None."""
+    from tvm.target import Target
     path = Path(work_dir) / RECORDS
     try:
         with open(path, "rb") as f:
             line = f.readline()
-        return json.loads(line)[1][2].get("mcpu") if line.strip() else None
-    except (OSError, ValueError, IndexError, TypeError, AttributeError):
+        return Target(json.loads(line)[1][2]) if line.strip() else None
+    except (OSError, ValueError, IndexError, TypeError, AttributeError):  # TVM raises ValueError for a bad target
         return None  # not a readable database: building from it says what is wrong
+
+
+def describe_machine(target) -> str:
+    """`machine(target)` in words, for notes: "rocketlake with 2 threads"."""
+    kind, chip, threads = machine(target)
+    return f"{chip or kind} with {threads} thread{'s' * (threads != 1)}" if threads else chip or kind
 
 
 LOWERING_FILE = "lowering.json"
