@@ -242,8 +242,9 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
             theirs = tvm_build.tuned_for(path)
             if theirs is None or machine(theirs) == machine(ours):
                 continue
-            fix = (f"bench with --threads {machine(theirs)[2]} to run them as tuned"
-                   if machine(theirs)[1] == cpu else
+            _, their_cpu, their_threads = machine(theirs)
+            fix = (f"bench with --threads {their_threads} to run them as tuned"
+                   if their_cpu == cpu else
                    f"tune for this one with `resdsl tune {spec} --work-dir {tvm_build.COMMITTED}/"
                    f"{net.name}-llvm-{cpu} --reuse-records {path}`")
             print(f"note: {path} was tuned on {tvm_build.describe_machine(theirs)}, not "

@@ -288,7 +288,7 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target, retime: bo
         timed = [(r, r.run_secs) for r in here]
         if elsewhere and retime:
             elsewhere = elsewhere[:RETIME_TOP]
-            timed += [(elsewhere[k], [secs]) for k, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
+            timed += [(elsewhere[j], [secs]) for j, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
         elif elsewhere:
             reused.left_out += len(elsewhere)
         if not timed:
