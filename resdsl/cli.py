@@ -212,8 +212,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
               show_default=True, help="comma-separated subset to run")
 @click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
               help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
-                   "several (default: the committed benchmarks/tuning/NETWORK-llvm-CPU for this CPU, else "
-                   "NETWORK-llvm)")
+                   "several (default: of the committed benchmarks/tuning/[VARIANT-]NETWORK-llvm-CPU for this "
+                   "CPU, the one whose tuning measured the fastest network; else NETWORK-llvm)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
               help="the engines take turns, this many times, so drift in the machine's speed hits them alike")

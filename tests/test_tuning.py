@@ -337,6 +337,16 @@ def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> 
     assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
     assert tvm_build.committed_database("net", "skylake") == tmp_path / "net-llvm"  # tuned elsewhere beats none
     assert tvm_build.committed_database("net", "empty") == tmp_path / "net-llvm"
+    # A variant tuned on this CPU takes the default only by measuring the faster whole network.
+    for name, ms in (("wide-net-llvm-znver3", 30.7), ("nchw-net-llvm-znver3", None), ("net-llvm-znver3", 34.2)):
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / RECORDS).write_text("[0, []]\n")
+        report = {"network": "net"} if ms is None else {"network_latency": {"median_ms": ms}}
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
+    (tmp_path / "net-llvm-znver3" / "report.json").write_text(json.dumps({"network_latency": {"median_ms": 29.0}}))
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
+    assert tvm_build.committed_database("et", "znver3") is None  # "wide-net" is not a variant of "et"
 
 
 def free_port() -> int:
