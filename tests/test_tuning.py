@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,6 +71,31 @@ def test_trials_go_where_the_time_is() -> None:
     assert trials[0] > trials[1] > trials[2] and abs(trials[0] / trials[1] - 4) < 0.5
 
 
+def test_a_background_tuning_run_logs_its_progress(monkeypatch, capsys) -> None:
+    from resdsl import cli
+    from resdsl.tuning import Progress
+    clock = [1000.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    progress = Progress(total=100, tasks=3, started=1000.0, stage="seeding 1/2")
+    with cli._progress_display("net", "llvm") as show:  # capsys: not a terminal
+        show(progress)
+        progress.stage = "tuning"
+        show(progress)
+        for done in (10, 20, 30):  # every 30 s: a line a minute
+            clock[0] += 30
+            progress.done, progress.best_ms = done, 5.0
+            show(progress)
+        progress.done, progress.stage = 100, "tuned"
+        show(progress)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["seeding 1/2 net (llvm): 0/100 trials, 3 tasks, best -, 0:00 elapsed",
+                     "tuning net (llvm): 0/100 trials, 3 tasks, best -, 0:00 elapsed",
+                     # 20 trials in 60 s since the first line: 80 left take 4 minutes
+                     "tuning net (llvm): 20/100 trials, 3 tasks, best 5.00 ms, 1:00 elapsed, "
+                     "~4 min left (0.33 trials/s)",
+                     "tuned net (llvm): 100/100 trials, 3 tasks, best 5.00 ms, 1:30 elapsed"]
+
+
 def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     work = tmp_path / "work"
     env = {**os.environ, "TVM_NUM_THREADS": "1"}
@@ -87,6 +113,9 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     result = subprocess.run(tune_cmd(tiny, work, 8), cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr
+    # Not a terminal: the progress comes as log lines, the last where it ended.
+    assert re.search(r"^tuned tiny \(llvm\): 8/8 trials, \d+ tasks, best [\d.]+ ms, \d+:\d\d elapsed$",
+                     result.stderr, re.M), result.stderr
     after = records(work)
     survivors = [l for l in before if l.endswith("]")]  # all but a torn last line
     assert after[:len(survivors)] == survivors  # nothing measured was lost
