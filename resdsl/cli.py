@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -350,8 +351,6 @@ def _progress_display(name: str, target: str):
     """Trials done, tasks, best latency so far, time left: a rich bar on a terminal, else log lines."""
     if not sys.stderr.isatty():
         return _progress_log(name, target)
-    from contextlib import contextmanager
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
@@ -374,40 +373,36 @@ def _progress_display(name: str, target: str):
 LOG_EVERY_S = 60.0
 
 
+@contextmanager
 def _progress_log(name: str, target: str):
     """For a tuning run in the background (`nohup ... > log`), where a live bar never draws:
     a line at every change of stage, and one a minute while it searches."""
-    from contextlib import contextmanager
+    state: dict = {}
 
-    @contextmanager
-    def display():
-        state: dict = {}
+    def line(p) -> str:
+        elapsed = time.monotonic() - p.started
+        text = (f"{p.stage} {name} ({target}): {min(p.done, p.total)}/{p.total} trials, {p.tasks} tasks, "
+                f"best {f'{p.best_ms:.2f} ms' if p.best_ms is not None else '-'}, "
+                f"{int(elapsed // 60)}:{int(elapsed % 60):02d} elapsed")
+        first = state.setdefault("first", (p.done, time.monotonic()))
+        rate = (p.done - first[0]) / max(time.monotonic() - first[1], 1e-9)
+        if p.stage == "tuning" and rate > 0 and p.done < p.total:
+            text += f", ~{(p.total - p.done) / rate / 60:.0f} min left ({rate:.2f} trials/s)"
+        return text
 
-        def line(p) -> str:
-            elapsed = time.monotonic() - p.started
-            text = (f"{p.stage} {name} ({target}): {min(p.done, p.total)}/{p.total} trials, {p.tasks} tasks, "
-                    f"best {f'{p.best_ms:.2f} ms' if p.best_ms is not None else '-'}, "
-                    f"{int(elapsed // 60)}:{int(elapsed % 60):02d} elapsed")
-            first = state.setdefault("first", (p.done, time.monotonic()))
-            rate = (p.done - first[0]) / max(time.monotonic() - first[1], 1e-9)
-            if p.stage == "tuning" and rate > 0 and p.done < p.total:
-                text += f", ~{(p.total - p.done) / rate / 60:.0f} min left ({rate:.2f} trials/s)"
-            return text
+    def say(p) -> None:
+        text = line(p)
+        if text != state.get("said"):
+            print(text, file=sys.stderr, flush=True)
+        state.update(stage=p.stage, at=time.monotonic(), said=text)
 
-        def say(p) -> None:
-            text = line(p)
-            if text != state.get("said"):
-                print(text, file=sys.stderr, flush=True)
-            state.update(stage=p.stage, at=time.monotonic(), said=text)
-
-        def show(p) -> None:
-            if p.stage != state.get("stage") or time.monotonic() - state["at"] >= LOG_EVERY_S:
-                say(p)
-            state["latest"] = p
-        yield show
-        if "latest" in state:
-            say(state["latest"])  # where it ended
-    return display()
+    def show(p) -> None:
+        if p.stage != state.get("stage") or time.monotonic() - state["at"] >= LOG_EVERY_S:
+            say(p)
+        state["latest"] = p
+    yield show
+    if "latest" in state:
+        say(state["latest"])  # where it ended
 
 
 def main(argv: list[str] | None = None) -> int:
