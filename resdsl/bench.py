@@ -150,3 +150,22 @@ def _expand(selected: tuple[str, ...], makers: dict) -> list[str]:
         tuned = [m for m in makers if m.startswith("tvm-tuned:")] if name == "tvm-tuned" else []
         names += tuned or [name]
     return names
+
+
+def versus_onnxruntime(net, weights: dict, batch: int, library: Path, cpu: str | None, threads: int,
+                       latency_ms: float) -> dict | None:
+    """A tuned library's latency as a ratio to ONNX Runtime's, the two timed in turns.
+
+    Either latency alone moves with the machine's load (ONNX Runtime's ResNet-50 has measured
+    31 and 40 ms on different days here); their ratio, timed interleaved, mostly does not, so
+    it can rank libraries tuned on different days. None where ONNX Runtime is not installed.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    # About a hundred runs each: enough for a stable median, seconds even for ResNet-152.
+    budget_s = min(max(latency_ms / 10, 0.2), 5.0)
+    ort, tvm = run_bench(net, weights, batch, threads, ("onnxruntime", "tvm-tuned"), (library,), cpu, budget_s, 4)
+    return {"onnxruntime_ms": ort.median_ms, "tvm_ms": tvm.median_ms, "ratio": tvm.median_ms / ort.median_ms,
+            "threads": threads, "runs": min(ort.runs, tvm.runs)}

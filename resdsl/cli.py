@@ -180,7 +180,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     work_dir = work_dir or Path(f"tune-{net.name}-{target}")
     lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
-    mod = tvm_build.relax_module(net.graph, load_weights(net.graph, weights, seed), batch, lowering)
+    state = load_weights(net.graph, weights, seed)
+    mod = tvm_build.relax_module(net.graph, state, batch, lowering)
     work_dir.mkdir(parents=True, exist_ok=True)
     lowering.save(work_dir)
     with _progress_display(net.name, target) as show:
@@ -198,11 +199,19 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
         from .ir import INPUT
         report["network_latency"] = tuning.measure(path, (batch, *net.graph.shape(INPUT)),
                                                    "cuda" if target == "cuda" else "cpu")
+        if target == "llvm":
+            from .bench import versus_onnxruntime
+            versus = versus_onnxruntime(net, state, batch, path, cpu, os.cpu_count() or 1,
+                                        report["network_latency"]["median_ms"])
+            if versus:
+                report["versus_onnxruntime"] = versus
     from .output import write_atomic
     write_atomic(work_dir / "report.json", json.dumps(report, indent=1) + "\n")
     latency = report.get("network_latency", {}).get("median_ms")
+    ratio = report.get("versus_onnxruntime", {}).get("ratio")
     print(f"wrote {path} and {work_dir / 'report.json'}"
-          + (f"; whole network {latency:.2f} ms (median)" if latency else ""), file=sys.stderr)
+          + (f"; whole network {latency:.2f} ms (median)" if latency else "")
+          + (f", {ratio:.3f}x ONNX Runtime timed beside it" if ratio else ""), file=sys.stderr)
 
 
 @app.command()
@@ -215,7 +224,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
 @click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
               help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
                    "several (default: of the committed benchmarks/tuning/[VARIANT-]NETWORK-llvm-CPU for this "
-                   "CPU, the one whose tuning measured the fastest network; else NETWORK-llvm)")
+                   "CPU, the one whose tuning run measured the lowest ratio to ONNX Runtime; else NETWORK-llvm)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
               help="the engines take turns, this many times, so drift in the machine's speed hits them alike")

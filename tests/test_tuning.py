@@ -123,6 +123,8 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     report = json.loads((work / "report.json").read_text())
     assert sum(t["trials"] for t in report["tasks"]) == len(after)
     assert report["network_latency"]["median_ms"] > 0
+    versus = report["versus_onnxruntime"]  # timed in turns with ONNX Runtime: what ranks committed variants
+    assert versus["ratio"] == pytest.approx(versus["tvm_ms"] / versus["onnxruntime_ms"]) and versus["runs"] >= 10
     assert (work / "tiny.so").exists()
     # The lowering the records were tuned for is kept beside them (NHWC and prepacked: the CPU
     # defaults; Winograd off, as tune_cmd asks).
@@ -374,6 +376,15 @@ def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> 
         (tmp_path / name / "report.json").write_text(json.dumps(report))
     assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
     (tmp_path / "net-llvm-znver3" / "report.json").write_text(json.dumps({"network_latency": {"median_ms": 29.0}}))
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
+    # Timed beside ONNX Runtime, the ratio ranks: the plain one's faster latency was a quieter day.
+    def report(ms: float, ratio: float) -> str:
+        return json.dumps({"network_latency": {"median_ms": ms}, "versus_onnxruntime": {"ratio": ratio}})
+    (tmp_path / "wide-net-llvm-znver3" / "report.json").write_text(report(30.7, 0.99))
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
+    (tmp_path / "net-llvm-znver3" / "report.json").write_text(report(29.0, 1.15))
+    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
+    (tmp_path / "net-llvm-znver3" / "report.json").write_text(report(34.0, 0.98))
     assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
     assert tvm_build.committed_database("et", "znver3") is None  # "wide-net" is not a variant of "et"
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,22 +57,33 @@ def committed_database(network: str, cpu: str) -> Path | None:
     another CPU's schedules still beat none by ~100x.
 
     Of several tuned on `cpu`, the one whose tuning run measured the fastest whole network
-    (its report.json): a variant earns the default by beating the others on this CPU, and
-    `--tuned` still picks any of them.
+    against ONNX Runtime timed beside it (report.json's `versus_onnxruntime`; a latency alone
+    moves with the machine's load, and the variants were tuned on different days): a variant
+    earns the default by beating the others, and `--tuned` still picks any of them.
     """
     ours = [p for p in (COMMITTED / f"{network}-llvm-{cpu}", *sorted(COMMITTED.glob(f"*-{network}-llvm-{cpu}")))
             if has_records(p)]
     if ours:
-        return min(ours, key=_reported_latency)  # min keeps the first of equals: the plain name
+        return min(ours, key=_ranking)  # min keeps the first of equals: the plain name
     fallback = COMMITTED / f"{network}-llvm"
     return fallback if has_records(fallback) else None
 
 
-def _reported_latency(work_dir: Path) -> float:
+def _ranking(work_dir: Path) -> tuple[float, float]:
+    """(ratio to ONNX Runtime, latency in ms) from a tuning run's report; inf where it has none,
+    so any measured one is a safer default than one never measured whole."""
     try:
-        return float(json.loads((work_dir / "report.json").read_text())["network_latency"]["median_ms"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")  # never measured whole: any measured one is a safer default
+        report = json.loads((work_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return math.inf, math.inf
+    return _number(report, "versus_onnxruntime", "ratio"), _number(report, "network_latency", "median_ms")
+
+
+def _number(report, section: str, key: str) -> float:
+    try:
+        return float(report[section][key])
+    except (KeyError, TypeError, ValueError):
+        return math.inf
 
 
 def tuned_for(work_dir: str | Path):
