@@ -224,7 +224,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
 @click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
               help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
                    "several (default: of the committed benchmarks/tuning/[VARIANT-]NETWORK-llvm-CPU for this "
-                   "CPU, the one whose tuning run measured the lowest ratio to ONNX Runtime; else NETWORK-llvm)")
+                   "CPU, the one whose tuning run measured the lowest ratio to ONNX Runtime; else the one tuned on "
+                   "the closest CPU: the same vector extension, then the most LLVM features in common)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
               help="the engines take turns, this many times, so drift in the machine's speed hits them alike")
@@ -242,9 +243,9 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
                                  param_hint="--engines")
     net = _load(spec)
     if "tvm-tuned" in selected:
-        from .backends import tvm_build
+        from .backends import committed as shipped, tvm_build
         cpu = cpu or tvm_build.host_cpu()
-        if not tuned and (committed := tvm_build.committed_database(net.name, cpu)):
+        if not tuned and (committed := shipped.committed_database(net.name, cpu)):
             tuned = (committed,)
         # The same test `tune --reuse-records` applies: the CPU and the thread count both shape a schedule.
         from .measurement import machine
@@ -256,7 +257,7 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
             _, their_cpu, their_threads = machine(theirs)
             fix = (f"bench with --threads {their_threads} to run them as tuned"
                    if their_cpu == cpu else
-                   f"tune for this one with `resdsl tune {spec} --work-dir {tvm_build.COMMITTED}/"
+                   f"tune for this one with `resdsl tune {spec} --work-dir {shipped.COMMITTED}/"
                    f"{net.name}-llvm-{cpu} --reuse-records {path}`")
             print(f"note: {path} was tuned on {tvm_build.describe_machine(theirs)}, not "
                   f"{tvm_build.describe_machine(ours)}: its schedules are that machine's best; {fix}", file=sys.stderr)

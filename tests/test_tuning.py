@@ -358,35 +358,72 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
     assert f"{work} was tuned on {cpu} with {threads} thread" in err and f"--threads {threads} to run" in err
 
 
+def tuned_dir(root: Path, name: str, cpu: str, report: dict | None = None) -> Path:
+    """A stand-in for a committed work directory: one record measured on `cpu`, and a report."""
+    path = root / name
+    path.mkdir(exist_ok=True)
+    target = {"kind": "llvm", "mcpu": cpu, "num-cores": 2}
+    (path / RECORDS).write_text(json.dumps([0, [[], ["0.001"], target, []]]) + "\n")
+    if report is not None:
+        (path / "report.json").write_text(json.dumps(report))
+    return path
+
+
+def measured(ms: float, ratio: float | None = None) -> dict:
+    return {"network_latency": {"median_ms": ms}, **({"versus_onnxruntime": {"ratio": ratio}} if ratio else {})}
+
+
 def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> None:
-    from resdsl.backends import tvm_build
-    monkeypatch.setattr(tvm_build, "COMMITTED", tmp_path)
-    assert tvm_build.committed_database("net", "znver3") is None
-    for name in ("net-llvm", "net-llvm-znver3", "net-llvm-empty"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / RECORDS).write_text("" if name.endswith("empty") else "[0, []]\n")
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
-    assert tvm_build.committed_database("net", "skylake") == tmp_path / "net-llvm"  # tuned elsewhere beats none
-    assert tvm_build.committed_database("net", "empty") == tmp_path / "net-llvm"
+    from resdsl.backends import committed
+    from resdsl.backends.committed import committed_database
+    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
+    assert committed_database("net", "znver3") is None
+    plain, ours = tuned_dir(tmp_path, "net-llvm", "znver3"), tuned_dir(tmp_path, "net-llvm-znver3", "znver3")
+    (tmp_path / "net-llvm-znver2").mkdir()
+    (tmp_path / "net-llvm-znver2" / RECORDS).write_text("")  # created by a run that measured nothing
+    assert committed_database("net", "znver3") == ours
+    assert committed_database("net", "znver2") == plain  # tuned elsewhere beats none; plain names first
     # A variant tuned on this CPU takes the default only by measuring the faster whole network.
-    for name, ms in (("wide-net-llvm-znver3", 30.7), ("nchw-net-llvm-znver3", None), ("net-llvm-znver3", 34.2)):
-        (tmp_path / name).mkdir(exist_ok=True)
-        (tmp_path / name / RECORDS).write_text("[0, []]\n")
-        report = {"network": "net"} if ms is None else {"network_latency": {"median_ms": ms}}
-        (tmp_path / name / "report.json").write_text(json.dumps(report))
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
-    (tmp_path / "net-llvm-znver3" / "report.json").write_text(json.dumps({"network_latency": {"median_ms": 29.0}}))
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
+    wide = tuned_dir(tmp_path, "wide-net-llvm-znver3", "znver3", measured(30.7))
+    tuned_dir(tmp_path, "nchw-net-llvm-znver3", "znver3", {"network": "net"})
+    tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(34.2))
+    assert committed_database("net", "znver3") == wide
+    tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(29.0))
+    assert committed_database("net", "znver3") == ours
     # Timed beside ONNX Runtime, the ratio ranks: the plain one's faster latency was a quieter day.
-    def report(ms: float, ratio: float) -> str:
-        return json.dumps({"network_latency": {"median_ms": ms}, "versus_onnxruntime": {"ratio": ratio}})
-    (tmp_path / "wide-net-llvm-znver3" / "report.json").write_text(report(30.7, 0.99))
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
-    (tmp_path / "net-llvm-znver3" / "report.json").write_text(report(29.0, 1.15))
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "wide-net-llvm-znver3"
-    (tmp_path / "net-llvm-znver3" / "report.json").write_text(report(34.0, 0.98))
-    assert tvm_build.committed_database("net", "znver3") == tmp_path / "net-llvm-znver3"
-    assert tvm_build.committed_database("et", "znver3") is None  # "wide-net" is not a variant of "et"
+    tuned_dir(tmp_path, "wide-net-llvm-znver3", "znver3", measured(30.7, 0.99))
+    assert committed_database("net", "znver3") == wide
+    tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(29.0, 1.15))
+    assert committed_database("net", "znver3") == wide
+    tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(34.0, 0.98))
+    assert committed_database("net", "znver3") == ours
+    assert committed_database("et", "znver3") is None  # "wide-net" is not a variant of "et"
+
+
+def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
+    from resdsl.backends import committed
+    from resdsl.backends.committed import closeness, committed_database
+    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
+    avx2 = tuned_dir(tmp_path, "net-llvm", "znver3", measured(25.0))
+    avx512 = tuned_dir(tmp_path, "net-llvm-rocketlake", "rocketlake", measured(12.0, 1.10))
+    # znver5 has more LLVM features in common with znver3, but its vectors are rocketlake's:
+    # 16 floats wide. Measured on a znver5, rocketlake's databases ran 1.30x and 1.09x ONNX
+    # Runtime, znver3's 1.59x and 1.61x.
+    zen5, zen3, rocket = (committed._features(c) for c in ("znver5", "znver3", "rocketlake"))
+    assert closeness(zen5, zen3)[1] > closeness(zen5, rocket)[1] and closeness(zen5, rocket) > closeness(zen5, zen3)
+    assert committed_database("net", "znver5") == avx512
+    assert committed_database("net", "skylake-avx512") == avx512
+    assert committed_database("net", "znver2") == avx2
+    assert committed_database("net", "haswell") == avx2
+    # Among the closest CPU's variants, the one that measured the lowest ratio.
+    wide = tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake", measured(13.0, 0.97))
+    assert committed_database("net", "znver5") == wide
+    # The CPU is read from the records, not the name: these two now hold znver3's.
+    tuned_dir(tmp_path, "net-llvm-rocketlake", "znver3", measured(12.0, 1.10))
+    tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "znver3", measured(13.0, 0.97))
+    assert committed_database("net", "znver2") == wide
+    tuned_dir(tmp_path, "wide-net-llvm-znver4", "znver4", measured(13.0))
+    assert committed_database("net", "znver5") == tmp_path / "wide-net-llvm-znver4"
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,46 +43,6 @@ def host_cpu() -> str:
     """LLVM's name for this machine's CPU, the default `--cpu`."""
     from tvm.target import codegen
     return str(codegen.llvm_get_system_cpu())
-
-
-# Tuning databases that ship with resdsl, per network and CPU: `NETWORK-llvm-CPU`, and variants
-# (another lowering, another measurement) named `VARIANT-NETWORK-llvm-CPU`. The first one,
-# `NETWORK-llvm`, was tuned on an AMD znver3 (see benchmarks/RESULTS.md).
-COMMITTED = Path("benchmarks/tuning")
-
-
-def committed_database(network: str, cpu: str) -> Path | None:
-    """The committed database for `network` tuned on `cpu`, else the first one tuned anywhere:
-    another CPU's schedules still beat none by ~100x.
-
-    Of several tuned on `cpu`, the one whose tuning run measured the fastest whole network
-    against ONNX Runtime timed beside it (report.json's `versus_onnxruntime`; a latency alone
-    moves with the machine's load, and the variants were tuned on different days): a variant
-    earns the default by beating the others, and `--tuned` still picks any of them.
-    """
-    ours = [p for p in (COMMITTED / f"{network}-llvm-{cpu}", *sorted(COMMITTED.glob(f"*-{network}-llvm-{cpu}")))
-            if has_records(p)]
-    if ours:
-        return min(ours, key=_ranking)  # min keeps the first of equals: the plain name
-    fallback = COMMITTED / f"{network}-llvm"
-    return fallback if has_records(fallback) else None
-
-
-def _ranking(work_dir: Path) -> tuple[float, float]:
-    """(ratio to ONNX Runtime, latency in ms) from a tuning run's report; inf where it has none,
-    so any measured one is a safer default than one never measured whole."""
-    try:
-        report = json.loads((work_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        return math.inf, math.inf
-    return _number(report, "versus_onnxruntime", "ratio"), _number(report, "network_latency", "median_ms")
-
-
-def _number(report, section: str, key: str) -> float:
-    try:
-        return float(report[section][key])
-    except (KeyError, TypeError, ValueError):
-        return math.inf
 
 
 def tuned_for(work_dir: str | Path):
