@@ -256,9 +256,7 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
                 continue
             _, their_cpu, their_threads = machine(theirs)
             fix = (f"bench with --threads {their_threads} to run them as tuned"
-                   if their_cpu == cpu else
-                   f"tune for this one with `resdsl tune {spec} --work-dir {shipped.COMMITTED}/"
-                   f"{net.name}-llvm-{cpu} --reuse-records {path}`")
+                   if their_cpu == cpu else f"tune for this one with `{shipped.retune_command(spec, net.name, cpu, path)}`")
             print(f"note: {path} was tuned on {tvm_build.describe_machine(theirs)}, not "
                   f"{tvm_build.describe_machine(ours)}: its schedules are that machine's best; {fix}", file=sys.stderr)
     from .backends.weights import load_weights

@@ -426,6 +426,24 @@ def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
     assert committed_database("net", "znver5") == tmp_path / "wide-net-llvm-znver4"
 
 
+def test_bench_says_how_to_tune_a_database_for_this_cpu(tmp_path, monkeypatch) -> None:
+    from resdsl.backends import committed
+    from resdsl.backends.tvm_build import Lowering
+    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
+    wide = tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake")
+    Lowering("NHWC", winograd=True, prepack=True, wide_winograd=True).save(wide)
+    # The same variant name and lowering: records apply only to kernels lowered alike.
+    assert committed.retune_command(Path("net.rds"), "net", "znver5", wide) == (
+        f"resdsl tune net.rds --wide-winograd --work-dir {tmp_path}/wide-net-llvm-znver5 --reuse-records {wide}")
+    tuned_dir(wide, "selected", "rocketlake")  # a selection re-timed cold seeds better than the search's order
+    assert committed.retune_command(Path("net.rds"), "net", "znver5", wide).endswith(f"--reuse-records {wide}/selected")
+    nchw = tuned_dir(tmp_path, "net-llvm", "znver3")
+    Lowering("NCHW").save(nchw)
+    assert committed.retune_command(Path("net.rds"), "net", "znver5", nchw) == (
+        f"resdsl tune net.rds --layout nchw --no-winograd --no-prepack --work-dir {tmp_path}/net-llvm-znver5 "
+        f"--reuse-records {nchw}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

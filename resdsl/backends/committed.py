@@ -16,6 +16,8 @@ from pathlib import Path
 from ..measurement import has_records, machine
 
 COMMITTED = Path("benchmarks/tuning")
+# `[VARIANT-]NETWORK-llvm[-CPU]`: network names are identifiers, so the first `-` ends a variant.
+_NAME = re.compile(r"(?:(?P<variant>\w+)-)?(?P<network>\w+)-llvm(?:-(?P<cpu>.+))?")
 
 # The widest vector extension a CPU has, widest first: it fixes how many floats a tuned
 # schedule's vector loops hold (16 with AVX-512, 8 with AVX2). Measured on a znver5 (AVX-512),
@@ -46,11 +48,22 @@ def committed_database(network: str, cpu: str) -> Path | None:
     return min(elsewhere, key=lambda e: (tuple(-x for x in e[0]), *_ranking(e[1])))[1]
 
 
+def retune_command(spec: Path, network: str, cpu: str, source: Path) -> str:
+    """The `resdsl tune` command that makes `source`'s counterpart for `cpu`: the same variant
+    name and lowering (records only apply to kernels lowered alike), seeded from its records."""
+    from .tvm_build import Lowering
+    match = _NAME.fullmatch(source.name)
+    variant = f"{match['variant']}-" if match and match["variant"] and match["network"] == network else ""
+    lowering = Lowering.saved(source) or Lowering.default("llvm")
+    seed = source / "selected" if has_records(source / "selected") else source
+    return " ".join([f"resdsl tune {spec}", *lowering.flags(), f"--work-dir {COMMITTED / f'{variant}{network}-llvm-{cpu}'}",
+                     f"--reuse-records {seed}"])
+
+
 def _work_dirs(network: str) -> list[Path]:
     """`[VARIANT-]NETWORK-llvm[-CPU]` under COMMITTED, plain names first."""
-    pattern = re.compile(rf"(?:(?P<variant>\w+)-)?{re.escape(network)}-llvm(?:-.+)?")
     found = [(m["variant"] is not None, p) for p in sorted(COMMITTED.glob(f"*{network}-llvm*"))
-             if (m := pattern.fullmatch(p.name))]
+             if (m := _NAME.fullmatch(p.name)) and m["network"] == network]
     return [p for _, p in sorted(found)]
 
 

@@ -132,6 +132,14 @@ class Lowering:
         from ..output import write_atomic
         write_atomic(Path(work_dir) / LOWERING_FILE, json.dumps(asdict(self)) + "\n")
 
+    def flags(self, target_kind: str = "llvm") -> list[str]:
+        """The `tune`/`compile` options that give this lowering where the target's default differs."""
+        default = self.default(target_kind)
+        return ([f"--layout {self.layout.lower()}"] * (self.layout != default.layout)
+                + ["--no-winograd" if default.winograd else "--winograd"] * (self.winograd != default.winograd)
+                + ["--wide-winograd"] * self.wide_winograd
+                + ["--no-prepack" if default.prepack else "--prepack"] * (self.prepack != default.prepack))
+
     def describe(self) -> str:
         winograd = " with Winograd 3x3 convs" + (" up to 256 channels" if self.wide_winograd else " up to 128 channels")
         return (f"layout {self.layout}" + (winograd if self.winograd else "")
