@@ -178,7 +178,11 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     from .backends.weights import load_weights
     rpc = tuning.RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None
     work_dir = work_dir or Path(f"tune-{net.name}-{target}")
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
+    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd, seeds=reuse)
+    if (reuse and tvm_build.Lowering.saved(work_dir) is None and lowering != tvm_build.Lowering.default(target)
+            and lowering == tvm_build.Lowering.seeded(target, reuse)):
+        print(f"note: lowered as {reuse[0]} was ({lowering.describe()}), so its records apply; give "
+              f"--layout/--winograd/--wide-winograd/--prepack to lower it otherwise", file=sys.stderr)
     tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
     state = load_weights(net.graph, weights, seed)
     mod = tvm_build.relax_module(net.graph, state, batch, lowering)

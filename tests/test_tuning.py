@@ -144,6 +144,17 @@ def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
     assert Lowering.resolve("llvm", None, None, work) == Lowering("NCHW")  # records from before lowering.json
     Lowering("NHWC", True).save(work)
     assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", True)
+    # A new directory seeded from another (`--reuse-records`) is lowered as that one was, since its
+    # records only apply to kernels lowered alike; a selection as its search was. Options still win.
+    fresh, source, wide = tmp_path / "fresh", tmp_path / "wide", Lowering("NHWC", True, True, True)
+    source.mkdir()
+    wide.save(source)
+    (source / "selected").mkdir()
+    (source / "selected" / RECORDS).write_text('[0, [1]]\n')
+    assert Lowering.resolve("llvm", None, None, fresh, seeds=(source / "selected",)) == wide
+    assert Lowering.resolve("llvm", None, None, fresh, seeds=(source,), wide_winograd=False) == Lowering("NHWC", True, True)
+    assert Lowering.resolve("llvm", None, None, work, seeds=(source,)) == Lowering("NHWC", True)  # its own first
+    assert Lowering.resolve("cuda", None, None, fresh, seeds=(source,)) == Lowering()  # Winograd is CPU-only
     out = str(tmp_path / "x.so")
     assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--layout", "nchw", "-o", out]) == 1
     err = capsys.readouterr().err

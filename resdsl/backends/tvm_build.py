@@ -95,10 +95,11 @@ class Lowering:
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None, winograd: bool | None,
                 work_dir: Path | None = None, prepack: bool | None = None,
-                wide_winograd: bool | None = None) -> "Lowering":
-        """Options given on the command line, else the work directory's, else the target's default."""
+                wide_winograd: bool | None = None, seeds: tuple[Path, ...] = ()) -> "Lowering":
+        """Options given on the command line, else the work directory's, else that of the first
+        directory it is seeded from (`tune --reuse-records`), else the target's default."""
         saved = cls.saved(work_dir) if work_dir is not None else None
-        base = saved or cls.default(target_kind)
+        base = saved or cls.seeded(target_kind, seeds) or cls.default(target_kind)
         layout = layout.upper() if layout else base.layout
         if winograd is None:
             winograd = base.winograd and layout == "NHWC"
@@ -121,8 +122,20 @@ class Lowering:
         return lowering
 
     @classmethod
+    def seeded(cls, target_kind: str, seeds: tuple[Path, ...]) -> "Lowering | None":
+        """The lowering of the first seed that has one: its records only apply to kernels lowered
+        the same way, so a directory seeded from a Winograd one and lowered without it would
+        tune those kernels from nothing. None where it does not suit this target."""
+        lowering = next((s for s in map(cls.saved, seeds) if s is not None), None)
+        if lowering is not None and target_kind != "llvm" and (lowering.winograd or lowering.prepack):
+            return None  # a CPU directory seeding a CUDA one: only its NCHW direct kernels could match
+        return lowering
+
+    @classmethod
     def saved(cls, work_dir: Path) -> "Lowering | None":
         path = Path(work_dir) / LOWERING_FILE
+        if not path.exists() and Path(work_dir).name == SELECTED:
+            path = Path(work_dir).parent / LOWERING_FILE  # a selection is lowered as its search was
         if path.exists():
             return cls(**json.loads(path.read_text()))
         # Work directories from before resdsl recorded the lowering hold NCHW direct convs.
