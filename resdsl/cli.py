@@ -249,11 +249,11 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
     if "tvm-tuned" in selected:
         from .backends import committed as shipped, tvm_build
         cpu = cpu or tvm_build.host_cpu()
+        ours = tvm_build.make_target("llvm", cpu=cpu, cores=threads)  # refuses a CPU LLVM does not know
         if not tuned and (committed := shipped.committed_database(net.name, cpu)):
             tuned = (committed,)
         # The same test `tune --reuse-records` applies: the CPU and the thread count both shape a schedule.
         from .measurement import machine
-        ours = tvm_build.make_target("llvm", cpu=cpu, cores=threads)
         for path in tuned:
             theirs = tvm_build.tuned_for(path)
             if theirs is None or machine(theirs) == machine(ours):

@@ -3,14 +3,15 @@
 They live in `benchmarks/tuning/`, one work directory per network, CPU and variant:
 `NETWORK-llvm-CPU`, and variants (another lowering, another measurement) named
 `VARIANT-NETWORK-llvm-CPU`. The first ones, `NETWORK-llvm` and its variants, were tuned on an
-AMD znver3 (see benchmarks/RESULTS.md); which CPU a directory was tuned on is read from its
-records, so the name's suffix is a convention, not the source of truth.
+AMD znver3 (see benchmarks/RESULTS.md). The `-CPU` suffix marks a host's own directories;
+where none is this host's, the CPU each was tuned on is read from its records.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from functools import cache
 from pathlib import Path
 
 from ..measurement import has_records, machine
@@ -79,6 +80,7 @@ def _widest(features: frozenset[str]) -> str | None:
     return next((ext for ext in VECTOR_EXTENSIONS if ext in features), None)
 
 
+@cache  # one LLVM query per CPU, however many directories were tuned on it
 def _features(cpu: str) -> frozenset[str]:
     from tvm.target import Target, codegen
     try:
