@@ -1,18 +1,22 @@
 """Shape inference.
 
-Requires: a lowered graph. After it, every node has `shape` (batch dimension left out).
-Residual adds are not checked here (their shortcut may still need legalizing); `Verify` does.
-Idempotent.
+Requires: a well-formed graph. Provides: shapes, every node's `shape` (batch dimension left
+out) as its op's rule gives it. Residual adds are not checked here (their shortcut may still
+need legalizing). Idempotent: it rewrites every shape, the same ones on a second run, and
+reports no change.
 """
 from __future__ import annotations
 
 from ..diagnostics import ResdslError, Span, in_prelude
 from ..ir import Graph
 from ..ops import OPS, ShapeError
+from .properties import SHAPES
 
 
 class InferShapes:
     name = "infer-shapes"
+    requires: frozenset[str] = frozenset()
+    provides = frozenset({SHAPES})
 
     def run(self, graph: Graph) -> bool:
         for name in graph.order():

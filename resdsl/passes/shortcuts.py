@@ -1,6 +1,6 @@
 """Shortcut legalization: make every residual add join two tensors of one shape.
 
-Requires: shapes. For each `add`, by its policy:
+Requires: shapes. Provides: shapes and legal adds. For each `add`, by its policy:
   identity  shapes must already agree, else a located error;
   A         where shapes differ, a parameter-free `pad` (subsample, zero-pad channels);
   B         where shapes differ, a 1x1 conv + BN projection named `downsample.0/.1` (torchvision's
@@ -16,11 +16,14 @@ from __future__ import annotations
 from ..diagnostics import ResdslError
 from ..ir import Graph
 from ..ops import fmt_shape
+from .properties import LEGAL_ADDS, SHAPES
 from .shapes import InferShapes, locate
 
 
 class LegalizeShortcuts:
     name = "legalize-shortcuts"
+    requires = frozenset({SHAPES})
+    provides = frozenset({SHAPES, LEGAL_ADDS})
 
     def run(self, graph: Graph) -> bool:
         changed = False

@@ -1,0 +1,136 @@
+"""Each pass alone, its contract, and the pass manager that checks contracts around passes."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from resdsl import ResdslError
+from resdsl.ir import INPUT, Graph
+from resdsl.loader import load_text
+from resdsl.lower import lower
+from resdsl.passes import IRError, InferShapes, LegalizeShortcuts, PassManager, Verify, run_pipeline
+from resdsl.passes.properties import LEGAL_ADDS, SHAPES
+
+TWO_STAGES = """
+network two_stages {{
+    input 3x16x16
+    classes 10
+    shortcut {policy}
+    stem {{ conv1: conv 8 k3 p1; bn1: bn; relu }}
+    stage layer1: basic(8) x 2
+    stage layer2: basic(16) x 2 stride 2
+    head {{ avgpool; fc classes }}
+}}
+"""
+
+
+def lowered(policy: str = "B") -> Graph:
+    return lower(load_text(TWO_STAGES.format(policy=policy), "two_stages.rds"))
+
+
+def snapshot(graph: Graph) -> tuple:
+    """Everything a pass could change: nodes with their data, and edges with operand positions."""
+    nodes = {n: {k: v for k, v in d.items() if k != "span"} for n, d in graph.nx.nodes(data=True)}
+    return copy.deepcopy(nodes), sorted((u, v, d["index"]) for u, v, d in graph.nx.edges(data=True))
+
+
+def ops_in(graph: Graph, scope: str) -> list[tuple[str, str]]:
+    return [(graph.node(n)["label"], graph.node(n)["op"]) for n in graph.scope_nodes(scope)]
+
+
+def test_infer_shapes_gives_every_node_its_shape_and_is_idempotent() -> None:
+    graph = lowered()
+    assert not any("shape" in d for n, d in graph.nx.nodes(data=True) if n != INPUT)
+    InferShapes().run(graph)
+    assert graph.shape(INPUT) == (3, 16, 16) and graph.shape("conv1") == (8, 16, 16)
+    assert graph.shape("layer2.0.conv1") == (16, 8, 8)  # the stride-2 conv
+    assert graph.shape("fc") == (10,)
+    before = snapshot(graph)
+    assert InferShapes().run(graph) is False
+    assert snapshot(graph) == before
+
+
+@pytest.mark.parametrize("policy,first,rest", [
+    ("B", [("downsample.0", "conv"), ("downsample.1", "bn")], []),
+    ("C", [("downsample.0", "conv"), ("downsample.1", "bn")], [("downsample.0", "conv"), ("downsample.1", "bn")]),
+    ("A", [("shortcut", "pad")], []),
+    ("gated", [("downsample.0", "conv"), ("downsample.1", "bn"), ("gate", "conv")], [("gate", "conv")]),
+])
+def test_legalize_shortcuts_inserts_what_each_policy_says(policy, first, rest) -> None:
+    graph = lowered(policy)
+    InferShapes().run(graph)
+    body = {n for n in ops_in(graph, "layer2.0")}
+    assert LegalizeShortcuts().run(graph) is True
+    assert [x for x in ops_in(graph, "layer2.0") if x not in body] == first  # where shapes change
+    assert [x for x in ops_in(graph, "layer2.1") if x not in body] == rest  # where they agree
+    add = graph.node("layer2.0.add")
+    assert {graph.shape(i) for i in graph.inputs("layer2.0.add")} == {add["shape"]}
+    if policy == "A":
+        pad = graph.node("layer2.0.shortcut")["attrs"]
+        assert (pad["stride"], pad["pad_before"], pad["pad_after"]) == (2, 4, 4)
+    before = snapshot(graph)
+    assert LegalizeShortcuts().run(graph) is False  # idempotent: every add is already legal
+    assert snapshot(graph) == before
+    Verify().run(graph)
+
+
+def test_legalize_shortcuts_refuses_identity_where_shapes_differ() -> None:
+    graph = lowered("identity")
+    InferShapes().run(graph)
+    with pytest.raises(ResdslError, match="residual add needs equal shapes: 16x8x8"):
+        LegalizeShortcuts().run(graph)
+
+
+def test_the_pipeline_provides_shapes_and_legal_adds() -> None:
+    manager = PassManager((InferShapes(), LegalizeShortcuts()))
+    manager.run(lowered())
+    assert manager.held == {SHAPES, LEGAL_ADDS}
+
+
+class Forgetful:
+    """A pass that promises legal adds and does nothing."""
+    name = "forgetful"
+    requires: frozenset[str] = frozenset()
+    provides = frozenset({LEGAL_ADDS})
+
+    def run(self, graph: Graph) -> bool:
+        return False
+
+
+class Vandal:
+    """A pass that changes a conv's width and says nothing about shapes."""
+    name = "vandal"
+    requires: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset()
+
+    def run(self, graph: Graph) -> bool:
+        graph.node("layer1.0.conv2")["attrs"]["out"] = 9
+        return True
+
+
+def test_the_manager_catches_a_pass_that_breaks_its_promise() -> None:
+    with pytest.raises(IRError, match=r"after pass `forgetful`, which provides it: not legal-adds: "
+                                      r"layer2.0.add: add operands differ"):
+        PassManager((InferShapes(), Forgetful())).run(lowered())
+
+
+def test_the_manager_checks_what_a_pass_requires() -> None:
+    with pytest.raises(IRError, match=r"before pass `legalize-shortcuts`, which requires it: not shapes: "
+                                      r"<input>: no shape; conv1: no shape; .* and 29 more"):
+        PassManager((LegalizeShortcuts(),)).run(lowered())
+
+
+def test_an_edit_invalidates_what_it_does_not_provide_again() -> None:
+    # Shapes held after infer-shapes; the vandal changed the graph, so legalization must see them
+    # checked again, and they are stale.
+    with pytest.raises(IRError, match=r"before pass `legalize-shortcuts`.*layer1.0.conv2: shape 8x16x16 is stale, "
+                                      r"its inputs give 9x16x16"):
+        PassManager((InferShapes(), Vandal(), LegalizeShortcuts())).run(lowered())
+
+
+def test_verify_alone_finds_a_graph_that_does_not_end_in_its_output() -> None:
+    graph = run_pipeline(lowered())
+    graph.add("dangling", "relu", ["conv1"], span=None)
+    with pytest.raises(IRError, match="must end in its output 'fc', ends in"):
+        Verify().run(graph)
