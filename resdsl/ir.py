@@ -21,7 +21,9 @@ pad       option-A shortcut: subsample by `stride`, zero-pad      stride, pad_be
 
 Every node also carries: `span` (where the user wrote it), `scope` (the block path such as
 `layer1.0`, or "" for stem and head), `label` (its name inside the scope; also its
-state_dict prefix), `seq` (creation order, for deterministic traversals) and, after shape
+state_dict prefix), `seq` (creation order, for deterministic traversals), `exprs` (inside a
+block: the attributes the spec wrote as expressions, as `ast.Expr` of the block's parameters,
+so backends can emit `width * 4` where the integer 256 is all shapes need) and, after shape
 inference, `shape` (C, H, W) or (features,).
 Edges carry `index`, the operand position. Analyses add keys to node data; they never
 create node types of their own.
@@ -33,6 +35,7 @@ from typing import Any, Iterator
 
 import networkx as nx
 
+from .ast import Expr
 from .diagnostics import Span
 
 INPUT = "<input>"  # not an identifier, so no user label can collide with it
@@ -50,6 +53,14 @@ class BlockInstance:
     args: dict[str, int] = field(default_factory=dict)  # its parameters' values, in declaration order
 
 
+@dataclass(frozen=True)
+class BlockSignature:
+    """A block definition's name and parameters, each with its default (None: required); a
+    default is an expression that may use earlier parameters."""
+    name: str
+    params: tuple[tuple[str, Expr | None], ...]
+
+
 @dataclass
 class Stage:
     name: str
@@ -64,6 +75,7 @@ class Graph:
         self.classes = classes
         self.nx = nx.DiGraph()
         self.blocks: dict[str, BlockInstance] = {}
+        self.signatures: dict[str, BlockSignature] = {}  # of every block used, by definition name
         # Top level in execution order: ("node", id) for stem/head layers, ("stage", name).
         self.layout: list[tuple[str, str]] = []
         self.stages: dict[str, Stage] = {}
@@ -75,12 +87,12 @@ class Graph:
 
     # ---- construction
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
-            label: str | None = None, **attrs: Any) -> str:
+            label: str | None = None, exprs: dict[str, Expr] | None = None, **attrs: Any) -> str:
         assert name not in self.nx, name
         self._seq += 1
         self._order = None
         self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
-                         seq=self._seq, attrs=attrs)
+                         seq=self._seq, attrs=attrs, exprs=exprs or {})
         for index, source in enumerate(inputs):
             self.nx.add_edge(source, name, index=index)
         return name

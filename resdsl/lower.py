@@ -12,7 +12,7 @@ from typing import Iterable
 
 from . import ast
 from .diagnostics import ResdslError, Span, in_prelude
-from .ir import INPUT, BlockInstance, Graph, Stage
+from .ir import INPUT, BlockInstance, BlockSignature, Graph, Stage
 from .limits import LIMITS
 from .loader import Program
 from .ops import OPS
@@ -132,6 +132,8 @@ class _Lowering:
                               hint=f"add `stride = 1` to the parameters of `{definition.name}` "
                                    "and use it as a conv's `s=stride`")
         policy = stage.shortcut or self.net.shortcut
+        g.signatures.setdefault(definition.name, BlockSignature(
+            definition.name, tuple((p.name, p.default) for p in definition.params)))
         g.stages[stage.name] = Stage(stage.name)
         g.layout.append(("stage", stage.name))
         for index in range(repeat):
@@ -210,15 +212,18 @@ class _Lowering:
             if layer.op in self.program.blocks:
                 hint = f"`{layer.op}` is a block: use it in a stage, `stage NAME: {layer.op}(...) x N`"
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
-        attrs = self._attrs(layer, info.defaults, info.positional, env)
+        exprs: dict[str, ast.Expr] = {}
+        attrs = self._attrs(layer, info.defaults, info.positional, env, exprs)
         label = self._label(layer, scope, used)
         name = f"{scope}.{label}" if scope else label
         if not scope:
             g.layout.append(("node", name))
-        return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label, **attrs)
+        return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label,
+                     exprs=exprs if scope else None, **attrs)
 
     def _attrs(self, layer: ast.Layer, defaults: dict, positional: str | None,
-               env: dict[str, int]) -> dict[str, int]:
+               env: dict[str, int], exprs: dict[str, ast.Expr]) -> dict[str, int]:
+        """The layer's attributes as integers; `exprs` gets the expressions they were written as."""
         attrs: dict[str, int] = {}
         spans: dict[str, Span] = {}
         for arg in layer.args:
@@ -236,6 +241,7 @@ class _Lowering:
                 if key in attrs:
                     raise ResdslError(f"attribute `{key}` is given twice", arg.span)
             attrs[key] = evaluate(arg.value, env)
+            exprs[key] = arg.value
             spans[key] = arg.span
         for key, default in defaults.items():
             if key not in attrs:

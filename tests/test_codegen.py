@@ -3,6 +3,7 @@ and names that cannot shadow what the module needs."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import resdsl
-from conftest import ROOT, check_golden
+from conftest import ROOT, SPECS, check_golden
 from resdsl.lower import MODULE_MEMBERS
 
 GOLDEN = ["specs/resnet18.rds", "specs/resnet50.rds", "specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
@@ -48,22 +49,64 @@ def test_reserved_labels_cover_nn_module_members() -> None:
 
 
 def test_generated_code_compiles_and_has_no_per_forward_logic() -> None:
-    # The forward methods are straight-line: no loops or branches at run time.
+    # The forward methods are straight-line: no loops, and no branch but the one torchvision has,
+    # on whether the block was handed a shortcut module.
     source = resdsl.load("specs/cifar/resnet56.rds").torch_source()
     compile(source, "resnet56.py", "exec")
     forwards = source.split("def forward")[1:]
     for body in forwards:
-        body = body.split("\n\n")[0]
+        body = body.split("\n\n")[0].replace("if self.downsample is not None:", "")
         assert " for " not in body and " if " not in body, body
 
 
-def test_blocks_of_one_structure_share_a_class_with_the_blocks_parameters() -> None:
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_generated_source_is_tidy(spec) -> None:
+    """Within the project's line limit, and every import used."""
+    source = resdsl.load(spec).torch_source()
+    long = [line for line in source.splitlines() if len(line) > 110]
+    assert not long, long
+    body = "\n".join(line for line in source.splitlines() if not line.startswith(("import ", "from ")))
+    for name in ("torch", "F", "Tensor", "nn"):
+        imported = re.search(rf"^(import .* as {name}|from .* import .*\b{name}\b|import {name})$", source, re.M)
+        assert not imported or re.search(rf"\b{name}\b", body), f"{name} is imported, never used"
+
+
+def test_one_class_per_block_definition_written_with_its_expressions() -> None:
     from resdsl.backends.torch_codegen import generate
     source = generate(resdsl.load("specs/resnet50.rds").graph)
-    assert source.count("\nclass ") == 4  # layer1.0, the other first blocks, the rest; the network
-    assert "def __init__(self, in_channels: int, width: int) -> None:" in source
-    assert "self.conv3 = nn.Conv2d(width, width * 4, kernel_size=1, bias=False)" in source
-    assert "*[BottleneckBlock2(1024, 256) for _ in range(5)]" in source
+    assert source.count("\nclass ") == 2  # Bottleneck and the network, as torchvision writes it
+    assert ("self, in_channels: int, width: int, stride: int = 1, groups: int = 1, width_per_group: int = 64,\n"
+            "        expansion: int = 4, downsample: nn.Module | None = None,\n") in source
+    assert "self.bn3 = nn.BatchNorm2d(width * expansion)" in source
+    assert "Bottleneck(256, 128, stride=2, downsample=projection(256, 512, stride=2))," in source
+    assert "*[Bottleneck(1024, 256) for _ in range(5)]," in source
+    resnext = generate(resdsl.load("specs/resnext50_32x4d.rds").graph)
+    assert "*[Bottleneck(256, 64, groups=32, width_per_group=4) for _ in range(2)]," in resnext
+
+
+MIXED_POLICIES = """
+network mixed {
+    input 3x16x16
+    classes 4
+    stem { conv1: conv 8 k3 p1; bn1: bn; relu }
+    stage layer1: basic(8) x 2 shortcut gated
+    stage layer2: basic(16) x 2 stride 2
+    head { avgpool; fc classes }
+}
+"""
+
+
+def test_a_definition_used_two_ways_gets_a_class_per_body() -> None:
+    # A gated and an ungated `basic` do not share a forward: each body is a class of its own,
+    # its integers written out, and the network is still the spec's.
+    net = resdsl.loads(MIXED_POLICIES)
+    source = net.torch_source()
+    assert source.count("\nclass BasicBlock") == 3  # gated; strided with a projection; plain
+    assert "self.gate = nn.Conv2d(8, 8, kernel_size=1)" in source
+    from test_torch_backend import check_forward_shapes
+    model = net.to_torch(seed=0)
+    assert sum(p.numel() for p in model.parameters()) == net.params
+    check_forward_shapes(net.graph, model)
 
 
 def test_spec_parameter_names_cannot_shadow_python() -> None:
@@ -88,5 +131,5 @@ def test_spec_parameter_names_cannot_shadow_python() -> None:
     assert tuple(model(torch.randn(2, 3, 16, 16)).shape) == (2, 5)
     from resdsl.backends.torch_codegen import generate
     source = generate(net.graph)
-    assert "self_: int" in source and "def __init__(self, self_" in source
+    assert "self, in_channels: int, self_: int, print_: int = 1, x_: int = 1, stride: int = 1," in source
     assert sum(p.numel() for p in model.parameters()) == net.params

@@ -1,85 +1,95 @@
 """Graph -> readable, standalone PyTorch source (Jinja2), without importing torch.
 
-Blocks of one structure share an nn.Module class whose constructor takes the block's own
-parameters (`BottleneckBlock(256, 64)`), each stage is an nn.Sequential of them, so the module
-tree and state_dict names follow the graph's node names exactly: `layer1.0.conv1`,
-`layer1.0.downsample.0`, `fc`. Each op has a converter giving its constructor.
+One nn.Module class per block definition, as torchvision and timm write theirs: the constructor
+takes the block's own parameters (`Bottleneck(in_channels, width, stride=1, groups=1, ...,
+downsample=None)`) and every layer is written with the expressions the spec used
+(`nn.Conv2d(width, width * expansion, ...)`), so every block of a definition is one class. A
+shortcut that a policy inserted is built by the network and handed in as `downsample`, as
+torchvision's `_make_layer` does; a highway gate, present in every gated block, is the block's
+own. Each stage is an nn.Sequential of blocks, so module and state_dict names are the graph's
+node names: `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`.
+
+Every expression is checked against the integers of every block it stands for; a definition
+whose layers the spec's expressions cannot explain (none among the bundled specs) gets one
+class per distinct body instead, with literal integers.
 """
 from __future__ import annotations
 
 import builtins
+import hashlib
 import keyword
 import linecache
-import re
 import sys
 import types
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
-from pathlib import Path
 from typing import Callable
 
 import jinja2
 
+from .. import ast
 from ..ir import INPUT, Graph
+from ..lower import evaluate
 from ..ops import fmt_shape
 from ..resources import templates_dir
 from ..stats import totals
 
-
-# ---- converters: op -> constructor (None for ops without a module) -------------------------
-def _conv(a: dict, shape: tuple[int, ...]) -> str:
-    args = [str(shape[0]), str(a["out"]), f"kernel_size={a['kernel']}"]
-    args += [f"stride={a['stride']}"] if a["stride"] != 1 else []
-    args += [f"padding={a['padding']}"] if a["padding"] else []
-    args += [f"groups={a['groups']}"] if a["groups"] != 1 else []
-    args += ["bias=False"] if not a["bias"] else []
-    return f"nn.Conv2d({', '.join(args)})"
+LINE_LIMIT = 110  # the project's own (pyproject.toml)
+IN = "<in>"  # the block input's channel count: not an identifier, so no spec parameter is named so
 
 
-def _pool(a: dict, shape: tuple[int, ...]) -> str:
-    return f"nn.MaxPool2d(kernel_size={a['kernel']}, stride={a['stride']}, padding={a['padding']})"
+@dataclass(frozen=True)
+class Sym:
+    """An integer in generated code: its Python text, its binding strength (4 atom, 3 unary
+    minus, 2 `*`/`//`, 1 `+`/`-`) and, unless a literal, the spec expression it came from."""
+    text: str
+    prec: int = 4
+    expr: ast.Expr | None = None
+
+    @classmethod
+    def literal(cls, value: int) -> "Sym":
+        return cls(str(value), 4 if value >= 0 else 3)
+
+    def value(self, env: dict[str, int]) -> int:
+        return int(self.text) if self.expr is None else evaluate(self.expr, env)
 
 
-# Each takes the node's attributes and its input's shape.
-CONSTRUCTORS: dict[str, Callable[[dict, tuple[int, ...]], str | None]] = {
-    "conv": _conv,
-    "bn": lambda a, shape: f"nn.BatchNorm2d({shape[0]})",
-    "relu": lambda a, shape: "nn.ReLU(inplace=True)",  # made out-of-place below where unsafe
-    "maxpool": _pool,
-    "avgpool": lambda a, shape: "nn.AdaptiveAvgPool2d((1, 1))",
-    "fc": lambda a, shape: f"nn.Linear({prod(shape)}, {a['out']})",  # after torch.flatten
-    "add": lambda a, shape: None,
-    "pad": lambda a, shape: None,
-}
+def render(expr: ast.Expr, names: dict[str, str]) -> Sym:
+    """A spec expression as Python; `/` (checked exact when lowered) becomes `//`."""
+    if isinstance(expr, ast.Int):
+        return Sym(str(expr.value), 4, expr)
+    if isinstance(expr, ast.Var):
+        return Sym(names[expr.name], 4, expr)
+    if isinstance(expr, ast.Neg):
+        inner = render(expr.operand, names)
+        return Sym("-" + _wrap(inner, 3), 3, expr)
+    prec = 1 if expr.op in "+-" else 2
+    lhs, rhs = render(expr.lhs, names), render(expr.rhs, names)
+    op = "//" if expr.op == "/" else expr.op
+    return Sym(f"{_wrap(lhs, prec)} {op} {_wrap(rhs, prec + 1)}", prec, expr)
 
 
-@dataclass
-class _Class:
-    name: str
-    block: str = ""
-    init: list[str] = field(default_factory=list)
-    forward: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    shapes: str = ""  # "64x56x56 -> 256x56x56", where all its blocks have the same
-    params: list[str] = field(default_factory=list)  # constructor parameters
+def _wrap(sym: Sym, prec: int) -> str:
+    return sym.text if sym.prec >= prec else f"({sym.text})"
 
 
 # Names generated code uses or Python reserves: no class or parameter may take them.
-_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {"self", "x", "torch", "nn", "F", "Tensor"}
+_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
+    "self", "x", "out", "identity", "t", "torch", "nn", "F", "Tensor", "annotations"}
 
 
 class _Namespace:
-    """Hands out class names that are unique and shadow nothing the generated module uses."""
+    """Hands out names that are unique and shadow nothing the generated module uses."""
 
-    def __init__(self) -> None:
-        self.used = _RESERVED | {"build", "annotations"}
+    def __init__(self, taken=()) -> None:
+        self.used = _RESERVED | set(taken)
 
-    def fresh(self, base: str) -> str:
+    def fresh(self, base: str, sep: str = "") -> str:
         name, n = base, 1
         while name in self.used:
             n += 1
-            name = f"{base}{n}"
+            name = f"{base}{sep}{n}"
         self.used.add(name)
         return name
 
@@ -92,216 +102,453 @@ def camel(name: str) -> str:
     return out or "Net"
 
 
-def generate(graph: Graph, source_name: str | None = None) -> str:
-    names = _Namespace()
-    structures: dict[tuple, list[tuple[str, _Class]]] = {}  # blocks that differ only in integers
-    for stage in graph.stages.values():
-        for path in stage.blocks:
-            cls = _block_class(graph, path)
-            # forward() stays literal (it cannot read constructor arguments without storing them).
-            key = (cls.block, tuple(_INT.sub("#", line) for line in cls.init), tuple(cls.forward))
-            structures.setdefault(key, []).append((path, cls))
-    classes: list[_Class] = []
-    calls: dict[str, str] = {}  # block path -> constructor call
-    for members in structures.values():
-        for cls, args in _share_classes(graph, members):
-            cls.name = names.fresh(camel(cls.block) + "Block")
-            classes.append(cls)
-            for path, values in args.items():
-                calls[path] = f"{cls.name}({', '.join(map(str, values))})"
-    stage_calls = {stage.name: [calls[p] for p in stage.blocks] for stage in graph.stages.values()}
-    main = _main_class(graph, names.fresh(camel(graph.name)), stage_calls)
-    params, macs = totals(graph)
-    return _template().render(
-        network=graph.name, source=source_name or f"network `{graph.name}`",
-        input=fmt_shape(graph.shape(INPUT)), classes=graph.classes,
-        params=f"{params:,}", macs=f"{macs:,}", blocks=classes, main=main)
+def class_name(definition: str) -> str:
+    """`bottleneck` -> Bottleneck and `basic` -> BasicBlock, as torchvision names them."""
+    name = camel(definition)
+    return name if "Bottleneck" in name or name.endswith("Block") else name + "Block"
 
 
-_INT = re.compile(r"(?<![\w.])\d+(?![\w.])")  # an integer literal, not part of a name or float
+def call(head: str, args: list[str], indent: int, one_per_line: bool = False) -> list[str]:
+    """`head(a, b)` on one line where it fits at `indent`, else the arguments on continuation
+    lines (packed, or one a line), black's way. Lines are relative to `indent`."""
+    one = f"{head}({', '.join(args)})"
+    if indent + len(one) <= LINE_LIMIT:
+        return [one]
+    lines, current = [f"{head}("], ""
+    for arg in args:
+        piece = arg + ","
+        if current and (one_per_line or indent + 4 + len(current) + 1 + len(piece) > LINE_LIMIT):
+            lines.append("    " + current)
+            current = piece
+        else:
+            current = f"{current} {piece}" if current else piece
+    return lines + ["    " + current, ")"]
 
 
-def _share_classes(graph: Graph, members: list[tuple[str, _Class]]) -> list[tuple[_Class, dict[str, list[int]]]]:
-    """One class for blocks of one structure, the integers that differ between them written as
-    the block's parameters (`width`, `width * 4`, `in_channels`); where some integer is not
-    explained by them, one class per distinct body instead. Returns (class, path -> args)."""
-    if len({tuple(cls.init) for _, cls in members}) > 1:  # forward() is equal: it is in the key
-        shared = _parametrize(graph, members)
-        if shared is not None:
-            return [shared]
-    by_body: dict[tuple[str, ...], tuple[_Class, list[str]]] = {}
-    for path, cls in members:
-        by_body.setdefault(tuple(cls.init), (cls, []))[1].append(path)
-    out = []
-    for cls, paths in by_body.values():
-        cls.shapes, cls.paths = _shapes(graph, paths), _abbreviate(paths)
-        out.append((cls, {path: [] for path in paths}))
-    return out
+# ---- converters: op -> constructor arguments, in terms of `Sym`s --------------------------
+@dataclass
+class _Layer:
+    """What a converter sees: the node's attributes as `Sym`s, its input's channels."""
+    sym: Callable[[str], Sym]  # attribute -> Sym (the spec's expression, or a literal)
+    channels: Sym  # the input's channel count
+    in_shape: tuple[int, ...]
 
 
-def _parametrize(graph: Graph, members: list[tuple[str, _Class]]):
-    envs = []
-    for path, _ in members:
-        block = graph.blocks[path]
-        env: dict[str, int] = {}
-        for name, value in block.args.items():  # `self` -> `self_`, unless a `self_` came first
-            env[_fresh_param(_py_name(name), env)] = value
-        env[_fresh_param("in_channels", env)] = graph.shape(block.input)[0]
-        envs.append(env)
-    variables = list(envs[0])  # the block's parameters first: `width` reads better than `in_channels`
-    columns = list(zip(*[[int(v) for line in cls.init for v in _INT.findall(line)] for _, cls in members]))
-    exprs: list[str | None] = []
-    for column in columns:
-        if len(set(column)) == 1:
-            exprs.append(None)  # the same everywhere: stays a literal
-            continue
-        expr = _explain(list(column), variables, envs)
-        if expr is None:
-            return None
-        exprs.append(expr)
-    in_channels = variables[-1]
-    used = [v for v in [in_channels, *variables[:-1]]  # in_channels first, as torchvision's inplanes
-            if any(e is not None and re.match(rf"{v}\b", e) for e in exprs)]
-    slots = iter(exprs)
-
-    def substitute(match: re.Match) -> str:
-        expr = next(slots)
-        return match.group(0) if expr is None else expr
-
-    first = members[0][1]
-    cls = _Class("", first.block, init=[_INT.sub(substitute, line) for line in first.init], forward=first.forward,
-                 params=used)
-    paths = [path for path, _ in members]
-    cls.shapes = _shapes(graph, paths)
-    cls.paths = _abbreviate(paths)
-    return cls, {path: [env[v] for v in used] for path, env in zip(paths, envs)}
+def _conv(layer: _Layer, a: dict) -> tuple[str, list[str]]:
+    args = [layer.channels.text, layer.sym("out").text, f"kernel_size={layer.sym('kernel').text}"]
+    for key, default in (("stride", 1), ("padding", 0), ("groups", 1)):
+        sym = layer.sym(key)
+        # Written where it differs from PyTorch's default, or where the spec wrote a parameter (`s=stride`).
+        if a[key] != default or sym.expr is not None and not isinstance(sym.expr, ast.Int):
+            args.append(f"{key}={sym.text}")
+    return "nn.Conv2d", args + (["bias=False"] if not a["bias"] else [])
 
 
-def _explain(column: list[int], variables: list[str], envs: list[dict[str, int]]) -> str | None:
-    """An expression of one variable, `v`, `v * k` or `v // k`, equal to `column` in every block."""
-    for v in variables:  # a variable itself before any multiple of another
-        if [env[v] for env in envs] == column:
-            return v
-    for v in variables:
-        values = [env[v] for env in envs]
-        if all(values) and all(c % x == 0 for c, x in zip(column, values)):
-            ratios = {c // x for c, x in zip(column, values)}
-            if len(ratios) == 1:
-                return f"{v} * {ratios.pop()}"
-        if all(column) and all(x % c == 0 for c, x in zip(column, values)):
-            ratios = {x // c for c, x in zip(column, values)}
-            if len(ratios) == 1:
-                return f"{v} // {ratios.pop()}"
+def _pool(layer: _Layer, a: dict) -> tuple[str, list[str]]:
+    return "nn.MaxPool2d", [f"kernel_size={layer.sym('kernel').text}", f"stride={layer.sym('stride').text}",
+                            f"padding={layer.sym('padding').text}"]
+
+
+def _fc(layer: _Layer, a: dict) -> tuple[str, list[str]]:
+    spatial = prod(layer.in_shape[1:])
+    features = layer.channels.text if spatial == 1 else str(prod(layer.in_shape))  # after torch.flatten
+    return "nn.Linear", [features, layer.sym("out").text]
+
+
+# Each gives (constructor, arguments); `relu` is made out-of-place where its input is read again.
+CONSTRUCTORS: dict[str, Callable[[_Layer, dict], tuple[str, list[str]]]] = {
+    "conv": _conv,
+    "bn": lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text]),
+    "relu": lambda layer, a: ("nn.ReLU", ["inplace=True"]),
+    "maxpool": _pool,
+    "avgpool": lambda layer, a: ("nn.AdaptiveAvgPool2d", ["(1, 1)"]),
+    "fc": _fc,
+}
+# Attributes whose integers a converter writes: each is checked against every block.
+WRITTEN = {"conv": ("out", "kernel", "stride", "padding", "groups"),
+           "maxpool": ("kernel", "stride", "padding"), "fc": ("out",)}
+INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
+
+
+@dataclass
+class _Class:
+    name: str
+    doc: str
+    signature: list[str] = field(default_factory=list)  # physical lines, relative to the class body
+    init: list[str] = field(default_factory=list)  # physical lines, relative to the method body
+    forward: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Emitted:
+    """One block's class body as emitted, and the checks that make it stand for other blocks."""
+    init: list[str]
+    forward: list[str]
+    checks: list[tuple[Sym, Callable[[str], int]]]  # (sym, block path -> the integer it must be there)
+    shortcut: bool  # some shortcut module is handed in
+    structure: tuple
+
+
+class _BlockEmitter:
+    """Emits a block definition's class body from one of its blocks (the prototype)."""
+
+    def __init__(self, graph: Graph, params: dict[str, str], literal: bool) -> None:
+        self.graph, self.params, self.literal = graph, params, literal
+
+    def emit(self, path: str, shortcut: bool) -> _Emitted:
+        g = self.graph
+        block = g.blocks[path]
+        channels = {block.input: self._channels(path)}
+        init, forward, checks, structure = [], [], [], []
+        var = {block.input: "x"}
+        for name in g.scope_nodes(path):
+            node = g.node(name)
+            label, op, a = node["label"], node["op"], node["attrs"]
+            if label.startswith(INSERTED):
+                continue
+            source = g.inputs(name)[0]
+            if op == "add":
+                residual = var[source]
+                forward += self._add(name, residual, shortcut)
+                var[name], channels[name] = "out", channels[source]
+                structure.append((label, op, tuple(forward[-1:])))
+                continue
+            layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
+            ctor, args = CONSTRUCTORS[op](layer, a)
+            if op == "relu" and (len(g.users(source)) != 1 or source == INPUT):
+                args = []  # its input is read again (a block input feeding the shortcut): not in place
+            init += call(f"self.{label} = {ctor}", args, 8)
+            if op == "fc":
+                forward.append(f"out = torch.flatten({var[source]}, 1)")
+            forward.append(f"out = self.{label}({'out' if op == 'fc' else var[source]})")
+            var[name] = "out"
+            channels[name] = layer.sym("out") if op in ("conv", "fc") else channels[source]
+            checks += self._checks(label, op, layer, source)
+            structure.append((label, op, tuple(args)))
+        gate = self._gate(path, channels, checks)
+        if gate:
+            init += gate
+        forward.append(f"return {var[block.output]}")
+        return _Emitted(init, forward, checks, shortcut, tuple(structure))
+
+    def _channels(self, path: str) -> Sym:
+        block = self.graph.blocks[path]
+        if self.literal:
+            return Sym.literal(self.graph.shape(block.input)[0])
+        return Sym(self.params[IN], 4, ast.Var(IN, None))
+
+    def _attr_sym(self, node: dict) -> Callable[[str], Sym]:
+        def sym(key: str) -> Sym:
+            expr = node["exprs"].get(key)
+            if expr is None or self.literal:
+                return Sym.literal(node["attrs"][key])
+            return render(expr, self.params)
+        return sym
+
+    def _checks(self, label: str, op: str, layer: _Layer, source: str) -> list:
+        g = self.graph
+        out = [(layer.channels, lambda p, s=source: g.shape(_peer(g, s, p))[0])]
+        for key in WRITTEN.get(op, ()):
+            out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"][k]))
+        return out
+
+    def _add(self, name: str, residual: str, shortcut: bool) -> list[str]:
+        g = self.graph
+        lines, identity = [], "x"
+        if shortcut:
+            lines, identity = ["identity = x", "if self.downsample is not None:",
+                               "    identity = self.downsample(x)"], "identity"
+        if g.node(name)["attrs"]["gated"]:
+            return lines + ["t = torch.sigmoid(self.gate(x))",
+                            f"out = {residual} * t + {identity} * (1.0 - t)"]
+        if residual == "out" and len(g.users(g.inputs(name)[0])) == 1:
+            return lines + [f"out += {identity}"]  # in place, as torchvision does: the branch's value is dead
+        return lines + [f"out = {residual} + {identity}"]
+
+    def _gate(self, path: str, channels: dict, checks: list) -> list[str]:
+        """The highway gate, a 1x1 conv of the block input with a bias, its stride the shortcut's."""
+        g = self.graph
+        gate = f"{path}.gate"
+        if gate not in g:
+            return []
+        add = next(u for u in g.users(gate) if g.node(u)["op"] == "add")
+        residual = channels[g.inputs(add)[0]]
+        stride = self._stride_sym(g.node(gate)["attrs"]["stride"])
+        checks += [(residual, lambda p: g.node(f"{p}.gate")["attrs"]["out"]),
+                   (stride, lambda p: g.node(f"{p}.gate")["attrs"]["stride"])]
+        args = [self._channels(path).text, residual.text, "kernel_size=1"] + ([f"stride={stride.text}"]
+                                                                              if stride.text != "1" else [])
+        return call("self.gate = nn.Conv2d", args, 8)
+
+    def _stride_sym(self, value: int) -> Sym:
+        # A stride the shortcut derived from shapes: the block's own `stride` where it has one.
+        if not self.literal and "stride" in self.params:
+            return Sym(self.params["stride"], 4, ast.Var("stride", None))
+        return Sym.literal(value)
+
+
+def _peer(graph: Graph, node: str, path: str) -> str:
+    """The node of block `path` that is to it what `node` (a node of another block of the same
+    definition, or that block's input) is to that block."""
+    scope = graph.node(node)["scope"]
+    if scope not in graph.blocks or graph.blocks[scope].input == node:
+        return graph.blocks[path].input  # the prototype's input: it comes from outside its block
+    return f"{path}.{graph.node(node)['label']}"
+
+
+def _shortcut_call(graph: Graph, path: str) -> str | None:
+    """The module a policy inserted for this block, as the network builds it."""
+    if f"{path}.downsample.0" in graph:
+        conv = graph.node(f"{path}.downsample.0")["attrs"]
+        c_in = graph.shape(graph.inputs(f"{path}.downsample.0")[0])[0]
+        stride = f", stride={conv['stride']}" if conv["stride"] != 1 else ""
+        return f"projection({c_in}, {conv['out']}{stride})"
+    if f"{path}.shortcut" in graph:
+        a = graph.node(f"{path}.shortcut")["attrs"]
+        return f"ZeroPadShortcut({a['stride']}, {a['pad_before']}, {a['pad_after']})"
     return None
 
 
-def _py_name(name: str) -> str:
-    """A spec's parameter name as a Python parameter: never a keyword or a name the class uses."""
-    return name + "_" if name in _RESERVED else name
+class _Generator:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.names = _Namespace({"build", "projection", "ZeroPadShortcut"})
+        self.classes: list[_Class] = []
+        self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
+        self.helpers: set[str] = set()
+
+    def run(self) -> None:
+        by_definition: dict[str, list[str]] = {}
+        for stage in self.graph.stages.values():
+            for path in stage.blocks:
+                by_definition.setdefault(self.graph.blocks[path].block, []).append(path)
+        for definition, paths in by_definition.items():
+            if not self._symbolic(definition, paths):
+                self._literal(definition, paths)
+        for path in self.calls:
+            made = _shortcut_call(self.graph, path)
+            if made:
+                self.helpers.add(made.split("(")[0])
+
+    def _params(self, definition: str) -> dict[str, str]:
+        names = _Namespace()
+        params = {}
+        for name, _ in self.graph.signatures[definition].params:  # `self` -> `self_`, `print` -> `print_`
+            params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
+        params[IN] = names.fresh("in_channels", "_")
+        if "classes" not in params:
+            params["classes"] = str(self.graph.classes)  # a network-level name: its value
+        return params
+
+    def _symbolic(self, definition: str, paths: list[str]) -> bool:
+        """One class whose constructor takes the block's parameters; False where some block's
+        integers are not what the spec's expressions give for it."""
+        g = self.graph
+        params = self._params(definition)
+        shortcut = any(_shortcut_call(g, p) for p in paths)
+        gated = {g.node(n)["attrs"]["gated"] for p in paths for n in g.scope_nodes(p)
+                 if g.node(n)["op"] == "add"}
+        if len(gated) > 1:
+            return False
+        emitter = _BlockEmitter(g, params, literal=False)
+        try:
+            emitted = emitter.emit(paths[0], shortcut)
+            for path in paths:
+                env = {**g.blocks[path].args, IN: g.shape(g.blocks[path].input)[0], "classes": g.classes}
+                if emitter.emit(path, shortcut).structure != emitted.structure:
+                    return False
+                if any(sym.value(env) != actual(path) for sym, actual in emitted.checks):
+                    return False
+        except Exception:  # noqa: BLE001 - anything unexplained: the literal classes below
+            return False
+        signature = self._signature(definition, params, shortcut)
+        cls = _Class(self.names.fresh(class_name(definition)), self._doc(definition, paths),
+                     signature=signature, init=self._defaults(definition, params) + emitted.init
+                     + (["self.downsample = downsample"] if shortcut else []), forward=emitted.forward)
+        self.classes.append(cls)
+        for path in paths:
+            self.calls[path] = self._call(cls.name, definition, params, path, shortcut)
+        return True
+
+    def _signature(self, definition: str, params: dict[str, str], shortcut: bool) -> list[str]:
+        parts = ["self", f"{params[IN]}: int"]
+        keyword_only = False
+        for name, default in self.graph.signatures[definition].params:
+            earlier = self._before(definition, name)
+            if default is None and not keyword_only and any(d is not None for _, d in earlier):
+                parts.append("*")  # a required parameter after one with a default: keyword-only
+                keyword_only = True
+            if default is None:
+                parts.append(f"{params[name]}: int")
+            elif _constant(default):
+                parts.append(f"{params[name]}: int = {render(default, params).text}")
+            else:
+                parts.append(f"{params[name]}: int | None = None")
+        if shortcut:
+            parts.append("downsample: nn.Module | None = None")
+        head = f"def __init__({', '.join(parts)}) -> None:"
+        if 4 + len(head) <= LINE_LIMIT:
+            return [head]
+        return ["def __init__("] + ["    " + line.strip() for line in _pack(parts, 8)] + [") -> None:"]
+
+    def _before(self, definition: str, name: str):
+        params = self.graph.signatures[definition].params
+        return params[:[n for n, _ in params].index(name)]
+
+    def _defaults(self, definition: str, params: dict[str, str]) -> list[str]:
+        """`if p is None: p = <expr>` for defaults that use earlier parameters."""
+        lines = []
+        for name, default in self.graph.signatures[definition].params:
+            if default is not None and not _constant(default):
+                lines += [f"if {params[name]} is None:",
+                          f"    {params[name]} = {render(default, params).text}"]
+        return lines
+
+    def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: bool) -> str:
+        g = self.graph
+        block = g.blocks[path]
+        args = [str(g.shape(block.input)[0])]
+        scope = {"classes": g.classes}
+        keyword = False
+        for name, default in g.signatures[definition].params:
+            value = block.args[name]
+            if default is not None:
+                keyword = True
+                if evaluate(default, scope) != value:
+                    args.append(f"{params[name]}={value}")
+            else:
+                args.append(f"{params[name]}={value}" if keyword else str(value))
+            scope[name] = value
+        made = _shortcut_call(g, path)
+        if made:
+            args.append(f"downsample={made}")
+        return cls, args
+
+    def _literal(self, definition: str, paths: list[str]) -> None:
+        """One class per distinct body, its integers written out."""
+        g = self.graph
+        emitter = _BlockEmitter(g, self._params(definition), literal=True)
+        bodies: dict[tuple, tuple[_Class, list[str]]] = {}
+        for path in paths:
+            shortcut = _shortcut_call(g, path) is not None
+            emitted = emitter.emit(path, shortcut)
+            key = (tuple(emitted.init), tuple(emitted.forward))
+            if key not in bodies:
+                handed = ", downsample: nn.Module | None = None" if shortcut else ""
+                signature = [f"def __init__(self{handed}) -> None:"]
+                cls = _Class(self.names.fresh(class_name(definition)), "", signature=signature,
+                             init=emitted.init + (["self.downsample = downsample"] if shortcut else []),
+                             forward=emitted.forward)
+                bodies[key] = (cls, [])
+                self.classes.append(cls)
+            bodies[key][1].append(path)
+            made = _shortcut_call(g, path)
+            self.calls[path] = bodies[key][0].name, [f"downsample={made}"] if made else []
+        for cls, members in bodies.values():
+            cls.doc = self._doc(definition, members)
+
+    def _doc(self, definition: str, paths: list[str]) -> str:
+        g = self.graph
+        shapes = {(fmt_shape(g.shape(g.blocks[p].input)), fmt_shape(g.shape(g.blocks[p].output)))
+                  for p in paths}
+        if len(paths) > 4:
+            where = f"{paths[0]}, {paths[1]}, ... {paths[-1]} ({len(paths)} blocks)"
+        else:
+            where = ", ".join(paths)
+        shape = f", {' -> '.join(shapes.pop())}" if len(shapes) == 1 else ""
+        return f"`{definition}` block{shape}; used at {where}."
+
+    def main_class(self) -> _Class:
+        g = self.graph
+        cls = _Class(self.names.fresh(camel(g.name)), f"{g.name}: {fmt_shape(g.shape(INPUT))} -> "
+                     f"{fmt_shape(g.shape(g.output))}.", signature=["def __init__(self) -> None:"])
+        for kind, item in g.layout:
+            if kind == "stage":
+                cls.init += _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])
+                cls.forward.append(f"x = self.{item}(x)")
+                continue
+            node = g.node(item)
+            source = g.inputs(item)[0]
+            layer = _Layer(lambda key, a=node["attrs"]: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
+                           g.shape(source))
+            ctor, args = CONSTRUCTORS[node["op"]](layer, node["attrs"])
+            if node["op"] == "relu" and (len(g.users(source)) != 1 or source == INPUT):
+                args = []
+            if node["op"] == "fc":
+                cls.forward.append("x = torch.flatten(x, 1)")
+            cls.init += call(f"self.{node['label']} = {ctor}", args, 8)
+            cls.forward.append(f"x = self.{node['label']}(x)")
+        cls.forward.append("return x")
+        return cls
 
 
-def _fresh_param(base: str, taken: dict[str, int]) -> str:
-    while base in taken:
-        base += "_"
-    return base
+def _constant(expr: ast.Expr) -> bool:
+    """Whether a default needs no other parameter (so it can be Python's default)."""
+    if isinstance(expr, ast.Int):
+        return True
+    if isinstance(expr, ast.Var):
+        return False
+    if isinstance(expr, ast.Neg):
+        return _constant(expr.operand)
+    return _constant(expr.lhs) and _constant(expr.rhs)
 
 
-def _shapes(graph: Graph, paths: list[str]) -> str:
-    shapes = {(fmt_shape(graph.shape(graph.blocks[p].input)), fmt_shape(graph.shape(graph.blocks[p].output)))
-              for p in paths}
-    return " -> ".join(shapes.pop()) if len(shapes) == 1 else ""
+def _pack(parts: list[str], indent: int) -> list[str]:
+    lines, current = [], ""
+    for part in parts:
+        piece = part + ","
+        if current and indent + len(current) + 1 + len(piece) > LINE_LIMIT:
+            lines.append(current)
+            current = piece
+        else:
+            current = f"{current} {piece}" if current else piece
+    return lines + [current]
 
 
-def _block_class(graph: Graph, path: str) -> _Class:
-    block = graph.blocks[path]
-    cls = _Class("", block.block)
-    nodes = graph.scope_nodes(path)
-    var = {block.input: "x"}
-    emitted_downsample = False
-    for name in nodes:
-        node = graph.node(name)
-        label, op, a = node["label"], node["op"], node["attrs"]
-        ins = graph.inputs(name)
-        src = [var[i] for i in ins]
-        in_shape = graph.shape(ins[0])
-        if label.startswith("downsample."):
-            # torchvision keeps the projection as one nn.Sequential named `downsample`.
-            var[name] = "identity"
-            if not emitted_downsample:
-                conv = graph.node(f"{path}.downsample.0")["attrs"]
-                cls.init.append(f"self.downsample = nn.Sequential({_conv(conv, in_shape)}, "
-                                f"nn.BatchNorm2d({conv['out']}))")
-                cls.forward.append(f"identity = self.downsample({src[0]})")
-                emitted_downsample = True
+def _sequential(target: str, calls: list[tuple[str, list[str]]]) -> list[str]:
+    """`target = nn.Sequential(A(64), *[B(256, 64) for _ in range(5)])`, runs of one call written
+    once, one part a line where they do not fit on one."""
+    runs: list[tuple[tuple[str, list[str]], int]] = []
+    for made in calls:
+        if runs and runs[-1][0] == made:
+            runs[-1] = (made, runs[-1][1] + 1)
+        else:
+            runs.append((made, 1))
+    texts = [f"{head}({', '.join(args)})" if n == 1 else f"*[{head}({', '.join(args)}) for _ in range({n})]"
+             for (head, args), n in runs]
+    one = f"{target} = nn.Sequential({', '.join(texts)})"
+    if 8 + len(one) <= LINE_LIMIT:
+        return [one]
+    lines = [f"{target} = nn.Sequential("]
+    for ((head, args), n), text in zip(runs, texts):
+        if 12 + len(text) + 1 <= LINE_LIMIT:
+            lines.append(f"    {text},")
             continue
-        if op == "pad":
-            var[name] = "identity"
-            sub = src[0] if a["stride"] == 1 else f"{src[0]}[:, :, ::{a['stride']}, ::{a['stride']}]"
-            cls.forward.append(f"identity = F.pad({sub}, (0, 0, 0, 0, {a['pad_before']}, {a['pad_after']}))")
-            continue
-        if op == "add":
-            var[name] = "out"
-            cls.forward += _add(graph, name, src)
-            continue
-        var[name] = "gate" if label == "gate" else "out"
-        cls.init.append(f"self.{label} = {_constructor(graph, name, in_shape)}")
-        cls.forward.append(f"{var[name]} = self.{label}({src[0]})")
-    cls.forward.append(f"return {var[block.output]}")
-    return cls
+        inner = call(head, args, 12 + 2 * (n > 1))
+        if n > 1:
+            inner = [f"*[{inner[0]}", *inner[1:-1], f"{inner[-1]} for _ in range({n})]"]
+        lines += [f"    {line}" for line in inner[:-1]] + [f"    {inner[-1]},"]
+    return lines + [")"]
 
 
-def _add(graph: Graph, name: str, src: list[str]) -> list[str]:
-    residual, shortcut = src[0], src[1]
-    if graph.node(name)["attrs"]["gated"]:
-        return ["t = torch.sigmoid(gate)", f"out = {residual} * t + {shortcut} * (1.0 - t)"]
-    if residual == "out" and len(graph.users(graph.inputs(name)[0])) == 1:
-        return [f"out += {shortcut}"]  # in place, as torchvision does: the branch's value is dead
-    return [f"out = {residual} + {shortcut}"]
+def docstring_text(text: str) -> str:
+    """`text` safe inside a triple-quoted docstring: backslashes, quotes and anything not
+    printable ASCII escaped, so a file name cannot end the docstring or break the module."""
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in escaped)
+    return escaped.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _constructor(graph: Graph, name: str, in_shape: tuple[int, ...]) -> str:
-    node = graph.node(name)
-    ctor = CONSTRUCTORS[node["op"]](node["attrs"], in_shape)
-    if node["op"] == "relu":
-        source = graph.inputs(name)[0]
-        # In place only when nothing else reads the input (e.g. not a block input feeding a shortcut).
-        if len(graph.users(source)) != 1 or source == INPUT:
-            ctor = "nn.ReLU()"
-    return ctor
-
-
-def _main_class(graph: Graph, name: str, stage_calls: dict[str, list[str]]) -> _Class:
-    cls = _Class(name)
-    for kind, item in graph.layout:
-        if kind == "stage":
-            cls.init.append(f"self.{item} = nn.Sequential({_sequence(stage_calls[item])})")
-            cls.forward.append(f"x = self.{item}(x)")
-            continue
-        node = graph.node(item)
-        if node["op"] == "fc":
-            cls.forward.append("x = torch.flatten(x, 1)")
-        in_shape = graph.shape(graph.inputs(item)[0])
-        cls.init.append(f"self.{node['label']} = {_constructor(graph, item, in_shape)}")
-        cls.forward.append(f"x = self.{node['label']}(x)")
-    cls.forward.append("return x")
-    return cls
-
-
-def _sequence(calls: list[str]) -> str:
-    """`A(64), *[B(256, 64) for _ in range(5)]`: runs of one call written once."""
-    parts, i = [], 0
-    while i < len(calls):
-        j = i
-        while j < len(calls) and calls[j] == calls[i]:
-            j += 1
-        run = j - i
-        parts.append(calls[i] if run == 1 else f"*[{calls[i]} for _ in range({run})]")
-        i = j
-    return ", ".join(parts)
-
-
-def _abbreviate(paths: list[str]) -> str:
-    return ", ".join(paths) if len(paths) <= 4 else f"{paths[0]}, {paths[1]}, ... {paths[-1]} ({len(paths)} blocks)"
+def generate(graph: Graph, source_name: str | None = None) -> str:
+    gen = _Generator(graph)
+    gen.run()
+    main = gen.main_class()
+    params, macs = totals(graph)
+    return _template().render(
+        network=graph.name, source=docstring_text(source_name) if source_name else f"network `{graph.name}`",
+        input=fmt_shape(graph.shape(INPUT)), output=fmt_shape(graph.shape(graph.output)),
+        params=f"{params:,}", macs=f"{macs:,}", blocks=gen.classes, main=main,
+        projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers)
 
 
 @lru_cache(maxsize=1)
@@ -320,7 +567,6 @@ def instantiate(graph: Graph, seed: int | None = None):
 
 def load_source(source: str, name: str) -> types.ModuleType:
     # Register the text with linecache so inspect (and so torch.jit.script) can read it back.
-    import hashlib
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<resdsl:{name}:{digest}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
