@@ -71,9 +71,12 @@ def cuda_timer(fn, warmup: int = 5, runs: int = 30) -> dict:
 
 def tvm_cuda_vm(net, weights, batch: int, work_dir: Path | None = None):
     import tvm
-    from resdsl.backends import tvm_build
-    target = tvm_build.make_target("cuda", arch=RESULTS["arch"])
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, batch), target, work_dir)
+    from resdsl.tvm import build as tvm_build
+    from resdsl.tvm.target import make_target
+    from resdsl.tvm.workdir import WorkDir
+    target = make_target("cuda", arch=RESULTS["arch"])
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, batch), target,
+                                 WorkDir(work_dir) if work_dir else None)
     dev = tvm.cuda()
     return tvm.relax.VirtualMachine(executable, dev), dev
 

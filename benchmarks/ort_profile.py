@@ -22,7 +22,7 @@ from pathlib import Path
 from tuning_summary import latency  # the chosen record's cold time, else the search's best
 
 
-WINOGRAD = -1  # the group of 3x3 stride-1 convs small enough for Winograd (resdsl.backends.tvm_winograd)
+WINOGRAD = -1  # the group of 3x3 stride-1 convs small enough for Winograd (resdsl.tvm.winograd)
 
 
 def conv_group(args: dict, winograd_pairs: int) -> int:
@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = parser.parse_args()
     nodes = profile(a.spec, a.runs, a.threads)
-    from resdsl.backends.tvm_build import Lowering
-    from resdsl.backends.tvm_winograd import MAX_CHANNEL_PAIRS
+    from resdsl.tvm.lowering import Lowering
+    from resdsl.tvm.winograd import MAX_CHANNEL_PAIRS
     lowering = Lowering.saved(a.work_dir) or Lowering.default("llvm")
     winograd_pairs = MAX_CHANNEL_PAIRS[2 if lowering.wide_winograd else 4] if lowering.winograd else 0
     ort_by_flops: dict[int, list[float]] = defaultdict(list)  # FLOPs (MFLOP, rounded) -> node medians, ms

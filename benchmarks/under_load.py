@@ -89,7 +89,7 @@ def main() -> None:
                          f"{statistics.median(x['tvm_ms'] for x in mine):.2f})")
         print(f"| {load}% of a core | {cells[0]} | {cells[1]} |")
     if args.json:
-        from resdsl.backends.tvm_build import host_cpu
+        from resdsl.tvm.target import host_cpu
         args.json.write_text(json.dumps({"spec": args.spec, "tuned": args.tuned, "cpu": host_cpu(),
                                          "cores": os.cpu_count(), "runs": runs}, indent=1) + "\n")
 

@@ -10,7 +10,6 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -41,10 +40,10 @@ def _time(fn: Callable[[], np.ndarray], budget_s: float) -> list[float]:
     return times
 
 
-def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Path, ...], cpu: str | None):
+def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str, ...], tuned: tuple,
+            cpu: str | None):
     """name -> a function that prepares an engine and returns a zero-argument function that runs
-    one inference and returns the logits. With several tuned work directories, one
-    `tvm-tuned:NAME` row each."""
+    one inference and returns the logits. The TVM rows come from `resdsl.tvm.engine`."""
     import torch
     torch.set_num_threads(threads)
     model = net.to_torch().eval()
@@ -71,39 +70,14 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Path, 
                                        providers=["CPUExecutionProvider"])
         return lambda: session.run(None, {"input": x})[0]
 
-    def tvm_engine(work_dir: Path | None):
-        def make():
-            import tvm
-            from .backends import tvm_build
-            if work_dir is not None and work_dir.suffix == ".so":
-                vm, dev = tvm_build.load_vm(work_dir)
-            else:
-                target = tvm_build.make_target("llvm", cpu=cpu, cores=threads)
-                # The tuned row uses the lowering its records were tuned for; untuned, the default.
-                lowering = tvm_build.Lowering.resolve("llvm", None, None, work_dir)
-                executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, x.shape[0], lowering),
-                                             target, work_dir, lowering)
-                vm, dev = tvm.relax.VirtualMachine(executable, tvm.cpu()), tvm.cpu()
-            tx_tvm = tvm.runtime.tensor(x, dev)
-            return lambda: vm["main"](tx_tvm).numpy()
-        return make
-
-    makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime, "tvm": tvm_engine(None)}
-    for path, name in zip(tuned, _short_names(tuned)):
-        makers["tvm-tuned" if len(tuned) == 1 else f"tvm-tuned:{name}"] = tvm_engine(path)
+    makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime}
+    if any(name.startswith("tvm") for name in selected):
+        from .tvm.engine import tvm_engines
+        makers.update(tvm_engines(net, weights, x, threads, tuned, cpu))
     return makers
 
 
-def _short_names(paths: tuple[Path, ...]) -> list[str]:
-    """Each path's last parts, as few as tell them apart (`a/net.so` and `b/net.so`)."""
-    for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
-        names = ["/".join(p.parts[-depth:]) for p in paths]
-        if len(set(names)) == len(names):
-            return names
-    return [str(p) for p in paths]  # the same path given twice: the rows would be the same too
-
-
-def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str, ...], tuned: tuple[Path, ...],
+def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str, ...], tuned: tuple,
               cpu: str | None, budget_s: float, rounds: int = 5,
               on_ready: Callable[[Result], None] | None = None) -> list[Result]:
     """Prepare every engine, then time them in `rounds` interleaved rounds.
@@ -116,7 +90,7 @@ def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str,
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read when TVM's thread pool starts
     from .ir import INPUT
     x = np.random.default_rng(0).standard_normal((batch, *net.graph.shape(INPUT)), dtype=np.float32)
-    makers = engines(net, weights, x, threads, tuned, cpu)
+    makers = engines(net, weights, x, threads, selected, tuned, cpu)
     reference = makers["torch"]()()
     rows: list[tuple[Result, Callable[[], np.ndarray] | None]] = []
     for name in _expand(selected, makers):
@@ -150,24 +124,3 @@ def _expand(selected: tuple[str, ...], makers: dict) -> list[str]:
         tuned = [m for m in makers if m.startswith("tvm-tuned:")] if name == "tvm-tuned" else []
         names += tuned or [name]
     return names
-
-
-def versus_onnxruntime(net, weights: dict, batch: int, library: Path, cpu: str | None, threads: int,
-                       latency_ms: float) -> dict | None:
-    """A tuned library's latency as a ratio to ONNX Runtime's, the two timed in turns.
-
-    Either latency alone moves with the machine's load (ONNX Runtime's ResNet-50 has measured
-    31 and 40 ms on different days here); their ratio, timed interleaved, mostly does not, so
-    it can rank libraries tuned on different days. None where ONNX Runtime is not installed.
-    """
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
-    # About two hundred runs each, in ten turns: this machine's outside load comes in bursts of
-    # seconds (ONNX Runtime's ResNet-50 median moved from 30 to 44 ms between two runs of this),
-    # and with four turns one burst could still move the ratio by 5%.
-    budget_s = min(max(latency_ms / 5, 0.2), 8.0)
-    ort, tvm = run_bench(net, weights, batch, threads, ("onnxruntime", "tvm-tuned"), (library,), cpu, budget_s, 10)
-    return {"onnxruntime_ms": ort.median_ms, "tvm_ms": tvm.median_ms, "ratio": tvm.median_ms / ort.median_ms,
-            "threads": threads, "runs": min(ort.runs, tvm.runs)}

@@ -4,7 +4,6 @@ Exit codes: 0 success, 1 a user error (located message on stderr), 2 an internal
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .diagnostics import ResdslError
+from .diagnostics import OptionError, ResdslError
 
 TARGETS = ("torch", "onnx", "llvm", "cuda")
 SUFFIX = {"torch": ".py", "onnx": ".onnx", "llvm": ".so", "cuda": ".so"}
@@ -66,7 +65,8 @@ def summary(spec: Path, as_json: bool) -> None:
         table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
     for row in data["layers"]:
         table.add_row(row["name"], row["op"], "x".join(map(str, row["shape"])),
-                      f"{row['params']:,}" if row["params"] else "", f"{row['macs']:,}" if row["macs"] else "")
+                      f"{row['params']:,}" if row["params"] else "",
+                      f"{row['macs']:,}" if row["macs"] else "")
     Console().print(table)
 
 
@@ -78,8 +78,9 @@ def weight_options(f):
 
 
 def tvm_options(f):
-    f = click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True,
-                     help="batch size the TVM build is specialised to")(f)
+    f = click.option("--batch", type=click.IntRange(1, 4096),
+                     help="batch size to specialise the TVM build to (default: any batch untuned; with "
+                          "--tuned, the batch its records were tuned at)")(f)
     f = click.option("--cpu", help="LLVM CPU name for --target llvm (default: this host's)")(f)
     f = click.option("--arch", default="sm_90", show_default=True, help="CUDA architecture")(f)
     f = click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False),
@@ -106,12 +107,12 @@ def tvm_options(f):
               help="output file (default NETWORK.py/.onnx/.so; - for stdout with torch)")
 @weight_options
 @tvm_options
-@click.option("--tuned", "work_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="a `resdsl tune` work directory whose records to apply (llvm/cuda)")
+@click.option("--tuned", "tuned", help="a `resdsl tune` work directory, or the name of a shipped database, "
+                                     "whose records to apply (llvm/cuda)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
-def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int,
+def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int | None,
             cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
-            prepack: bool | None, work_dir: Path | None, cuda_source: Path | None) -> None:
+            prepack: bool | None, tuned: str | None, cuda_source: Path | None) -> None:
     """Compile a spec for a target."""
     net = _load(spec)
     from .output import write_atomic
@@ -136,15 +137,36 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         write_atomic(path, to_onnx(net.graph, state).SerializeToString())
         print(f"wrote {path} (ONNX opset 17, {net.name})", file=sys.stderr)
         return
-    from .backends import tvm_build
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
-    tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, state, batch, lowering), tvm_target, work_dir,
-                                 lowering)
+    from .tvm import build as tvm_build
+    from .tvm.lowering import Lowering
+    from .tvm.target import make_target
+    work_dir = _work_dir(tuned, "--tuned") if tuned else None
+    if batch is None and work_dir is not None:
+        report = work_dir.report()
+        batch = report.batch if report else 1  # records are specialised to the batch they were tuned at
+    lowering = Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd)
+    tvm_target = make_target(target, cpu=cpu, arch=arch)
+    mod = tvm_build.relax_module(net.graph, state, batch, lowering)
+    executable = tvm_build.build(mod, tvm_target, work_dir, lowering)
     tvm_build.export(executable, path)
     if cuda_source is not None:
         write_atomic(cuda_source, "\n".join(tvm_build.cuda_sources(executable)))
-    print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch}, {net.name})", file=sys.stderr)
+    print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch or 'any'}, {net.name})", file=sys.stderr)
+
+
+def _work_dir(text: str, flag: str):
+    """A work directory given on the command line: a path, or the name of a shipped database."""
+    from .tvm import databases
+    from .tvm.workdir import WorkDir
+    path = Path(text)
+    if path.is_dir():
+        return WorkDir(path)
+    found = databases.shipped(text)
+    if found is None:
+        names = sorted(p.name for p in databases.root().glob("*-llvm*"))
+        raise ResdslError(f"{flag} {text}: no such work directory, and no shipped database of that name",
+                          hint=f"shipped databases: {', '.join(names) or 'none'}")
+    return found
 
 
 @app.command()
@@ -152,70 +174,53 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
 @click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
 @click.option("--trials", type=click.IntRange(1, 10**6), default=512, show_default=True,
               help="measured candidates in all, across tasks and restarts")
-@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="holds the tuning database; rerun with the same one to resume (default tune-NETWORK-TARGET)")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="tuned library (default WORK_DIR/NETWORK.so)")
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False, dir_okay=True),
+              help="holds the tuning database; rerun with the same one to resume "
+                   "(default tune-NETWORK-TARGET)")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="tuned library (default WORK_DIR/NETWORK.so)")
 @click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker that measures on remote devices")
 @click.option("--rpc-key", help="the device key registered with the tracker")
 @click.option("--max-tasks", type=click.IntRange(1, None),
               help="tune only the N kernels with the most FLOPs (the rest keep default schedules)")
-@click.option("--reuse-records", "reuse", type=click.Path(path_type=Path, exists=True, file_okay=False), multiple=True,
-              help="another work directory whose records for the same kernels are copied in first (repeatable)")
+@click.option("--reuse-records", "reuse", multiple=True,
+              help="another work directory, or a shipped database's name, whose records for the same kernels "
+                   "are copied in first (repeatable)")
 @click.option("--select-top", type=click.IntRange(0, 64), default=16, show_default=True,
               help="CPU: time each kernel's K best records again, weights cold as in the network, and keep "
                    "the fastest (0: keep the recorded best)")
 @click.option("-v", "--verbose", is_flag=True, help="show MetaSchedule's own log too")
 @weight_options
 @tvm_options
-def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None, rpc_tracker: str | None,
-         rpc_key: str | None, max_tasks: int | None, reuse: tuple[Path, ...], select_top: int, verbose: bool,
-         weights: Path | None, seed: int, batch: int, cpu: str | None, arch: str, layout: str | None,
+def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Path | None,
+         rpc_tracker: str | None, rpc_key: str | None, max_tasks: int | None, reuse: tuple[str, ...],
+         select_top: int, verbose: bool,
+         weights: Path | None, seed: int, batch: int | None, cpu: str | None, arch: str, layout: str | None,
          winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
-    from . import tuning
-    from .backends import tvm_build
     from .backends.weights import load_weights
-    rpc = tuning.RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None
-    work_dir = work_dir or Path(f"tune-{net.name}-{target}")
-    lowering = tvm_build.Lowering.resolve(target, layout, winograd, work_dir, prepack, wide_winograd, seeds=reuse)
-    if (reuse and tvm_build.Lowering.saved(work_dir) is None and lowering != tvm_build.Lowering.default(target)
-            and lowering == tvm_build.Lowering.seeded(target, reuse)):
-        print(f"note: lowered as {reuse[0]} was ({lowering.describe()}), so its records apply; give "
-              f"--layout/--winograd/--wide-winograd/--prepack to lower it otherwise", file=sys.stderr)
-    tvm_target = tvm_build.make_target(target, cpu=cpu, arch=arch)
+    from .tvm.target import make_target
+    from .tvm.tuning import RPC, TuneOptions, tune_network
+    from .tvm.workdir import WorkDir
+    options = TuneOptions(
+        trials=trials, batch=batch or 1, rpc=RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None,
+        max_tasks=max_tasks, select_top=select_top, verbose=verbose,
+        reuse=tuple(_work_dir(str(r), "--reuse-records") for r in reuse),
+        lowering={k: v for k, v in (("layout", layout), ("winograd", winograd),
+                                    ("wide_winograd", wide_winograd), ("prepack", prepack)) if v is not None})
+    work_dir = WorkDir(work_dir or Path(f"tune-{net.name}-{target}"))
+    tvm_target = make_target(target, cpu=cpu, arch=arch)
     state = load_weights(net.graph, weights, seed)
-    mod = tvm_build.relax_module(net.graph, state, batch, lowering)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    lowering.save(work_dir)
+
+    def note(message: str) -> None:
+        print(f"note: {message}", file=sys.stderr)
     with _progress_display(net.name, target) as show:
-        results = tuning.tune(mod, tvm_target, work_dir, trials, lowering, rpc=rpc, on_progress=show,
-                              verbose=verbose, max_tasks=max_tasks, select_top=select_top, reuse=reuse,
-                              on_note=lambda m: print(f"note: {m}", file=sys.stderr))
-    path = output or work_dir / f"{net.name}.so"
-    tvm_build.export(tvm_build.build(mod, tvm_target, work_dir, lowering), path)
-    report = {"network": net.name, "target": str(tvm_target.kind.name), "batch": batch, "trials_budget": trials,
-              "lowering": dataclasses.asdict(lowering),
-              "measurement": tuning.measurement(work_dir, tvm_target), "library": str(path),
-              "tasks": [dataclasses.asdict(r) for r in results]}
-    measurable = rpc is None and (target == "llvm" or _has_gpu())
-    if measurable:
-        from .ir import INPUT
-        report["network_latency"] = tuning.measure(path, (batch, *net.graph.shape(INPUT)),
-                                                   "cuda" if target == "cuda" else "cpu")
-        if target == "llvm":
-            from .bench import versus_onnxruntime
-            versus = versus_onnxruntime(net, state, batch, path, cpu, os.cpu_count() or 1,
-                                        report["network_latency"]["median_ms"])
-            if versus:
-                report["versus_onnxruntime"] = versus
-    from .output import write_atomic
-    write_atomic(work_dir / "report.json", json.dumps(report, indent=1) + "\n")
-    latency = report.get("network_latency", {}).get("median_ms")
-    ratio = report.get("versus_onnxruntime", {}).get("ratio")
-    print(f"wrote {path} and {work_dir / 'report.json'}"
-          + (f"; whole network {latency:.2f} ms (median)" if latency else "")
-          + (f", {ratio:.3f}x ONNX Runtime timed beside it" if ratio else ""), file=sys.stderr)
+        report = tune_network(net, state, tvm_target, work_dir, options, library=output, on_progress=show,
+                              on_note=note)
+    print(f"wrote {report.library} and {work_dir.report_path}"
+          + (f"; whole network {report.latency_ms:.2f} ms (median)" if report.latency_ms else "")
+          + (f", {report.ratio:.3f}x ONNX Runtime timed beside it" if report.ratio else ""), file=sys.stderr)
 
 
 @app.command()
@@ -225,53 +230,43 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
               help="threads for every engine")
 @click.option("--engines", default=",".join(("torch", "torch.compile", "onnxruntime", "tvm", "tvm-tuned")),
               show_default=True, help="comma-separated subset to run")
-@click.option("--tuned", type=click.Path(path_type=Path, exists=True), multiple=True,
-              help="a `resdsl tune` work directory or tuned .so for the tvm-tuned row; repeat it to compare "
-                   "several (default: of the committed benchmarks/tuning/[VARIANT-]NETWORK-llvm-CPU for this "
-                   "CPU, the one whose tuning run measured the lowest ratio to ONNX Runtime; else the one tuned on "
-                   "the closest CPU: the same vector extension, then the most LLVM features in common)")
+@click.option("--tuned", multiple=True,
+              help="a `resdsl tune` work directory, a shipped database's name or a tuned .so for the "
+                   "tvm-tuned row; repeat it to compare several (default: of the shipped databases tuned "
+                   "on this CPU, the one whose tuning run measured the lowest ratio to ONNX Runtime; else "
+                   "the one tuned on the closest CPU: the same vector extension, then the most LLVM "
+                   "features in common)")
 @click.option("--budget", type=float, default=3.0, show_default=True, help="seconds of timed runs per engine")
 @click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
               help="the engines take turns, this many times, so drift in the machine's speed hits them alike")
 @click.option("--cpu", help="LLVM CPU name for TVM (default: this host's)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
 @weight_options
-def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path, ...], budget: float, rounds: int,
+def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, ...], budget: float,
+          rounds: int,
           cpu: str | None, as_json: bool, weights: Path | None, seed: int) -> None:
     """Latency of PyTorch eager, torch.compile, ONNX Runtime and TVM (untuned, tuned) on one input."""
     from . import bench as benchmod
     selected = tuple(e.strip() for e in engines.split(",") if e.strip())
     unknown = [e for e in selected if e not in benchmod.ENGINES]
     if unknown:
-        raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(benchmod.ENGINES)}",
+        raise click.BadParameter(f"unknown engine(s) {', '.join(unknown)}; "
+                                 f"choose from {', '.join(benchmod.ENGINES)}",
                                  param_hint="--engines")
     net = _load(spec)
     if "tvm-tuned" in selected:
-        from .backends import committed as shipped, tvm_build
-        cpu = cpu or tvm_build.host_cpu()
-        ours = tvm_build.make_target("llvm", cpu=cpu, cores=threads)  # refuses a CPU LLVM does not know
-        if not tuned and (committed := shipped.committed_database(net.name, cpu)):
-            tuned = (committed,)
-        # The same test `tune --reuse-records` applies: the CPU and the thread count both shape a schedule.
-        from .measurement import machine
-        for path in tuned:
-            theirs = tvm_build.tuned_for(path)
-            if theirs is None or machine(theirs) == machine(ours):
-                continue
-            _, their_cpu, their_threads = machine(theirs)
-            fix = (f"bench with --threads {their_threads} to run them as tuned"
-                   if their_cpu == cpu else f"tune for this one with `{shipped.retune_command(spec, net.name, cpu, path)}`")
-            print(f"note: {path} was tuned on {tvm_build.describe_machine(theirs)}, not "
-                  f"{tvm_build.describe_machine(ours)}: its schedules are that machine's best; {fix}", file=sys.stderr)
+        tuned = _tuned_for_bench(spec, net.name, tuned, cpu, threads)
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))
-    results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds, on_ready=say)
+    results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds,
+                                 on_ready=say)
     base = next((r.median_ms for r in results if r.engine == "onnxruntime" and r.median_ms), None)
     rows = [{**r.__dict__, "vs_onnxruntime": (r.median_ms / base) if base and r.median_ms else None}
             for r in results]
     if as_json:
-        print(json.dumps({"network": net.name, "batch": batch, "threads": threads, "results": rows}, indent=1))
+        report = {"network": net.name, "batch": batch, "threads": threads, "results": rows}
+        print(json.dumps(report, indent=1))
         return
     from rich.console import Console
     from rich.table import Table
@@ -286,6 +281,59 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[Path,
                       str(row["runs"]), f"{row['vs_onnxruntime']:.2f}" if row["vs_onnxruntime"] else "-",
                       f"{row['rel_err']:.1e}")
     Console().print(table)
+
+
+def _tuned_for_bench(spec: Path, network: str, given: tuple[str, ...], cpu: str | None,
+                     threads: int) -> tuple:
+    """The tvm-tuned rows' sources (WorkDir, or Path for a built .so), with a note where one was
+    tuned on another machine: the CPU and the thread count both shape a schedule."""
+    from .tvm import databases
+    from .tvm.target import describe_machine, host_cpu, machine, make_target
+    cpu = cpu or host_cpu()
+    ours = make_target("llvm", cpu=cpu, cores=threads)  # refuses a CPU LLVM does not know
+    sources = tuple(Path(t) if t.endswith(".so") and Path(t).is_file() else _work_dir(t, "--tuned")
+                    for t in given)
+    if not sources and (shipped := databases.choose(network, cpu)):
+        sources = (shipped,)
+    for source in sources:
+        theirs = None if isinstance(source, Path) else source.tuned_for()
+        if theirs is None or machine(theirs) == machine(ours):
+            continue
+        _, their_cpu, their_threads = machine(theirs)
+        if their_cpu == cpu:
+            fix = f"bench with --threads {their_threads} to run them as tuned"
+        else:
+            fix = f"tune for this one with `{_retune_command(spec, network, cpu, source)}`"
+        print(f"note: {source.path} was tuned on {describe_machine(theirs)}, not {describe_machine(ours)}: "
+              f"its schedules are that machine's best; {fix}", file=sys.stderr)
+    return sources
+
+
+def _retune_command(spec: Path, network: str, cpu: str, source) -> str:
+    """The `resdsl tune` command that makes `source`'s counterpart for `cpu`: the same variant and
+    lowering (records only apply to kernels lowered alike), seeded from its chosen records."""
+    from .tvm import databases
+    from .tvm.lowering import Lowering
+    lowering = source.lowering() or Lowering.default("llvm")
+    flags = [_flag(option, value) for option, value in lowering.options("llvm").items()]
+    seed = source.selected if source.selected.has_records() else source
+    seed_name = seed.name if seed.path.parent == databases.root() else seed.path
+    work_dir = databases.counterpart(source, network, cpu)
+    return " ".join([f"resdsl tune {spec}", *flags, f"--work-dir {work_dir}", f"--reuse-records {seed_name}"])
+
+
+# How the command line spells the library's options, for OptionError's help.
+FLAGS = {"layout": "--layout", "winograd": "--winograd", "wide_winograd": "--wide-winograd",
+         "prepack": "--prepack", "cpu": "--cpu", "arch": "--arch", "target": "--target",
+         "rpc_tracker": "--rpc-tracker", "rpc_key": "--rpc-key"}
+
+
+def _flag(option: str, value) -> str:
+    """`layout`, "NHWC" -> `--layout nhwc`; `winograd`, False -> `--no-winograd`."""
+    flag = FLAGS[option]
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {str(value).lower()}"
 
 
 @app.command()
@@ -354,11 +402,6 @@ def show(spec: Path) -> None:
     sys.stdout.write(highlight(text) if use_colour() else text)
 
 
-def _has_gpu() -> bool:
-    import tvm
-    return bool(tvm.cuda().exist)
-
-
 def _progress_display(name: str, target: str):
     """Trials done, tasks, best latency so far, time left: a rich bar on a terminal, else log lines."""
     if not sys.stderr.isatty():
@@ -422,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         # Outside standalone mode click returns (not raises) the code of an Exit.
         code = app.main(args=argv, prog_name="resdsl", standalone_mode=False)
         return code if isinstance(code, int) else 0
+    except OptionError as exc:
+        flags = ", ".join(FLAGS.get(o, o) for o in exc.options)
+        print(exc.render().rstrip() + f"\n   = note: command-line options: {flags}", file=sys.stderr)
+        return 1
     except ResdslError as exc:
         from .highlight import use_colour
         print(exc.render(colour=use_colour(sys.stderr)), file=sys.stderr)

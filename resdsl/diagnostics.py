@@ -100,3 +100,13 @@ def read_source(path: str | Path, span: Span | None = None) -> str:
         raise ResdslError(f"{path} is not UTF-8 text ({exc.reason})", span) from None
     except OSError as exc:
         raise ResdslError(f"cannot read {path}: {exc.strerror}", span) from None
+
+
+class OptionError(ResdslError):
+    """A user error about library options (`layout`, `winograd`, ...), phrased without naming
+    command-line flags; `options` names the parameters involved so a front end can add its own
+    spelling of them (the CLI adds `--layout`, ...)."""
+
+    def __init__(self, message: str, options: tuple[str, ...], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.options = options

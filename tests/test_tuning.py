@@ -16,7 +16,11 @@ import pytest
 
 from conftest import ROOT
 from resdsl.diagnostics import ResdslError
-from resdsl.tuning import RECORDS, pick_task, repair_database
+from resdsl.tvm.lowering import Lowering
+from resdsl.tvm.tuning import pick_task
+from resdsl.tvm.workdir import RECORDS, WorkDir
+
+pytestmark = pytest.mark.tvm
 
 # Four kernels (conv + BN + ReLU, mean, reshape, matmul + bias): each MetaSchedule iteration
 # is short on 2 cores.
@@ -51,8 +55,24 @@ def tiny(tmp_path) -> Path:
 
 def test_repair_drops_a_torn_last_line(tmp_path) -> None:
     (tmp_path / RECORDS).write_text('[0, [1]]\n[1, [2]]\n[2, [3')
-    assert repair_database(tmp_path) == 2
+    repair = WorkDir(tmp_path).repair()
+    assert (repair.records, repair.torn, repair.set_aside) == (2, 1, 0)
     assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n'
+    assert not list(tmp_path.glob("*.corrupt"))
+
+
+def test_repair_sets_aside_damage_it_cannot_explain(tmp_path) -> None:
+    # A garbage line in the middle is not what a kill leaves: it is kept aside, never deleted,
+    # and the records after it survive.
+    (tmp_path / RECORDS).write_text('[0, [1]]\nnot json\n[1, [2]]\n[2, [3]]\n')
+    repair = WorkDir(tmp_path).repair()
+    assert (repair.records, repair.torn, repair.set_aside) == (3, 0, 1)
+    assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n[2, [3]]\n'
+    assert repair.aside_path == tmp_path / (RECORDS + ".corrupt")
+    assert repair.aside_path.read_text() == "not json\n"
+    (tmp_path / RECORDS).write_text('[0, [1]]\n{oops\n')  # appended to, never overwritten
+    assert WorkDir(tmp_path).repair().set_aside == 1
+    assert repair.aside_path.read_text() == "not json\n{oops\n"
 
 
 def test_trials_go_where_the_time_is() -> None:
@@ -73,7 +93,7 @@ def test_trials_go_where_the_time_is() -> None:
 
 def test_a_background_tuning_run_logs_its_progress(monkeypatch, capsys) -> None:
     from resdsl import cli
-    from resdsl.tuning import Progress
+    from resdsl.tvm.tuning import Progress
     clock = [1000.0]
     monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
     progress = Progress(total=100, tasks=3, started=1000.0, stage="seeding 1/2")
@@ -123,7 +143,7 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     report = json.loads((work / "report.json").read_text())
     assert sum(t["trials"] for t in report["tasks"]) == len(after)
     assert report["network_latency"]["median_ms"] > 0
-    versus = report["versus_onnxruntime"]  # timed in turns with ONNX Runtime: what ranks committed variants
+    versus = report["versus_onnxruntime"]  # timed in turns with ONNX Runtime: what ranks shipped variants
     assert versus["ratio"] == pytest.approx(versus["tvm_ms"] / versus["onnxruntime_ms"]) and versus["runs"] >= 10
     assert (work / "tiny.so").exists()
     # The lowering the records were tuned for is kept beside them (NHWC and prepacked: the CPU
@@ -135,63 +155,79 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
 
 
 def test_a_work_dir_keeps_its_lowering(tiny, tmp_path, capsys) -> None:
-    from resdsl.backends.tvm_build import Lowering
     from resdsl.cli import main
-    work = tmp_path / "work"
-    work.mkdir()
-    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", True, True)  # a new directory
-    (work / RECORDS).write_text('[0, [1]]\n')
-    assert Lowering.resolve("llvm", None, None, work) == Lowering("NCHW")  # records from before lowering.json
-    Lowering("NHWC", True).save(work)
-    assert Lowering.resolve("llvm", None, None, work) == Lowering("NHWC", True)
+    work = WorkDir(tmp_path / "work")
+    work.path.mkdir()
+    assert Lowering.resolve("llvm", work_dir=work) == Lowering("NHWC", True, True)  # a new directory
+    (work.path / RECORDS).write_text('[0, [1]]\n')
+    assert Lowering.resolve("llvm", work_dir=work) == Lowering("NCHW")  # records from before lowering.json
+    work.save_lowering(Lowering("NHWC", True))
+    assert Lowering.resolve("llvm", work_dir=work) == Lowering("NHWC", True)
     # A new directory seeded from another (`--reuse-records`) is lowered as that one was, since its
     # records only apply to kernels lowered alike; a selection as its search was. Options still win.
-    fresh, source, wide = tmp_path / "fresh", tmp_path / "wide", Lowering("NHWC", True, True, True)
-    source.mkdir()
-    wide.save(source)
-    (source / "selected").mkdir()
-    (source / "selected" / RECORDS).write_text('[0, [1]]\n')
-    assert Lowering.resolve("llvm", None, None, fresh, seeds=(source / "selected",)) == wide
-    assert Lowering.resolve("llvm", None, None, fresh, seeds=(source,), wide_winograd=False) == Lowering("NHWC", True, True)
-    assert Lowering.resolve("llvm", None, None, work, seeds=(source,)) == Lowering("NHWC", True)  # its own first
-    assert Lowering.resolve("cuda", None, None, fresh, seeds=(source,)) == Lowering()  # Winograd is CPU-only
+    fresh, source, wide = WorkDir(tmp_path / "fresh"), WorkDir(tmp_path / "wide"), Lowering("NHWC", True, True, True)
+    source.path.mkdir()
+    source.save_lowering(wide)
+    source.selected.path.mkdir()
+    (source.selected.path / RECORDS).write_text('[0, [1]]\n')
+    assert Lowering.resolve("llvm", work_dir=fresh, seeds=(source.selected,)) == wide
+    assert Lowering.resolve("llvm", work_dir=fresh, seeds=(source,), wide_winograd=False) == Lowering("NHWC", True, True)
+    assert Lowering.resolve("llvm", work_dir=work, seeds=(source,)) == Lowering("NHWC", True)  # its own first
+    assert Lowering.resolve("cuda", work_dir=fresh, seeds=(source,)) == Lowering()  # Winograd is CPU-only
     out = str(tmp_path / "x.so")
-    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--layout", "nchw", "-o", out]) == 1
+    # The library's errors speak of options; the command line names its flags.
+    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work.path), "--layout", "nchw",
+                 "-o", out]) == 1
     err = capsys.readouterr().err
     assert "was tuned with layout NHWC with Winograd 3x3 convs up to 128 channels, not layout NCHW" in err
-    assert "drop --layout" in err
+    assert "command-line options: --layout, --winograd, --wide-winograd, --prepack" in err
     assert main(["compile", str(tiny), "--target", "llvm", "--layout", "nchw", "--winograd", "-o", out]) == 1
-    assert "--winograd needs --layout nhwc" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Winograd convs need the NHWC layout" in err and "options: --winograd, --layout" in err
     assert main(["compile", str(tiny), "--target", "llvm", "--no-winograd", "--wide-winograd", "-o", out]) == 1
-    assert "--wide-winograd extends --winograd" in capsys.readouterr().err
+    assert "wide Winograd extends Winograd" in capsys.readouterr().err
     assert main(["compile", str(tiny), "--target", "cuda", "--layout", "nhwc", "--winograd", "-o", out]) == 1
-    assert "for --target llvm only" in capsys.readouterr().err
+    assert "winograd is for CPU (llvm) targets only" in capsys.readouterr().err
     assert main(["compile", str(tiny), "--target", "cuda", "--prepack", "-o", out]) == 1
-    assert "--prepack is for --target llvm only" in capsys.readouterr().err
-    Lowering("NHWC", False, True).save(work)
-    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work), "--no-prepack", "-o", out]) == 1
+    err = capsys.readouterr().err
+    assert "prepack is for CPU (llvm) targets only" in err and "options: --prepack" in err
+    work.save_lowering(Lowering("NHWC", False, True))
+    assert main(["compile", str(tiny), "--target", "llvm", "--tuned", str(work.path), "--no-prepack", "-o", out]) == 1
     assert "was tuned with layout NHWC and prepacked weights, not layout NHWC" in capsys.readouterr().err
     assert not (tmp_path / "x.so").exists()
 
 
+def test_library_messages_name_no_command_line_flags() -> None:
+    """The TVM half is a library: its messages speak of options, and the CLI adds its flags."""
+    import ast as pyast
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    for path in sorted((ROOT / "resdsl" / "tvm").glob("*.py")):
+        tree = pyast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in pyast.walk(tree)
+                      if isinstance(n, (pyast.Module, pyast.FunctionDef, pyast.ClassDef)) and n.body
+                      and isinstance(n.body[0], pyast.Expr) and isinstance(n.body[0].value, pyast.Constant)}
+        for node in pyast.walk(tree):
+            if isinstance(node, pyast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert not flag.search(node.value), f"{path.name}:{node.lineno}: {node.value!r}"
+
+
 def test_a_work_dir_keeps_how_it_times_candidates(tmp_path) -> None:
-    from resdsl.backends.tvm_build import make_target
-    from resdsl.measurement import evaluator, measurement, save_measurement
-    from resdsl.tuning import make_runner
-    work = tmp_path / "work"
-    work.mkdir()
-    llvm, cuda = make_target("llvm"), make_target("cuda")
-    assert measurement(work, llvm) == "cold" and measurement(work, cuda) == "hot"
+    from resdsl.tvm.target import make_target
+    from resdsl.tvm.tuning import evaluator, make_runner
+    work = WorkDir(tmp_path / "work")
+    work.path.mkdir()
+    llvm = make_target("llvm")
+    assert work.measurement("llvm") == "cold" and work.measurement("cuda") == "hot"
     cold = evaluator("cold")
     assert cold.enable_cpu_cache_flush and cold.number == 1 and cold.min_repeat_ms == 0
     assert evaluator("hot") is None  # MetaSchedule's default: a ~100 ms loop over cached data
     assert make_runner(llvm, None, "cold").inner.evaluator_config.enable_cpu_cache_flush
-    (work / RECORDS).write_text("")
-    assert measurement(work, llvm) == "cold"  # an empty database, as MetaSchedule creates it
-    (work / RECORDS).write_text('[0, [1]]\n')
-    assert measurement(work, llvm) == "hot"  # records from before measurement.json were timed hot
-    save_measurement(work, "cold")
-    assert measurement(work, llvm) == "cold"
+    (work.path / RECORDS).write_text("")
+    assert work.measurement("llvm") == "cold"  # an empty database, as MetaSchedule creates it
+    (work.path / RECORDS).write_text('[0, [1]]\n')
+    assert work.measurement("llvm") == "hot"  # records from before measurement.json were timed hot
+    work.save_measurement("cold")
+    assert work.measurement("llvm") == "cold"
 
 
 @pytest.fixture(scope="module")
@@ -211,16 +247,17 @@ def test_prepacked_weights_are_packed_at_compile_time(tuned_tiny) -> None:
     import torch
     import tvm
     from tvm import relax
-    from resdsl.backends import tvm_build
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
+    from resdsl.tvm.build import relax_module, schedule
+    from resdsl.tvm.target import make_target
     tiny, work = tuned_tiny
     assert json.loads((work / "lowering.json").read_text())["prepack"] is True
     net = load(tiny)
     weights = load_weights(net.graph)
-    lowering = tvm_build.Lowering.resolve("llvm", None, None, work)
-    target = tvm_build.make_target("llvm")
-    mod = tvm_build.schedule(tvm_build.relax_module(net.graph, weights, 1, lowering), target, work, lowering)
+    lowering = Lowering.resolve("llvm", work_dir=WorkDir(work))
+    target = make_target("llvm")
+    mod = schedule(relax_module(net.graph, weights, 1, lowering), target, WorkDir(work), lowering)
     # The tuned conv reads its weight in the layout its schedule chose (which, for a conv this
     # small, may happen to be HWIO again), and the repacking ran at compile time: no repacking
     # function is left for run time.
@@ -242,15 +279,14 @@ def _traces(database, mod, k: int) -> list[str]:
 
 def test_selection_re_times_each_kernels_best_records(tuned_tiny, monkeypatch) -> None:
     from tvm.s_tir import meta_schedule as ms
-    from resdsl import selection
-    from resdsl.backends import tvm_build
+    from resdsl.tvm import selection
     _, work = tuned_tiny
     report = json.loads((work / "report.json").read_text())
     tuned = [t for t in report["tasks"] if t["trials"]]
     assert len(tuned) == 1 and tuned[0]["selected_rank"] in range(3) and tuned[0]["selected_ms"] > 0
     searched = ms.database.JSONDatabase(work_dir=str(work))
     chosen = ms.database.JSONDatabase(work_dir=str(work / "selected"))
-    assert tvm_build._database_dir(work) == work / "selected"  # what builds apply
+    assert WorkDir(work).selected.has_records()  # what builds apply
     # Every candidate is kept with its cold time, so the database's best is the one chosen.
     retimed = chosen.get_all_tuning_records()
     assert len(retimed) == 3 and json.loads((work / "selected" / "measurement.json").read_text())["cache"] == "cold"
@@ -262,15 +298,16 @@ def test_selection_re_times_each_kernels_best_records(tuned_tiny, monkeypatch) -
     # The fastest re-timed median wins, whatever the search recorded: make the last one fastest.
     monkeypatch.setattr(selection, "_time_records",
                         lambda records, *_: [(i, 1.0 / (i + 1)) for i in range(len(records))])
-    from resdsl.backends.tvm_build import Lowering, make_target, relax_module
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
-    from resdsl.tuning import extract_tasks, heaviest
+    from resdsl.tvm.build import relax_module
+    from resdsl.tvm.target import make_target
+    from resdsl.tvm.tuning import extract_tasks, heaviest
     net = load(tuned_tiny[0])
-    lowering = Lowering.resolve("llvm", None, None, work)
+    lowering = Lowering.resolve("llvm", work_dir=WorkDir(work))
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering),
                              make_target("llvm"), lowering)
-    (choice,) = selection.select(work, make_target("llvm"), heaviest(tasks, 1), top_k=3)
+    (choice,) = selection.select(WorkDir(work), make_target("llvm"), heaviest(tasks, 1), top_k=3)
     assert choice.rank == len(top) - 1 and choice.selected_ms == pytest.approx(1e3 / len(top))
     rechosen = ms.database.JSONDatabase(work_dir=str(work / "selected"))
     assert _traces(rechosen, record.workload.mod, 1) == [top[-1]]
@@ -291,15 +328,16 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     assert sum(t["trials"] for t in report["tasks"]) == len(measured)
     assert report["network_latency"]["median_ms"] > 0 and (seeded / "selected").is_dir()
     # Kernels that already have records keep them: a second copy adds nothing.
-    from resdsl.backends.tvm_build import Lowering, make_target, relax_module
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
-    from resdsl.tuning import extract_tasks, reuse_records
+    from resdsl.tvm.build import relax_module
+    from resdsl.tvm.target import make_target
+    from resdsl.tvm.tuning import extract_tasks, reuse_records
     net = load(tiny)
-    lowering = Lowering.resolve("llvm", None, None, seeded)
+    lowering = Lowering.resolve("llvm", work_dir=WorkDir(seeded))
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), make_target("llvm"),
                              lowering)
-    assert reuse_records(seeded, [work], tasks, make_target("llvm")).copied == 0
+    assert reuse_records(WorkDir(seeded), [WorkDir(work)], tasks, make_target("llvm")).copied == 0
     from resdsl.cli import main
     assert main(["tune", str(tiny), "--work-dir", str(tmp_path / "x"), "--reuse-records", str(tmp_path)]) == 1
     # Records timed hot (a directory from before measurement.json) would skew a cold one's ranking;
@@ -310,21 +348,23 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     (hot / RECORDS).write_text((work / RECORDS).read_text())
     (hot / "database_workload.json").write_text((work / "database_workload.json").read_text())
     with pytest.raises(ResdslError, match="timed with the cache hot") as error:
-        reuse_records(tmp_path / "fresh", [hot], tasks, make_target("llvm"))
+        reuse_records(WorkDir(tmp_path / "fresh"), [WorkDir(hot)], tasks, make_target("llvm"))
     assert "selected" in error.value.diagnostic.hint
     # Every source is checked before anything is copied: a refusal leaves the directory as it was.
     with pytest.raises(ResdslError, match="timed with the cache hot"):
-        reuse_records(tmp_path / "fresh", [work / "selected", hot], tasks, make_target("llvm"))
+        reuse_records(WorkDir(tmp_path / "fresh"), [WorkDir(work).selected, WorkDir(hot)], tasks,
+                      make_target("llvm"))
     assert not records(tmp_path / "fresh")
-    assert reuse_records(tmp_path / "fresh", [work / "selected"], tasks, make_target("llvm")).copied == len(
-        records(work / "selected"))
+    assert reuse_records(WorkDir(tmp_path / "fresh"), [WorkDir(work).selected], tasks,
+                         make_target("llvm")).copied == len(records(work / "selected"))
 
 
 def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, capsys) -> None:
-    from resdsl.backends.tvm_build import Lowering, make_target, relax_module, tuned_for
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
-    from resdsl.tuning import RETIME_TOP, Reused, extract_tasks, reuse_records
+    from resdsl.tvm.build import relax_module
+    from resdsl.tvm.target import make_target
+    from resdsl.tvm.tuning import RETIME_TOP, Reused, extract_tasks, reuse_records
     tiny, work = tuned_tiny
     host = make_target("llvm")
     cpu = str(host.attrs["mcpu"])
@@ -340,17 +380,18 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
         lines.append(json.dumps([workload, [trace, [100.0] * len(secs), {**target, "mcpu": other}, args]]))
     (foreign / RECORDS).write_text("\n".join(lines) + "\n")
     (foreign / "database_workload.json").write_text((work / "database_workload.json").read_text())
-    assert tuned_for(foreign).attrs["mcpu"] == other and tuned_for(work).attrs["mcpu"] == cpu
+    assert WorkDir(foreign).tuned_for().attrs["mcpu"] == other and WorkDir(work).tuned_for().attrs["mcpu"] == cpu
     net = load(tiny)
-    lowering = Lowering.resolve("llvm", None, None, work)
+    lowering = Lowering.resolve("llvm", work_dir=WorkDir(work))
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), host, lowering)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     # Measuring through an RPC tracker, this host cannot stand in for the devices: left out, and counted.
     (tmp_path / "remote").mkdir()
-    assert reuse_records(tmp_path / "remote", [foreign], tasks, host, retime=False) == Reused(0, len(lines))
+    remote = WorkDir(tmp_path / "remote")
+    assert reuse_records(remote, [WorkDir(foreign)], tasks, host, retime=False) == Reused(0, len(lines))
     assert not records(tmp_path / "remote")
-    copied = reuse_records(fresh, [foreign], tasks, host).copied
+    copied = reuse_records(WorkDir(fresh), [WorkDir(foreign)], tasks, host).copied
     assert 0 < copied <= min(RETIME_TOP, len(lines))
     for line in records(fresh):
         _, (_, secs, target, _) = json.loads(line)
@@ -370,9 +411,9 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
 
 
 def tuned_dir(root: Path, name: str, cpu: str, report: dict | None = None) -> Path:
-    """A stand-in for a committed work directory: one record measured on `cpu`, and a report."""
+    """A stand-in for a shipped database: one record measured on `cpu`, and a report."""
     path = root / name
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     target = {"kind": "llvm", "mcpu": cpu, "num-cores": 2}
     (path / RECORDS).write_text(json.dumps([0, [[], ["0.001"], target, []]]) + "\n")
     if report is not None:
@@ -381,78 +422,85 @@ def tuned_dir(root: Path, name: str, cpu: str, report: dict | None = None) -> Pa
 
 
 def measured(ms: float, ratio: float | None = None) -> dict:
-    return {"network_latency": {"median_ms": ms}, **({"versus_onnxruntime": {"ratio": ratio}} if ratio else {})}
+    """A tuning run's report with its whole-network latency, and its ratio to ONNX Runtime."""
+    return {"network": "net", "target": "llvm", "batch": 1, "trials_budget": 1, "lowering": {},
+            "measurement": "cold", "library": "net.so", "network_latency": {"median_ms": ms},
+            **({"versus_onnxruntime": {"ratio": ratio}} if ratio else {})}
 
 
 def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> None:
-    from resdsl.backends import committed
-    from resdsl.backends.committed import committed_database
-    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
-    assert committed_database("net", "znver3") is None
-    plain, ours = tuned_dir(tmp_path, "net-llvm", "znver3"), tuned_dir(tmp_path, "net-llvm-znver3", "znver3")
+    from resdsl.tvm.databases import choose
+    monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path))
+    assert choose("net", "znver3") is None
+    ours = tuned_dir(tmp_path, "net-llvm-znver3", "znver3")
     (tmp_path / "net-llvm-znver2").mkdir()
     (tmp_path / "net-llvm-znver2" / RECORDS).write_text("")  # created by a run that measured nothing
-    assert committed_database("net", "znver3") == ours
-    assert committed_database("net", "znver2") == plain  # tuned elsewhere beats none; plain names first
+    assert choose("net", "znver3") == WorkDir(ours)
+    assert choose("net", "znver2") == WorkDir(ours)  # tuned elsewhere beats none
     # A variant tuned on this CPU takes the default only by measuring the faster whole network.
     wide = tuned_dir(tmp_path, "wide-net-llvm-znver3", "znver3", measured(30.7))
-    tuned_dir(tmp_path, "nchw-net-llvm-znver3", "znver3", {"network": "net"})
+    tuned_dir(tmp_path, "nchw-net-llvm-znver3", "znver3", {"network": "net"})  # unreadable: never the default
     tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(34.2))
-    assert committed_database("net", "znver3") == wide
+    assert choose("net", "znver3") == WorkDir(wide)
     tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(29.0))
-    assert committed_database("net", "znver3") == ours
+    assert choose("net", "znver3") == WorkDir(ours)
     # Timed beside ONNX Runtime, the ratio ranks: the plain one's faster latency was a quieter day.
     tuned_dir(tmp_path, "wide-net-llvm-znver3", "znver3", measured(30.7, 0.99))
-    assert committed_database("net", "znver3") == wide
+    assert choose("net", "znver3") == WorkDir(wide)
     tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(29.0, 1.15))
-    assert committed_database("net", "znver3") == wide
+    assert choose("net", "znver3") == WorkDir(wide)
     tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(34.0, 0.98))
-    assert committed_database("net", "znver3") == ours
-    assert committed_database("et", "znver3") is None  # "wide-net" is not a variant of "et"
+    assert choose("net", "znver3") == WorkDir(ours)
+    assert choose("et", "znver3") is None  # "wide-net" is not a variant of "et"
 
 
 def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
-    from resdsl.backends import committed
-    from resdsl.backends.committed import closeness, committed_database
-    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
-    avx2 = tuned_dir(tmp_path, "net-llvm", "znver3", measured(25.0))
-    avx512 = tuned_dir(tmp_path, "net-llvm-rocketlake", "rocketlake", measured(12.0, 1.10))
+    from resdsl.tvm import databases
+    from resdsl.tvm.databases import choose, closeness
+    monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path))
+    avx2 = WorkDir(tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(25.0)))
+    avx512 = WorkDir(tuned_dir(tmp_path, "net-llvm-rocketlake", "rocketlake", measured(12.0, 1.10)))
     # znver5 has more LLVM features in common with znver3, but its vectors are rocketlake's:
     # 16 floats wide. Measured on a znver5, rocketlake's databases ran 1.30x and 1.09x ONNX
     # Runtime, znver3's 1.59x and 1.61x.
-    zen5, zen3, rocket = (committed._features(c) for c in ("znver5", "znver3", "rocketlake"))
+    zen5, zen3, rocket = (databases._features(c) for c in ("znver5", "znver3", "rocketlake"))
     assert closeness(zen5, zen3)[1] > closeness(zen5, rocket)[1] and closeness(zen5, rocket) > closeness(zen5, zen3)
-    assert committed_database("net", "znver5") == avx512
-    assert committed_database("net", "skylake-avx512") == avx512
-    assert committed_database("net", "znver2") == avx2
-    assert committed_database("net", "haswell") == avx2
+    assert choose("net", "znver5") == avx512
+    assert choose("net", "skylake-avx512") == avx512
+    assert choose("net", "znver2") == avx2
+    assert choose("net", "haswell") == avx2
     # Among the closest CPU's variants, the one that measured the lowest ratio.
-    wide = tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake", measured(13.0, 0.97))
-    assert committed_database("net", "znver5") == wide
+    wide = WorkDir(tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake", measured(13.0, 0.97)))
+    assert choose("net", "znver5") == wide
     # The CPU is read from the records, not the name: these two now hold znver3's.
     tuned_dir(tmp_path, "net-llvm-rocketlake", "znver3", measured(12.0, 1.10))
     tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "znver3", measured(13.0, 0.97))
-    assert committed_database("net", "znver2") == wide
+    assert choose("net", "znver2") == wide
+    assert choose("net", "znver3") == wide  # this CPU's own, whatever their names say
     tuned_dir(tmp_path, "wide-net-llvm-znver4", "znver4", measured(13.0))
-    assert committed_database("net", "znver5") == tmp_path / "wide-net-llvm-znver4"
+    assert choose("net", "znver5") == WorkDir(tmp_path / "wide-net-llvm-znver4")
 
 
 def test_bench_says_how_to_tune_a_database_for_this_cpu(tmp_path, monkeypatch) -> None:
-    from resdsl.backends import committed
-    from resdsl.backends.tvm_build import Lowering
-    monkeypatch.setattr(committed, "COMMITTED", tmp_path)
-    wide = tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake")
-    Lowering("NHWC", winograd=True, prepack=True, wide_winograd=True).save(wide)
+    from resdsl.cli import _retune_command
+    monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path / "shipped"))
+    wide = WorkDir(tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake"))
+    wide.save_lowering(Lowering("NHWC", winograd=True, prepack=True, wide_winograd=True))
     # The same variant name and lowering: records apply only to kernels lowered alike.
-    assert committed.retune_command(Path("net.rds"), "net", "znver5", wide) == (
-        f"resdsl tune net.rds --wide-winograd --work-dir {tmp_path}/wide-net-llvm-znver5 --reuse-records {wide}")
-    tuned_dir(wide, "selected", "rocketlake")  # a selection re-timed cold seeds better than the search's order
-    assert committed.retune_command(Path("net.rds"), "net", "znver5", wide).endswith(f"--reuse-records {wide}/selected")
-    nchw = tuned_dir(tmp_path, "net-llvm", "znver3")
-    Lowering("NCHW").save(nchw)
-    assert committed.retune_command(Path("net.rds"), "net", "znver5", nchw) == (
-        f"resdsl tune net.rds --layout nchw --no-winograd --no-prepack --work-dir {tmp_path}/net-llvm-znver5 "
-        f"--reuse-records {nchw}")
+    assert _retune_command(Path("net.rds"), "net", "znver5", wide) == (
+        f"resdsl tune net.rds --wide-winograd --work-dir wide-net-llvm-znver5 --reuse-records {wide.path}")
+    tuned_dir(wide.path, "selected", "rocketlake")  # a selection re-timed cold seeds better than the search's order
+    assert _retune_command(Path("net.rds"), "net", "znver5", wide).endswith(
+        f"--reuse-records {wide.path}/selected")
+    nchw = WorkDir(tuned_dir(tmp_path, "net-llvm", "znver3"))
+    nchw.save_lowering(Lowering("NCHW"))
+    assert _retune_command(Path("net.rds"), "net", "znver5", nchw) == (
+        f"resdsl tune net.rds --layout nchw --no-winograd --no-prepack --work-dir net-llvm-znver5 "
+        f"--reuse-records {nchw.path}")
+    # A shipped database is named, not pathed: it is found wherever resdsl is installed.
+    shipped = WorkDir(tuned_dir(tmp_path / "shipped", "net-llvm-rocketlake", "rocketlake"))
+    assert _retune_command(Path("net.rds"), "net", "znver5", shipped).endswith(
+        "--reuse-records net-llvm-rocketlake")
 
 
 def free_port() -> int:

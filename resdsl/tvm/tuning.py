@@ -1,30 +1,31 @@
-"""`resdsl tune`: MetaSchedule tuning that survives being killed, with a live progress display.
+"""Tuning a network with MetaSchedule, resumable after a kill, as one library call.
 
-The work directory holds MetaSchedule's JSON database (`database_workload.json`,
-`database_tuning_record.json`: one JSON record per line, appended as candidates are measured),
-the tuned library and `report.json`. Resuming: a line cut short by `kill -9` is dropped, the
-records already measured count against `--trials`, and MetaSchedule's evolutionary search seeds
-itself from them, so a restarted run continues rather than starts over.
+`tune_network` searches until its trial budget is measured, chooses each kernel's schedule
+(`selection`), builds the tuned library, times it, and writes a `TuneReport`: all of it in a
+`WorkDir`. Resuming: a line cut short by `kill -9` is dropped, the records already measured
+count against the budget, and MetaSchedule's evolutionary search seeds itself from them, so a
+restarted run continues rather than starts over.
 """
 from __future__ import annotations
 
-import json
-import os
+import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..diagnostics import OptionError, ResdslError
 from . import selection
-from .diagnostics import ResdslError
-from .measurement import RECORDS, evaluator, machine, measurement, save_measurement
-
-WORKLOADS = "database_workload.json"
+from .lowering import Lowering
+from .report import TaskResult, TuneReport
+from .target import machine
+from .workdir import WorkDir
 
 
 @dataclass
 class RPC:
+    """A TVM RPC tracker whose devices measure the candidates."""
     host: str
     port: int
     key: str
@@ -33,21 +34,11 @@ class RPC:
     def parse(cls, tracker: str, key: str | None) -> "RPC":
         host, _, port = tracker.rpartition(":")
         if not host or not port.isdigit():
-            raise ResdslError(f"--rpc-tracker `{tracker}` is not HOST:PORT", hint="e.g. --rpc-tracker 127.0.0.1:9190")
+            raise OptionError(f"the RPC tracker `{tracker}` is not HOST:PORT", ("rpc_tracker",),
+                              hint="e.g. 127.0.0.1:9190")
         if not key:
-            raise ResdslError("--rpc-tracker needs --rpc-key (the device key the servers registered)")
+            raise OptionError("an RPC tracker needs the device key its servers registered", ("rpc_key",))
         return cls(host, int(port), key)
-
-
-@dataclass
-class TaskResult:
-    name: str
-    weight: int
-    trials: int = 0
-    best_ms: float | None = None
-    flops: float = 0.0  # per call, as MetaSchedule estimates them: with best_ms, how close to peak
-    selected_ms: float | None = None  # the chosen record re-timed with cold weights (resdsl.selection)
-    selected_rank: int | None = None  # its place among the search's records, 0 the recorded best
 
 
 @dataclass
@@ -60,36 +51,9 @@ class Progress:
     stage: str = "tuning"
 
 
-def repair_database(work_dir: Path) -> int:
-    """Drop a last line cut short by a kill; return how many tuning records survive."""
-    count = 0
-    for name in (WORKLOADS, RECORDS):
-        path = work_dir / name
-        if not path.exists():
-            continue
-        lines = path.read_bytes().split(b"\n")
-        good = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                json.loads(line)
-            except ValueError:
-                break  # a torn write is only ever the last line; nothing after it is trusted
-            good.append(line)
-        data = b"".join(line + b"\n" for line in good)
-        if data != path.read_bytes():
-            tmp = path.with_suffix(".repair")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        if name == RECORDS:
-            count = len(good)
-    return count
-
-
 def extract_tasks(mod, target, lowering):
     from tvm.s_tir import meta_schedule as ms
-    from .backends.tvm_build import kernels
+    from .build import kernels
     fused = kernels(mod, target, lowering)  # tasks are the fused TIR kernels
     return fused, ms.relax_integration.extract_tasks(fused, target)
 
@@ -119,6 +83,14 @@ def _synchronous(runner):
     return SynchronousRunner(runner)
 
 
+def evaluator(cache: str):
+    """How a candidate is timed: cold (caches flushed before each single run) or MetaSchedule's default."""
+    from tvm.s_tir import meta_schedule as ms
+    if cache == "cold":
+        return ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=0, enable_cpu_cache_flush=True)
+    return None
+
+
 def make_runner(target, rpc: RPC | None, cache: str = "hot"):
     from tvm.s_tir import meta_schedule as ms
     timing = evaluator(cache)
@@ -130,9 +102,9 @@ def make_runner(target, rpc: RPC | None, cache: str = "hot"):
     if target.kind.name == "cuda":
         import tvm
         if not tvm.cuda().exist:
-            raise ResdslError("no CUDA GPU on this machine to measure tuning candidates on",
-                              hint="run `resdsl tune` on a machine with a GPU, or measure on remote GPUs "
-                                   "with --rpc-tracker HOST:PORT --rpc-key KEY")
+            raise OptionError("no CUDA GPU on this machine to measure tuning candidates on",
+                              ("rpc_tracker", "rpc_key"),
+                              hint="tune on a machine with a GPU, or measure on remote GPUs through an RPC tracker")
     return _synchronous(ms.runner.LocalRunner(evaluator_config=timing))
 
 
@@ -163,11 +135,10 @@ def _measured(database, mod) -> tuple[int, float | None]:
     return len(records), (min(times) * 1e3 if times else None)
 
 
-def task_results(work_dir: Path, tasks) -> list[TaskResult]:
+def task_results(work_dir: WorkDir, tasks) -> list[TaskResult]:
     """Best measured latency per task, read back from the database."""
-    from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
-    database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
+    database = work_dir.database()
     results = []
     for task in tasks:
         mod = task.dispatched[0]
@@ -237,7 +208,7 @@ class Reused:
     left_out: int = 0  # another machine's records that could not be timed again here
 
 
-def reuse_records(work_dir: Path, sources: list[Path], tasks, target, retime: bool = True,
+def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, retime: bool = True,
                   on_kernel: Callable[[int, int], None] | None = None) -> Reused:
     """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
 
@@ -248,24 +219,24 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target, retime: bo
     already have records here are left alone, so repeating it is harmless.
 
     Times are compared across records, so every copied record carries a time measured the way
-    this directory measures, on this machine. From the same machine (`measurement.machine`)
-    they are copied as they are, and records timed hot and cold do not mix (a selection,
-    `DIR/selected`, holds its candidates re-timed cold). From another CPU, each kernel's
+    this directory measures, on this machine. From the same machine (`target.machine`) they
+    are copied as they are, and records timed hot and cold do not mix (a selection holds its
+    candidates re-timed cold). From another CPU, each kernel's
     RETIME_TOP best are built and timed again here, and keep only that time. Where this host
     is not where the records will be measured (a GPU target, or `retime` False: an RPC
     tracker's devices), another machine's records are left out and counted.
     """
     from tvm.s_tir import meta_schedule as ms
-    ours = measurement(work_dir, target)  # before the database below creates its (empty) files
-    into = ms.database.JSONDatabase(work_dir=str(work_dir))
+    ours = work_dir.measurement(target.kind.name)  # before the database below creates its (empty) files
+    into = work_dir.database()
     retime = retime and target.kind.name == "llvm"
     # Check every source before committing anything, so a refusal leaves the directory as it was.
     plan = []
     for source in sources:
-        if not (Path(source) / RECORDS).exists():
-            raise ResdslError(f"{source} holds no tuning records", hint="give a `resdsl tune` work directory")
-        theirs = measurement(source, target)
-        database = ms.database.JSONDatabase(work_dir=str(source), allow_missing=True)
+        if not source.has_records():
+            raise ResdslError(f"{source.path} holds no tuning records", hint="give a `resdsl tune` work directory")
+        theirs = source.measurement(target.kind.name)
+        database = source.database()
         for k, task in enumerate(tasks):
             mod = task.dispatched[0]
             if not database.has_workload(mod) or _measured(into, mod)[0]:
@@ -274,8 +245,9 @@ def reuse_records(work_dir: Path, sources: list[Path], tasks, target, retime: bo
             for record in database.get_top_k(database.commit_workload(mod), 10**6):
                 (here if machine(record.target) == machine(target) else elsewhere).append(record)
             if here and theirs != ours:
-                raise ResdslError(f"{source}'s records were timed with the cache {theirs}, {work_dir}'s {ours}",
-                                  hint=f"seed from {Path(source) / 'selected'} (its candidates re-timed cold)"
+                raise ResdslError(f"{source.path}'s records were timed with the cache {theirs}, "
+                                  f"{work_dir.path}'s {ours}",
+                                  hint=f"seed from {source.selected.path} (its candidates re-timed cold)"
                                   if theirs == "hot" else "seed from a directory timed the same way")
             plan.append((k, mod, here, elsewhere))
     reused = Reused()
@@ -312,58 +284,92 @@ def heaviest(tasks, count: int | None):
     return [t for t in tasks if id(t) in keep]  # keep extraction order, so reruns see the same list
 
 
-def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = None,
-         on_progress: Callable[[Progress], None] | None = None, verbose: bool = False,
-         max_tasks: int | None = None, select_top: int = 16, reuse: list[Path] = (),
-         on_note: Callable[[str], None] | None = None) -> list[TaskResult]:
-    """Search until `trials` records are measured, then (CPU, measured here) choose each kernel's
-    schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
-    import logging
 
+
+@dataclass
+class TuneOptions:
+    """What a tuning run may be told besides the network, the target and the work directory."""
+    trials: int = 512  # measured candidates in all, across tasks and restarts
+    batch: int = 1
+    rpc: RPC | None = None
+    max_tasks: int | None = None  # tune only the N kernels with the most FLOPs
+    select_top: int = 16  # CPU: re-time each kernel's K best records cold and keep the fastest (0: don't)
+    reuse: tuple[WorkDir, ...] = ()  # work directories whose records for the same kernels seed this one
+    lowering: dict = field(default_factory=dict)  # `Lowering.resolve` options given: layout, winograd, ...
+    verbose: bool = False  # MetaSchedule's own log on the console too
+
+
+def tune_network(net, weights: dict, target, work_dir: WorkDir, options: TuneOptions = TuneOptions(),
+                 library: Path | None = None, on_progress: Callable[[Progress], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> TuneReport:
+    """Tune `net`'s kernels for `target` into `work_dir`, build the tuned library (default
+    `work_dir.library_path`), time it where this host can run it, and save the report."""
+    from .build import build, export, relax_module
+    note = on_note or (lambda message: None)
+    kind = target.kind.name
+    lowering = Lowering.resolve(kind, work_dir=work_dir, seeds=options.reuse, **options.lowering)
+    if (options.reuse and work_dir.lowering() is None and lowering != Lowering.default(kind)
+            and lowering == Lowering.seeded(kind, options.reuse)):
+        note(f"lowered as {options.reuse[0].path} was ({lowering.describe()}), so its records apply")
+    mod = relax_module(net.graph, weights, options.batch, lowering)
+    work_dir.path.mkdir(parents=True, exist_ok=True)
+    work_dir.save_lowering(lowering)
+    results = search(mod, target, work_dir, lowering, options, on_progress, note)
+    library = library or work_dir.library_path(net.name)
+    export(build(mod, target, work_dir, lowering), library)
+    report = TuneReport(network=net.name, target=kind, batch=options.batch, trials_budget=options.trials,
+                        lowering=asdict(lowering), measurement=work_dir.measurement(kind), library=str(library),
+                        tasks=results)
+    if options.rpc is None and (kind == "llvm" or _has_gpu()):
+        from ..ir import INPUT
+        report.network_latency = measure(library, (options.batch, *net.graph.shape(INPUT)),
+                                         "cuda" if kind == "cuda" else "cpu")
+        if kind == "llvm":
+            from .engine import versus_onnxruntime
+            threads = machine(target)[2] or 1
+            report.versus_onnxruntime = versus_onnxruntime(net, weights, options.batch, library, target, threads,
+                                                           report.latency_ms)
+    work_dir.save_report(report)
+    return report
+
+
+def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOptions,
+           on_progress: Callable[[Progress], None] | None = None,
+           on_note: Callable[[str], None] | None = None) -> list[TaskResult]:
+    """Search until `options.trials` records are measured, then (CPU, measured here) choose each
+    kernel's schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
     from tvm.s_tir import meta_schedule as ms
     # MetaSchedule logs every trial to the console at its logger's level; keep the console for
-    # our progress bar (the full log is in WORK_DIR/logs either way).
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if verbose else logging.WARNING)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    done = repair_database(work_dir)
-    fused, tasks = extract_tasks(mod, target, lowering)
+    # the progress display (the full log is in the work directory's logs/ either way).
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if options.verbose else logging.WARNING)
+    trials, rpc = options.trials, options.rpc
+    work_dir.path.mkdir(parents=True, exist_ok=True)
+    done = _repair(work_dir, on_note)
+    _, tasks = extract_tasks(mod, target, lowering)
     if not tasks:
         raise ResdslError("the network has no kernels to tune")
-    tasks = heaviest(tasks, max_tasks)
-    cache = measurement(work_dir, target)
-    save_measurement(work_dir, cache)
+    tasks = heaviest(tasks, options.max_tasks)
+    cache = work_dir.measurement(target.kind.name)
+    work_dir.save_measurement(cache)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
-    if reuse:
-        def show(i: int, n: int) -> None:
-            progress.stage = f"seeding {i + 1}/{n}"
-            if on_progress:
-                on_progress(progress)
-        reused = reuse_records(work_dir, list(reuse), tasks, target, retime=rpc is None, on_kernel=show)
-        if reused.left_out and on_note:
-            # Their times rank schedules for the machine they ran on; only this host's CPU can time them again.
-            why = ("this run measures on the tracker's devices, and records from elsewhere are timed again "
-                   "only on this host" if rpc else "records from another GPU are not timed again")
-            on_note(f"left out {reused.left_out} records measured on another machine ({why}); "
-                    f"seed from a directory tuned for {machine(target)[1] or target.kind.name}")
-        if reused.copied:
-            selection.discard(work_dir)
-            done = repair_database(work_dir)
-            progress.done = min(done, trials)
-        progress.stage = "tuning"
+    if options.reuse:
+        _seed(work_dir, options.reuse, tasks, target, rpc, progress, on_progress, on_note)
+        done = _repair(work_dir, on_note)
+        progress.done = min(done, trials)
     runner = make_runner(target, rpc, cache)
     remaining = trials - done
     # Small iterations spread a small budget over the tasks; large ones amortise search overhead.
     trials_per_iter = max(4, min(64, trials // len(tasks)))
     if remaining > 0:
-        selection.discard(work_dir)  # new records may beat the chosen ones
+        work_dir.discard_selection()  # new records may beat the chosen ones
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply", strategy="evolutionary")
+            extracted_tasks=tasks, work_dir=str(work_dir.path), space="post-order-apply", strategy="evolutionary")
         stop = threading.Event()
-        watcher = threading.Thread(target=_watch, args=(work_dir, progress, done, stop, on_progress), daemon=True)
+        watcher = threading.Thread(target=_watch, args=(work_dir, progress, stop, on_progress), daemon=True)
         watcher.start()
-        database = ms.database.JSONDatabase(work_dir=str(work_dir))
+        database = work_dir.database()
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir.path),
                           max_trials_global=remaining, num_trials_per_iter=min(trials_per_iter, remaining),
                           builder=make_builder(target), runner=runner, database=database,
                           task_scheduler=_share_scheduler(database))
@@ -371,16 +377,42 @@ def tune(mod, target, work_dir: Path, trials: int, lowering, rpc: RPC | None = N
             stop.set()
             watcher.join()
     results = task_results(work_dir, tasks)
-    progress.done = _count_lines(work_dir / RECORDS)
+    progress.done = work_dir.count_records()
     progress.best_ms = _estimate(results)
-    if select_top > 0 and rpc is None and target.kind.name == "llvm":
-        _select(work_dir, target, tasks, select_top, results, progress, on_progress)
+    if options.select_top > 0 and rpc is None and target.kind.name == "llvm":
+        _select(work_dir, target, tasks, options.select_top, results, progress, on_progress)
     if on_progress:
         on_progress(progress)
     return results
 
 
-def _select(work_dir: Path, target, tasks, top_k: int, results: list[TaskResult], progress: Progress,
+def _repair(work_dir: WorkDir, on_note: Callable[[str], None] | None) -> int:
+    repair = work_dir.repair()
+    if repair.set_aside and on_note:
+        on_note(f"set aside {repair.set_aside} unreadable line(s) of the database in {repair.aside_path}; "
+                f"{repair.records} records remain")
+    return repair.records
+
+
+def _seed(work_dir: WorkDir, sources: tuple[WorkDir, ...], tasks, target, rpc: RPC | None, progress: Progress,
+          on_progress, on_note) -> None:
+    def show(i: int, n: int) -> None:
+        progress.stage = f"seeding {i + 1}/{n}"
+        if on_progress:
+            on_progress(progress)
+    reused = reuse_records(work_dir, list(sources), tasks, target, retime=rpc is None, on_kernel=show)
+    if reused.left_out and on_note:
+        # Their times rank schedules for the machine they ran on; only this host's CPU can time them again.
+        why = ("this run measures on the tracker's devices, and records from elsewhere are timed again "
+               "only on this host" if rpc else "records from another GPU are not timed again")
+        on_note(f"left out {reused.left_out} records measured on another machine ({why}); "
+                f"seed from a directory tuned for {machine(target)[1] or target.kind.name}")
+    if reused.copied:
+        work_dir.discard_selection()
+    progress.stage = "tuning"
+
+
+def _select(work_dir: WorkDir, target, tasks, top_k: int, results: list[TaskResult], progress: Progress,
             on_progress) -> None:
     """Run (or, with no new records and the same `top_k` since, reuse) the selection and note it
     in `results`."""
@@ -388,48 +420,22 @@ def _select(work_dir: Path, target, tasks, top_k: int, results: list[TaskResult]
         progress.stage = f"selecting {i + 1}/{n}"
         if on_progress:
             on_progress(progress)
-    last = selection.saved(work_dir)
+    last = work_dir.choices()
     if last is None or last["top_k"] != top_k:
         selection.select(work_dir, target, tasks, top_k, on_kernel=show)
-        last = selection.saved(work_dir)
+        last = work_dir.choices()
     progress.stage = "tuned"
     chosen = {c["name"]: (c["rank"], c["selected_ms"]) for c in last["choices"]}
     for task, result in zip(tasks, results):
         result.selected_rank, result.selected_ms = chosen.get(task.task_name, (None, None))
 
 
-def _watch(work_dir: Path, progress: Progress, start: int, stop: threading.Event, on_progress) -> None:
+def _watch(work_dir: WorkDir, progress: Progress, stop: threading.Event, on_progress) -> None:
     while not stop.wait(1.0):
-        progress.done = _count_lines(work_dir / RECORDS)
-        progress.best_ms = _best_from_file(work_dir)
+        progress.done = work_dir.count_records()
+        progress.best_ms = work_dir.best_estimate_ms()
         if on_progress:
             on_progress(progress)
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-    except FileNotFoundError:
-        return 0
-
-
-def _best_from_file(work_dir: Path) -> float | None:
-    """Sum over workloads of their best latency so far (an estimate; task weights not applied)."""
-    best: dict[int, float] = {}
-    try:
-        with open(work_dir / RECORDS, "rb") as f:
-            for line in f:
-                try:
-                    workload, record = json.loads(line)
-                    secs = [float(s) for s in record[1] or []]
-                except (ValueError, TypeError, IndexError):
-                    continue
-                if secs and secs[0] < 1e9:
-                    best[workload] = min(best.get(workload, float("inf")), sum(secs) / len(secs))
-    except FileNotFoundError:
-        return None
-    return sum(best.values()) * 1e3 if best else None
 
 
 def _estimate(results: list[TaskResult]) -> float | None:
@@ -437,12 +443,17 @@ def _estimate(results: list[TaskResult]) -> float | None:
     return sum(r.weight * r.best_ms for r in measured) if measured else None
 
 
-def measure(executable_path: Path, shape: tuple[int, ...], device: str, repeat: int = 20) -> dict:
+def _has_gpu() -> bool:
+    import tvm
+    return bool(tvm.cuda().exist)
+
+
+def measure(library: Path, shape: tuple[int, ...], device: str, repeat: int = 20) -> dict:
     """Whole-network latency of a built library: median and spread over `repeat` runs."""
     import numpy as np
     import tvm
-    from .backends.tvm_build import load_vm
-    vm, dev = load_vm(executable_path, device)
+    from .build import load_vm
+    vm, dev = load_vm(library, device)
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32), dev)
     timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
     results = sorted(float(r) * 1e3 for r in timer(x).results)

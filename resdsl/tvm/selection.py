@@ -5,29 +5,24 @@ on a small shared machine:
 - the machine's speed drifts (up to 2x over minutes here), so the minimum over hundreds of
   single measurements is partly a lucky draw: re-timed, ResNet-18's chosen schedules ran
   1.2-1.9x their recorded times, and the recorded best was often not the fastest of the top 8;
-- in a directory timed hot (`resdsl.measurement`), the search saw the weights in cache, but in
+- in a directory timed hot (`WorkDir.measurement`), the search saw the weights in cache, but in
   the network each conv reads them from memory (47 MB for ResNet-18 against a 32 MB L3), and
   schedules differ in how well they stream them.
 So the top `k` records of every kernel are built again and timed with TVM's CPU cache flush (all
 arguments but the activation cold), in rounds that take turns, and the fastest median wins.
-Every re-timed candidate goes to `WORK_DIR/selected/` with its cold median as its time, so this
-MetaSchedule database's best record per kernel is the winner, which builds then prefer, and the
-directory can seed a search that times candidates cold (`tune --reuse-records DIR/selected`).
-Tuning further deletes it, since new records may beat it.
+Every re-timed candidate goes to the work directory's selection with its cold median as its
+time, so that database's best record per kernel is the winner, which builds then prefer, and it
+can seed a search that times candidates cold. Tuning further discards it, since new records may
+beat it.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
-from .backends.tvm_build import SELECTED
-from .measurement import save_measurement
+from .workdir import WorkDir
 
-CHOICES = f"{SELECTED}/choices.json"  # what was chosen, for the report of a later, resumed run
 
 @dataclass
 class Choice:
@@ -38,26 +33,13 @@ class Choice:
     selected_ms: float  # the winner's median, re-timed cold
 
 
-def saved(work_dir: Path) -> dict | None:
-    """The last selection's summary (`top_k`, `choices`), if it is still in force."""
-    path = Path(work_dir) / CHOICES
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def discard(work_dir: Path) -> None:
-    shutil.rmtree(Path(work_dir) / SELECTED, ignore_errors=True)
-
-
-def select(work_dir: Path, target, tasks, top_k: int = 16, rounds: int = 4, repeat: int = 5,
+def select(work_dir: WorkDir, target, tasks, top_k: int = 16, rounds: int = 4, repeat: int = 5,
            on_kernel: Callable[[int, int], None] | None = None) -> list[Choice]:
     """Re-time each task's `top_k` records in `work_dir` and save the fastest; local CPU only."""
     from tvm.s_tir import meta_schedule as ms
-    work_dir = Path(work_dir)
-    database = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
-    staging = work_dir / f"{SELECTED}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    chosen = ms.database.JSONDatabase(work_dir=str(staging))
+    database = work_dir.database()
+    staging = work_dir.staging()
+    chosen = staging.database()
     choices = []
     for i, task in enumerate(tasks):
         if on_kernel:
@@ -70,16 +52,12 @@ def select(work_dir: Path, target, tasks, top_k: int = 16, rounds: int = 4, repe
         if not timed:
             continue
         workload = chosen.commit_workload(mod)
-        for i, median in timed:
+        for j, median in timed:
             chosen.commit_tuning_record(ms.database.TuningRecord(
-                records[i].trace, workload, [median], records[i].target, records[i].args_info))
+                records[j].trace, workload, [median], records[j].target, records[j].args_info))
         rank, median = min(timed, key=lambda t: t[1])
         choices.append(Choice(task.task_name, len(records), rank, _mean(records[0]) * 1e3, median * 1e3))
-    summary = {"top_k": top_k, "choices": [asdict(c) for c in choices]}
-    (staging / Path(CHOICES).name).write_text(json.dumps(summary, indent=1) + "\n")
-    save_measurement(staging, "cold")
-    discard(work_dir)
-    staging.rename(work_dir / SELECTED)  # whole, or not at all: a kill leaves the search's records in use
+    work_dir.commit_selection(staging, {"top_k": top_k, "choices": [asdict(c) for c in choices]})
     return choices
 
 

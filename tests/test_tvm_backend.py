@@ -1,4 +1,4 @@
-"""ONNX and TVM targets compute what the torch backend computes, for the same weights."""
+"""The TVM targets (llvm, cuda) compute what the torch backend computes, for the same weights."""
 from __future__ import annotations
 
 import subprocess
@@ -11,56 +11,23 @@ import pytest
 import torch
 
 import resdsl
-from conftest import ROOT, SPECS
-from resdsl.backends import tvm_build
-from resdsl.backends.onnx_export import to_onnx
+from conftest import ROOT
 from resdsl.backends.weights import load_weights
+from resdsl.tvm import build as tvm_build
+from resdsl.tvm.lowering import Lowering
+from resdsl.tvm.target import make_target
+from test_onnx_backend import NUMERIC_SPECS, randomize_bn, reference, rel_err
 
-NUMERIC_SPECS = [s for s in SPECS if s.parts[1] == "cifar"] + [p for p in SPECS if p.name == "resnet18.rds"]
-
-
-def randomize_bn(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> None:
-    """Weights like a trained network's: BN statistics measured on a batch (so activations stay
-    finite through 1000 layers, as in a trained net) and affine parameters far from the identity,
-    so a misfolded BN cannot hide."""
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.momentum = None  # running stats := this batch's statistics
-    with torch.no_grad():
-        model.train()(torch.randn(8, *input_shape, generator=g))
-        model.eval()
-        for m in bns:
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2)
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
-                m.bias.uniform_(-0.5, 0.5, generator=g)
-
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+pytestmark = pytest.mark.tvm
 
 
 @pytest.mark.parametrize("spec", NUMERIC_SPECS, ids=str)
-def test_torch_onnxruntime_and_tvm_llvm_agree(spec) -> None:
-    net = resdsl.load(spec)
-    model = net.to_torch(seed=0).eval()
-    randomize_bn(model, net.graph.shape("<input>"))
-    weights = {k: v.numpy() for k, v in model.state_dict().items()}
-    x = np.random.default_rng(0).standard_normal((1, *net.graph.shape("<input>")), dtype=np.float32)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-
-    session = ort.InferenceSession(to_onnx(net.graph, weights).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
-
+def test_tvm_llvm_computes_what_torch_does(spec) -> None:
     import tvm
+    net, weights, x, expected = reference(spec)
     # What `compile --target llvm` builds (NHWC).
-    lowering = tvm_build.Lowering.default("llvm")
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1, lowering), tvm_build.make_target("llvm"))
+    lowering = Lowering.default("llvm")
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1, lowering), make_target("llvm"))
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
 
@@ -79,6 +46,8 @@ network fc_on_a_map {
 
 # 3x3 convs of 136x136 channels (wider than 128x128: Winograd F(2x2, 3x3) with --wide-winograd)
 # beside the stem's narrow one (F(4x4, 3x3)), on a 9x7 map that neither tile size divides.
+
+
 WIDE_ON_AN_ODD_MAP = """
 network wide_on_an_odd_map {
     input 3x9x7
@@ -97,11 +66,11 @@ def test_every_lowering_computes_the_same_network(spec, layout, winograd) -> Non
     """Each layout / conv algorithm against torch: option-A channel padding, highway gates,
     grouped convs, an fc reading a spatial map (its rows reordered for NHWC), odd map sizes
     that leave Winograd tiles partly outside the image."""
-    assert_lowering_matches_torch(spec, tvm_build.Lowering(layout, winograd))
+    assert_lowering_matches_torch(spec, Lowering(layout, winograd))
 
 
 def test_wide_winograd_computes_the_same_network() -> None:
-    lowering = tvm_build.Lowering("NHWC", winograd=True, wide_winograd=True)
+    lowering = Lowering("NHWC", winograd=True, wide_winograd=True)
     assert_lowering_matches_torch(WIDE_ON_AN_ODD_MAP, lowering)
 
 
@@ -114,25 +83,9 @@ def assert_lowering_matches_torch(spec: str, lowering) -> None:
     x = np.random.default_rng(2).standard_normal((2, *net.graph.shape("<input>")), dtype=np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 2, lowering), tvm_build.make_target("llvm"))
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 2, lowering), make_target("llvm"))
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
-
-
-@pytest.mark.parametrize("tile", [2, 4])
-def test_winograd_matrices_compute_a_correlation(tile) -> None:
-    """F(m,3) from the transforms equals a direct 3x3 correlation, in 2-D, in float64."""
-    from resdsl.backends.tvm_winograd import MATRICES, transform_weight
-    b_t, g_mat, a_t = MATRICES[tile]
-    alpha = tile + 2
-    rng = np.random.default_rng(0)
-    d, g = rng.standard_normal((alpha, alpha)), rng.standard_normal((3, 3))
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(tile)] for i in range(tile)])
-    winograd = a_t @ ((g_mat @ g @ g_mat.T) * (b_t @ d @ b_t.T)) @ a_t.T
-    np.testing.assert_allclose(winograd, direct, rtol=1e-12, atol=1e-12)
-    u = transform_weight(g[None, None].astype(np.float32), tile)
-    assert u.shape == (alpha, alpha, 1, 1)
-    np.testing.assert_allclose(u[:, :, 0, 0], g_mat @ g @ g_mat.T, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
@@ -155,32 +108,10 @@ def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
 
 
-def test_seeded_init_is_the_torch_backends(tmp_path) -> None:
-    net = resdsl.load("specs/cifar/resnet20.rds")
-    weights = load_weights(net.graph, seed=5)
-    reference = net.to_torch(seed=5).state_dict()
-    assert all(np.array_equal(weights[k], reference[k].numpy()) for k in reference)
-
-
-def test_wrong_weights_are_a_user_error(tmp_path, capsys) -> None:
-    from resdsl.cli import main
-    other = resdsl.load("specs/cifar/resnet32.rds").to_torch(seed=0)
-    torch.save(other.state_dict(), tmp_path / "w.pt")
-    torch.save(resdsl.load("specs/cifar/resnet20.rds").to_torch().state_dict() | {"conv1.weight": torch.zeros(1)},
-               tmp_path / "bad.pt")
-    assert main(["compile", "specs/cifar/resnet44.rds", "--target", "onnx", "--weights", str(tmp_path / "w.pt"),
-                 "-o", str(tmp_path / "x.onnx")]) == 1
-    assert "the weights lack" in capsys.readouterr().err
-    assert main(["compile", "specs/cifar/resnet20.rds", "--target", "onnx", "--weights", str(tmp_path / "bad.pt"),
-                 "-o", str(tmp_path / "x.onnx")]) == 1
-    assert "has shape 1, the network needs 16x3x3x3" in capsys.readouterr().err
-    assert not (tmp_path / "x.onnx").exists()
-
-
 def test_cuda_build_without_gpu_gives_valid_cuda(tmp_path) -> None:
     net = resdsl.load("specs/cifar/resnet20.rds")
     weights = load_weights(net.graph, seed=0)
-    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), tvm_build.make_target("cuda"))
+    executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), make_target("cuda"))
     sources = tvm_build.cuda_sources(executable)
     assert sources and "__global__" in sources[0]
     fatbin = tvm_build.nvcc_check(sources[0], "sm_90")
@@ -193,7 +124,7 @@ def test_bn_folds_into_convs_and_residual_adds_fuse() -> None:
     from tvm import relax
     net = resdsl.load("specs/cifar/resnet20.rds")
     mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1)
-    with tvm_build.make_target("llvm"):
+    with make_target("llvm"):
         fused = relax.get_pipeline("zero")(mod)
     names = [gv.name_hint for gv in fused.get_global_vars()]
     # conv + folded-BN bias + residual add + relu: one kernel per block's second conv.
@@ -204,8 +135,8 @@ def test_bn_folds_into_convs_and_residual_adds_fuse() -> None:
 def test_winograd_convs_fuse_with_bias_add_and_relu() -> None:
     from tvm import relax
     net = resdsl.load("specs/cifar/resnet20.rds")
-    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, tvm_build.Lowering("NHWC", True))
-    with tvm_build.make_target("llvm"):
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, Lowering("NHWC", True))
+    with make_target("llvm"):
         fused = relax.get_pipeline("zero")(mod)
     names = [gv.name_hint for gv in fused.get_global_vars()]
     winograd = [n for n in names if n.startswith("fused_conv2d_winograd")]
@@ -219,9 +150,9 @@ def test_winograd_convs_fuse_with_bias_add_and_relu() -> None:
 def test_winograd_only_where_its_weights_stay_small() -> None:
     import re
 
-    from resdsl.backends.tvm_winograd import tile_for
+    from resdsl.tvm.winograd import tile_for
     net = resdsl.load("specs/resnet18.rds")
-    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, tvm_build.Lowering("NHWC", True))
+    mod = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, Lowering("NHWC", True))
     script = mod["main"].script()
     # layer1's four 3x3 convs and layer2's three stride-1 ones (64 and 128 channels); layer3 and
     # layer4 (256, 512 channels: 9.4 and 37.7 MB of transformed weights each) stay direct, as do
@@ -230,7 +161,7 @@ def test_winograd_only_where_its_weights_stay_small() -> None:
     assert script.count("R.nn.conv2d(") == 13
     # With --wide-winograd, layer3's three stride-1 convs too, as F(2x2, 3x3) (4.2 MB each);
     # layer4's would read 16.8 MB each.
-    wide = tvm_build.Lowering("NHWC", winograd=True, wide_winograd=True)
+    wide = Lowering("NHWC", winograd=True, wide_winograd=True)
     script = tvm_build.relax_module(net.graph, load_weights(net.graph), 1, wide)["main"].script()
     assert len(re.findall(r"call_tir\(conv2d_winograd\w*,", script)) == 10
     assert script.count("R.nn.conv2d(") == 10
@@ -275,3 +206,26 @@ def test_bench_compares_several_tuned_libraries(tmp_path, capsys) -> None:
     assert set(rows) == {"onnxruntime", "tvm-tuned:x/a.so", *(f"tvm-tuned:{tmp_path.name}/{n}" for n in ("a.so", "b.so"))}
     for row in rows.values():
         assert row["runs"] >= 4 and row["rel_err"] < 1e-4  # at least one run in every round
+
+
+def test_a_library_built_without_a_batch_runs_any_batch(tmp_path) -> None:
+    import tvm
+    net, weights, _, _ = reference("specs/cifar/resnet20.rds")
+    torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, tmp_path / "w.pt")
+    subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet20.rds", "--target", "llvm",
+                    "--weights", str(tmp_path / "w.pt"), "-o", str(tmp_path / "net.so")],
+                   cwd=ROOT, check=True, capture_output=True)
+    vm, _ = tvm_build.load_vm(tmp_path / "net.so")
+    model = net.to_torch().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
+    # Built for one batch (as a tuned library is), another batch is refused by name.
+    subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet20.rds", "--target", "llvm",
+                    "--batch", "2", "-o", str(tmp_path / "two.so")], cwd=ROOT, check=True, capture_output=True)
+    vm, _ = tvm_build.load_vm(tmp_path / "two.so")
+    with pytest.raises(Exception, match="this library was built for batch 2, not 3"):
+        vm["main"](tvm.runtime.tensor(np.zeros((3, 3, 32, 32), np.float32)))

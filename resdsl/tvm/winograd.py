@@ -84,10 +84,12 @@ def transform_weight(oihw: np.ndarray, tile: int = 4) -> np.ndarray:
 def conv2d_nhwc(data, kernel_pack, padding: int):
     """TE compute: NHWC data, transformed weights (alpha, alpha, CI, CO) -> NHWC output; the
     tile edge m follows from alpha = m + 2."""
-    from tvm import te, topi
+    from tvm import te, tirx, topi
     from tvm.topi.utils import const_matrix
 
-    n, h, w, ci = (int(d) for d in data.shape)
+    n = data.shape[0]  # symbolic in a library built for any batch
+    n = int(n) if isinstance(n, tirx.IntImm) else n
+    h, w, ci = (int(d) for d in data.shape[1:])
     alpha, co = int(kernel_pack.shape[0]), int(kernel_pack.shape[3])
     tile = alpha - 2
     b_t, _, a_t = MATRICES[tile]

@@ -2,8 +2,9 @@
 
 For inference, BN folds into the conv before it (scale into the weights, shift into a bias);
 a BN with no conv before it becomes a per-channel multiply-add. Weights are embedded as
-constants, so the compiled library needs only the input. The batch size is fixed at build
-time, as tuned kernels are specialised to it.
+constants, so the compiled library needs only the input. The batch dimension is symbolic
+unless a batch is given: tuned kernels are specialised to the batch they were tuned at, so a
+tuned build fixes it.
 
 Layouts: `NCHW` (PyTorch's, what the library's input always is) or `NHWC`, where channels are
 innermost and a tuned CPU conv can vectorise over them: ResNet's late stages have 7x7 maps, too
@@ -17,15 +18,15 @@ from typing import Callable
 import numpy as np
 
 from ..ir import INPUT, Graph
-from . import tvm_winograd
-from .weights import bn_scale_shift
+from ..backends.weights import bn_scale_shift
+from . import winograd
 
 
 LAYOUTS = ("NCHW", "NHWC")
 
 
 class _Ctx:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch: int, layout: str,
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch, layout: str,
                  winograd: bool, wide_winograd: bool) -> None:
         from tvm import relax
         self.relax, self.graph, self.weights, self.batch, self.layout = relax, graph, weights, batch, layout
@@ -71,9 +72,9 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
         weight = weight * scale.reshape(-1, 1, 1, 1)
         bias = shift if bias is None else bias * scale + shift
     p = a["padding"]
-    tile = tvm_winograd.tile_for(a, weight.shape, c.wide_winograd) if c.winograd else None
+    tile = winograd.tile_for(a, weight.shape, c.wide_winograd) if c.winograd else None
     if tile is not None:
-        out = bb.emit_te(tvm_winograd.conv2d_nhwc, ins[0], c.const(tvm_winograd.transform_weight(weight, tile)), p,
+        out = bb.emit_te(winograd.conv2d_nhwc, ins[0], c.const(winograd.transform_weight(weight, tile)), p,
                          primfunc_name_hint="conv2d_winograd")
         return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
     out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=a["stride"], padding=(p, p, p, p),
@@ -140,9 +141,9 @@ CONVERTERS: dict[str, Callable] = {
 }
 
 
-def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layout: str = "NCHW",
+def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1, layout: str = "NCHW",
              winograd: bool = False, wide_winograd: bool = False):
-    """An IRModule whose `main(input)` (always NCHW) returns the logits.
+    """An IRModule whose `main(input)` (always NCHW) returns the logits; `batch` None: any batch.
 
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
     (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
@@ -155,11 +156,22 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int = 1, layou
     missing = sorted({graph.node(n)["op"] for n in graph.order()} - set(CONVERTERS) - {"input"})
     if missing:  # found before lowering starts, all at once
         raise NotImplementedError(f"the Relax backend has no converter for: {', '.join(missing)}")
-    ctx = _Ctx(graph, weights, batch, layout, winograd, wide_winograd)
+    from tvm import tirx
+    n = tirx.Var("batch", "int64")
+    ctx = _Ctx(graph, weights, n if batch is None else batch, layout, winograd, wide_winograd)
     bb = relax.BlockBuilder()
-    x = relax.Var("input", relax.TensorType((batch, *graph.shape(INPUT)), "float32"))
+    x = relax.Var("input", relax.TensorType((n, *graph.shape(INPUT)), "float32"))
     with bb.function("main", [x]):
+        if batch is not None:
+            # Kernels specialised to one batch (as tuned ones are): a call with another batch is
+            # told which one the library takes, before any shape check fails less clearly.
+            bb.emit(relax.op.assert_op(
+                relax.prim_value(tirx.EQ(n, tirx.IntImm("int64", batch))), [relax.prim_value(n)],
+                format=f"this library was built for batch {batch}, not {{}}: build it for that batch, "
+                       "or untuned for any batch"))
         with bb.dataflow():
+            if batch is not None:
+                x = bb.match_cast(x, relax.TensorType((batch, *graph.shape(INPUT)), "float32"))
             values = {INPUT: x if layout == "NCHW" else bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))}
             for name in graph.order():
                 node = graph.node(name)

@@ -1,0 +1,15 @@
+"""Everything Apache TVM: the Relax lowering, builds, tuning, selection and the shipped databases.
+
+    target.py          TVM targets; the machine a record's times belong to
+    lowering.py        how a graph becomes Relax (layout, Winograd, prepacked weights)
+    relax_frontend.py  graph -> Relax, one converter per op; winograd.py, its F(m, 3) kernels
+    build.py           fused kernels, tuned schedules applied, the shared library
+    workdir.py         a tuning work directory: the one owner of its on-disk format
+    tuning.py          `tune_network`: search, select, build, time, report
+    selection.py       each kernel's schedule chosen by re-timing its best records cold
+    report.py          `TuneReport`, what a tuning run writes and `bench` ranks by
+    databases.py       the databases shipped as package data, and which one a build uses
+    engine.py          `bench`'s TVM rows
+
+`tvm` itself is imported lazily inside functions: it takes seconds to import.
+"""
