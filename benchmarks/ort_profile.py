@@ -6,7 +6,7 @@ computes with Winograd apart), and set against the tasks of a `resdsl tune` repo
 FLOPs: the per-task analysis the search budget is spent by. Both sides are per-run medians; TVM's
 are the selection's cold re-timings (`report.json`), so a side by side is indicative, not a bench.
 
-Usage: python benchmarks/ort_profile.py specs/resnet50.rds benchmarks/tuning/resnet50-llvm [--runs 30]
+Usage: python benchmarks/ort_profile.py specs/resnet50.rds WORKDIR [--runs 30]
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Each task's latency times its weight (how often the kernel occurs) is its share of the network;
 the table shows where the remaining time goes. A task's latency is the chosen record re-timed
 with cold weights where `tune` made a selection, else the search's best (hot) measurement.
-Usage: python benchmarks/tuning_summary.py benchmarks/tuning/resnet18-llvm
+Usage: python benchmarks/tuning_summary.py WORKDIR
 """
 from __future__ import annotations
 

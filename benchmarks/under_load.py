@@ -8,7 +8,7 @@ own process, so TVM's thread pool can be started with or without pinning its thr
 (`TVM_BIND_THREADS`, on by default in TVM; ONNX Runtime does not pin). Load levels and pinning
 take turns, `--repeat` times, and the table gives each cell's median ratio.
 
-Usage: python benchmarks/under_load.py specs/resnet50.rds --tuned benchmarks/tuning/wide-resnet50-llvm-znver5 \
+Usage: python benchmarks/under_load.py specs/resnet50.rds --tuned WORKDIR \
            [--loads 0,50,100] [--repeat 2] [--json results/under_load.json]
 """
 from __future__ import annotations
