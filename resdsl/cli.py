@@ -42,7 +42,8 @@ def check(spec: Path) -> None:
     g = net.graph
     from .ops import fmt_shape
     from .ir import INPUT
-    print(f"{spec}: OK {net.name}: {fmt_shape(g.shape(INPUT))} -> {g.classes} classes, "
+    out = f"{g.classes} classes" if g.outputs_classes() else f"{fmt_shape(g.shape(g.output))} feature map"
+    print(f"{spec}: OK {net.name}: {fmt_shape(g.shape(INPUT))} -> {out}, "
           f"{len(g.blocks)} blocks in {len(g.stages)} stages, {net.params:,} params, "
           f"{net.macs / 1e9:.2f} GMACs")
 
@@ -68,6 +69,11 @@ def summary(spec: Path, as_json: bool) -> None:
                       f"{row['params']:,}" if row["params"] else "",
                       f"{row['macs']:,}" if row["macs"] else "")
     Console().print(table)
+
+
+follow_option = click.option("--follow-symlinks", is_flag=True,
+                             help="if an output is a symbolic link, write the file it points to "
+                                  "(default: refuse)")
 
 
 def weight_options(f):
@@ -110,26 +116,30 @@ def tvm_options(f):
 @click.option("--tuned", "tuned", help="a `resdsl tune` work directory, or the name of a shipped database, "
                                      "whose records to apply (llvm/cuda)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
+@follow_option
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int | None,
             cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
-            prepack: bool | None, tuned: str | None, cuda_source: Path | None) -> None:
+            prepack: bool | None, tuned: str | None, cuda_source: Path | None, follow_symlinks: bool) -> None:
     """Compile a spec for a target."""
     net = _load(spec)
-    from .output import write_atomic
+    from functools import partial
+    from .output import destination, write_atomic
+    write_atomic = partial(write_atomic, inputs=net.files, follow_symlinks=follow_symlinks)
     if target == "torch":
         from .backends.torch_codegen import generate
         source = generate(net.graph, source_name=spec.name)
         if output is not None and str(output) == "-":
             sys.stdout.write(source)
             return
-        path = output or Path(f"{net.name}.py")
+        path = output or _default_output(net.name, ".py")
         write_atomic(path, source)
         print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
         return
     if output is not None and str(output) == "-":
         raise ResdslError(f"--target {target} writes a binary file, not text for stdout",
                           hint=f"give a file name, e.g. -o {net.name}{SUFFIX[target]}")
-    path = output or Path(f"{net.name}{SUFFIX[target]}")
+    path = output or _default_output(net.name, SUFFIX[target])
+    destination(path, inputs=net.files, follow_symlinks=follow_symlinks)  # refuse before a long build
     from .backends.weights import load_weights
     state = load_weights(net.graph, weights, seed)
     if target == "onnx":
@@ -141,6 +151,8 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     from .tvm.lowering import Lowering
     from .tvm.target import make_target
     work_dir = _work_dir(tuned, "--tuned") if tuned else None
+    if work_dir is not None:
+        _repair(work_dir)
     if batch is None and work_dir is not None:
         report = work_dir.report()
         batch = report.batch if report else 1  # records are specialised to the batch they were tuned at
@@ -148,10 +160,40 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     tvm_target = make_target(target, cpu=cpu, arch=arch)
     mod = tvm_build.relax_module(net.graph, state, batch, lowering)
     executable = tvm_build.build(mod, tvm_target, work_dir, lowering)
-    tvm_build.export(executable, path)
+    tvm_build.export(executable, destination(path, inputs=net.files, follow_symlinks=follow_symlinks))
     if cuda_source is not None:
         write_atomic(cuda_source, "\n".join(tvm_build.cuda_sources(executable)))
     print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch or 'any'}, {net.name})", file=sys.stderr)
+
+
+def _repair(work_dir) -> None:
+    """A database a crash cut short or something damaged: readable again, nothing deleted."""
+    for part in (work_dir, work_dir.selected):
+        repair = part.repair()
+        if repair.torn:
+            print(f"note: dropped {repair.torn} line(s) a crash cut short in {part.path}", file=sys.stderr)
+        if repair.set_aside:
+            print(f"note: set aside {repair.set_aside} unreadable line(s) of {part.path} in {repair.aside_path}",
+                  file=sys.stderr)
+
+
+def _default_output(name: str, suffix: str) -> Path:
+    """NETWORK.py / .so in the working directory, unless that would shadow an importable module:
+    after writing torch.py there, `import torch` there would import it."""
+    path = Path(f"{name}{suffix}")
+    if suffix in (".py", ".so") and _importable(name):
+        raise ResdslError(f"the default output name {path} would shadow the Python module `{name}`",
+                          hint=f"name the output with -o, e.g. -o {name}_net{suffix}")
+    return path
+
+
+def _importable(name: str) -> bool:
+    import importlib.machinery
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return True
+    here = {"", ".", os.getcwd()}
+    elsewhere = [p for p in sys.path if p not in here]  # a module here is likely our own earlier output
+    return importlib.machinery.PathFinder.find_spec(name, elsewhere) is not None
 
 
 def _work_dir(text: str, flag: str):
@@ -352,7 +394,7 @@ def fmt(specs: tuple[Path, ...], check: bool, write: bool) -> None:
         if formatted != text:
             changed.append(spec)
             if write and not check:
-                write_atomic(spec, formatted)
+                write_atomic(spec, formatted, follow_symlinks=True)  # rewriting the spec is the point
         if not check and not write:
             sys.stdout.write(formatted)
     if check:
@@ -369,11 +411,14 @@ def fmt(specs: tuple[Path, ...], check: bool, write: bool) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="FILE.svg, FILE.png, FILE.pdf or FILE.dot")
 @click.option("--collapse", is_flag=True, help="draw each stage once, with its repeat count")
-def graph(spec: Path, output: Path, collapse: bool) -> None:
+@follow_option
+def graph(spec: Path, output: Path, collapse: bool, follow_symlinks: bool) -> None:
     """A picture of the checked graph (Graphviz)."""
     net = _load(spec)
+    from functools import partial
     from .backends.graphviz_render import to_dot
     from .output import write_atomic
+    write_atomic = partial(write_atomic, inputs=net.files, follow_symlinks=follow_symlinks)
     dot = to_dot(net.graph, collapse=collapse)
     fmt = output.suffix.lstrip(".").lower()
     if fmt == "dot":
@@ -464,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Outside standalone mode click returns (not raises) the code of an Exit.
         code = app.main(args=argv, prog_name="resdsl", standalone_mode=False)
+        sys.stdout.flush()  # here, where a full disk or a closed pipe can still be reported
         return code if isinstance(code, int) else 0
     except OptionError as exc:
         flags = ", ".join(FLAGS.get(o, o) for o in exc.options)
@@ -482,12 +528,31 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return 1
     except BrokenPipeError:
+        _discard_stdout()
         return 0
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # writing stdout or stderr failed
+            _discard_stdout()
+            print(f"resdsl: cannot write the output: {exc.strerror}", file=sys.stderr)
+            return 1
+        traceback.print_exc()
+        print("resdsl: internal error (a bug in resdsl, not in your spec); please report it "
+              "with the traceback above", file=sys.stderr)
+        return 2
     except Exception:  # anything else is our bug
         traceback.print_exc()
         print("resdsl: internal error (a bug in resdsl, not in your spec); please report it "
               "with the traceback above", file=sys.stderr)
         return 2
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ escaping the pipeline is an internal bug.
 """
 from __future__ import annotations
 
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +28,10 @@ class Span:
         return f"{self.file}:{self.line}:{self.column}"
 
     def source_line(self) -> str:
-        lines = self.text.splitlines()
-        return lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        # Lark counts only "\n" as a line break; str.splitlines() would also split at form feeds
+        # and U+2028 and show the wrong line.
+        lines = self.text.split("\n")
+        return lines[self.line - 1].rstrip("\r") if 0 < self.line <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,26 @@ class Diagnostic:
     notes: tuple[tuple[str, Span | None], ...] = ()
 
     def render(self, colour: bool = False) -> str:
-        where = f"{self.span}: " if self.span else ""
+        # Messages quote file names, paths and source text: anything that could drive a terminal
+        # (escape sequences, carriage returns) is shown escaped, never sent raw.
+        where = f"{printable(str(self.span))}: " if self.span else ""
         error = "\x1b[1;31merror\x1b[0m" if colour else "error"
-        out = [f"{where}{error}: {self.message}"]
+        out = [f"{where}{error}: {printable(self.message)}"]
         if self.span:
             out += _excerpt(self.span, colour)
         for note, span in self.notes:
-            out.append(f"   = note: {note}" + (f" ({span})" if span else ""))
+            out.append(f"   = note: {printable(note)}" + (f" ({printable(str(span))})" if span else ""))
         if self.hint:
-            out.append(f"   = help: {self.hint}")
+            out.append(f"   = help: {printable(self.hint)}")
         return "\n".join(out)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (and bidirectional overrides) written as escapes."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _excerpt(span: Span, colour: bool = False) -> list[str]:
@@ -59,16 +74,26 @@ def _excerpt(span: Span, colour: bool = False) -> list[str]:
         width = span.end_column - span.column
     else:  # a multi-line span: underline to the end of its first line
         width = max(len(line.rstrip()) - start, 1)
-    shown = line
-    if colour:
+    if len(line) > MAX_EXCERPT:  # a window around the caret
+        first = max(start - 40, 0)
+        line = ("…" if first else "") + line[first:first + 120] + "…"
+        start, width = start - first + (1 if first else 0), min(width, 120 - (start - first))
+    if _UNPRINTABLE.search(line):  # shown escaped, the carets moved to match
+        start, width = len(printable(line[:start])), max(len(printable(line[start:start + width])), 1)
+        shown = line = printable(line)
+    elif colour:
         from .highlight import highlight
         shown = highlight(line).rstrip("\n")
+    else:
+        shown = line
     carets = "^" * width
     return [
         f" {span.line:>{gutter}} | {shown}",
         f" {'':>{gutter}} | {' ' * start}" + (f"\x1b[1;31m{carets}\x1b[0m" if colour else carets),
     ]
 
+
+MAX_EXCERPT = 160  # longer lines are shown as a window around the caret
 
 PRELUDE = "<prelude>"
 
@@ -89,17 +114,50 @@ class ResdslError(Exception):
         return self.diagnostic.render(colour)
 
 
+MAX_SOURCE_BYTES = int(os.environ.get("RESDSL_MAX_SPEC_BYTES", 16 << 20))
+
+
 def read_source(path: str | Path, span: Span | None = None) -> str:
-    """Read a spec file, turning OS errors into located user errors."""
+    """Read a spec file, turning OS errors into located user errors.
+
+    Only a regular file is read, and at most MAX_SOURCE_BYTES of it: a FIFO would block forever
+    and /dev/zero never ends. Text with NUL bytes is not a spec (and /proc/self/environ is made of
+    them), so it is refused without being echoed.
+    """
+    shown = printable(str(path))
     try:
-        return Path(path).read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ResdslError(f"file not found: {path}", span,
+        raise ResdslError(f"file not found: {shown}", span,
                           hint="check the path; includes are relative to the including file") from None
-    except UnicodeDecodeError as exc:
-        raise ResdslError(f"{path} is not UTF-8 text ({exc.reason})", span) from None
     except OSError as exc:
-        raise ResdslError(f"cannot read {path}: {exc.strerror}", span) from None
+        raise ResdslError(f"cannot read {shown}: {exc.strerror}", span,
+                          hint="check the file's permissions") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ResdslError(f"{shown} is a directory, not a spec file", span,
+                              hint="name a .rds file")
+        raise ResdslError(f"{shown} is not a regular file", span,
+                          hint="resdsl reads specs from regular files only (not devices, FIFOs or sockets)")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+        except OSError as exc:
+            raise ResdslError(f"cannot read {shown}: {exc.strerror}", span) from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise ResdslError(f"{shown} is larger than resdsl reads ({MAX_SOURCE_BYTES >> 20} MiB)", span,
+                          hint="raise RESDSL_MAX_SPEC_BYTES if you really mean it")
+    if b"\0" in data:
+        raise ResdslError(f"{shown} is not a spec: it holds NUL bytes", span,
+                          hint="include only .rds text files")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResdslError(f"{shown} is not UTF-8 text ({exc.reason})", span,
+                          hint="save the spec as UTF-8") from None
 
 
 class OptionError(ResdslError):

@@ -70,9 +70,10 @@ class Stage:
 class Graph:
     """A network: nodes in an nx.DiGraph plus the nesting the backends need (stages, blocks)."""
 
-    def __init__(self, name: str, classes: int) -> None:
+    def __init__(self, name: str, classes: int, classes_span: Span | None = None) -> None:
         self.name = name
         self.classes = classes
+        self.classes_span = classes_span  # where the spec says it, for errors about the output
         self.nx = nx.DiGraph()
         self.blocks: dict[str, BlockInstance] = {}
         self.signatures: dict[str, BlockSignature] = {}  # of every block used, by definition name
@@ -106,6 +107,10 @@ class Graph:
         self.nx.add_edge(source, node, index=index)
 
     # ---- queries
+    def outputs_classes(self) -> bool:
+        """Does the network end in a class vector (rather than a feature map)?"""
+        return len(self.shape(self.output)) == 1
+
     def __contains__(self, name: str) -> bool:
         return name in self.nx
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import os
+import re
 from pathlib import Path
 
 from . import ast
@@ -16,16 +17,20 @@ from .parser import parse
 from .resources import prelude_path
 
 MAX_INCLUDE_DEPTH = 64
+_LOOKS_LIKE_A_SPEC = re.compile(r"\A\ufeff?(?:[ \t\f\r\n;]|#[^\n]*)*(?:(?:include|block|network)\b|\Z)")
 
 
 @dataclass
 class Program:
     network: ast.Network
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # the spec and every file it includes
 
 
 def load_file(path: str | Path) -> Program:
-    return _build(str(path), read_source(path), Path(path).resolve().parent)
+    program = _build(str(path), read_source(path), Path(path).resolve().parent)
+    program.files.insert(0, Path(path))
+    return program
 
 
 def load_text(text: str, filename: str = "<string>", base_dir: str | Path = ".") -> Program:
@@ -38,7 +43,8 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
     user_blocks: dict[str, ast.BlockDef] = {}
     main = parse(text, filename)
     networks: list[ast.Network] = []
-    _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=set())
+    seen: set[str] = set()
+    _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=seen)
     blocks.update(user_blocks)
     if not networks:
         raise ResdslError(f"{filename} defines no network", Span(filename, 1, 1, 1, 1, text),
@@ -47,7 +53,7 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
         extra = networks[1]
         raise ResdslError(f"more than one network: `{networks[0].name}` and `{extra.name}`",
                           extra.span, hint="put each network in its own file; share blocks with `include`")
-    return Program(networks[0], blocks)
+    return Program(networks[0], blocks, [Path(p) for p in sorted(seen)])
 
 
 def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.BlockDef],
@@ -63,6 +69,11 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise ResdslError(f"includes nest deeper than {MAX_INCLUDE_DEPTH} files", include.span)
         text = read_source(display_path(target), include.span)
+        if not _LOOKS_LIKE_A_SPEC.match(text):
+            # Its syntax error would quote its first line: an include must not be a way to print
+            # another file (/etc/passwd, a key) into an error message.
+            raise ResdslError(f"{display_path(target)} is not a resdsl spec", include.span,
+                              hint="a spec starts with `include`, `block` or `network` (after comments)")
         child = parse(text, display_path(target))
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen)
     _add_blocks(blocks, source.blocks, user=True)

@@ -98,8 +98,8 @@ class _Lowering:
                 raise ResdslError(f"`{name}` is already defined", span, hint="choose another name")
             env[name] = evaluate(expr, env)
 
-        g = self.graph = Graph(net.name, classes)
-        self.top_names: set[str] = set()
+        g = self.graph = Graph(net.name, classes, net.classes.span)
+        self.top_names = _Names()
         current = g.add(INPUT, "input", [], span=net.input_span, shape=net.input)
         current = self._body(net.stem, "", current, env, block_input=None, policy=net.shortcut)
         for stage in net.stages:
@@ -185,7 +185,7 @@ class _Lowering:
     # ---- layers
     def _body(self, layers: tuple[ast.Layer, ...], scope: str, current: str, env: dict[str, int],
               block_input: str | None, policy: str) -> str:
-        used = self.top_names if scope == "" else set()
+        used = self.top_names if scope == "" else _Names()
         for layer in layers:
             try:
                 current = self._layer(layer, scope, current, env, block_input, policy, used)
@@ -201,7 +201,7 @@ class _Lowering:
         return current
 
     def _layer(self, layer: ast.Layer, scope: str, current: str, env: dict[str, int],
-               block_input: str | None, policy: str, used: set[str]) -> str:
+               block_input: str | None, policy: str, used: _Names) -> str:
         g = self.graph
         if layer.op == "add":
             return self._add(layer, scope, current, block_input, policy, used)
@@ -210,7 +210,9 @@ class _Lowering:
             known = sorted([op for op, i in OPS.items() if i.user] + ["add"])
             hint = _suggest(layer.op, known, "known layers")
             if layer.op in self.program.blocks:
-                hint = f"`{layer.op}` is a block: use it in a stage, `stage NAME: {layer.op}(...) x N`"
+                raise ResdslError(f"`{layer.op}` is a block, and blocks cannot be used as layers",
+                                  layer.op_span, hint=f"blocks do not nest; use `{layer.op}` in a stage: "
+                                                      f"`stage NAME: {layer.op}(...) x N`")
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
         exprs: dict[str, ast.Expr] = {}
         attrs = self._attrs(layer, info.defaults, info.positional, env, exprs)
@@ -259,17 +261,19 @@ class _Lowering:
             raise ResdslError("`bias` is 0 or 1", spans["bias"])
         return attrs
 
-    def _label(self, layer: ast.Layer, scope: str, used: set[str]) -> str:
+    def _label(self, layer: ast.Layer, scope: str, used: _Names) -> str:
         if layer.label is None:
             return _fresh(layer.op, used)
         self._claim(layer.label, used, layer.span, scope)
         return layer.label
 
     def _claim(self, label: str, used: set[str], span: Span, scope: str) -> None:
-        if keyword.iskeyword(label) or label in MODULE_MEMBERS or label in GENERATED_NAMES \
-                or label.startswith("__"):
+        if keyword.iskeyword(label) or label in MODULE_MEMBERS or label in GENERATED_NAMES:
             raise ResdslError(f"`{label}` cannot name a layer: the generated PyTorch code uses it",
                               span, hint=f"choose another name, e.g. `{label}_`")
+        if label.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
+            raise ResdslError(f"`{label}` cannot name a layer: names starting with `_` belong to PyTorch",
+                              span, hint=f"choose another name, e.g. `{label.strip('_') or 'layer'}_`")
         if label in used:
             where = f"block {scope}" if scope else "the network"
             raise ResdslError(f"`{label}` names two layers in {where}", span,
@@ -278,7 +282,7 @@ class _Lowering:
         used.add(label)
 
     def _add(self, layer: ast.Layer, scope: str, current: str, block_input: str | None,
-             policy: str, used: set[str]) -> str:
+             policy: str, used: _Names) -> str:
         if block_input is None:
             raise ResdslError("`add shortcut` only works inside a block", layer.span,
                               hint="residual joins belong in a `block` definition")
@@ -290,6 +294,9 @@ class _Lowering:
         if not words or words[0].name != "shortcut" or len(words) > 2:
             raise ResdslError("expected `add shortcut [POLICY]`", layer.span,
                               hint=f"POLICY is one of {', '.join(POLICIES)}")
+        if current == block_input:
+            raise ResdslError("`add shortcut` needs a residual branch before it", layer.span,
+                              hint="put the block's layers (conv, bn, ...) before `add shortcut`")
         if len(words) == 2:
             if words[1].name not in POLICIES:
                 raise ResdslError(f"unknown shortcut policy `{words[1].name}`", words[1].span,
@@ -303,11 +310,22 @@ class _Lowering:
                               label=label, policy=policy, gated=policy == "gated")
 
 
-def _fresh(base: str, used: set[str]) -> str:
-    label, n = base, 0
+class _Names(set):
+    """The labels taken in one scope, with the next free suffix per base name, so that naming
+    N unlabeled layers is linear, not quadratic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next: dict[str, int] = {}
+
+
+def _fresh(base: str, used: _Names) -> str:
+    n = used.next.get(base, 0)
+    label = f"{base}_{n}" if n else base
     while label in used:
         n += 1
         label = f"{base}_{n}"
+    used.next[base] = n + 1
     used.add(label)
     return label
 

@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # torch stays unimported until a model is asked for
 class Network:
     """A parsed, lowered and checked network."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, files: list[Path] | None = None) -> None:
         self.graph = graph
+        self.files = files or []  # the spec and its includes: never to be written over
 
     @property
     def name(self) -> str:
@@ -26,11 +27,16 @@ class Network:
 
     @property
     def params(self) -> int:
-        return totals(self.graph)[0]
+        return self._totals()[0]
 
     @property
     def macs(self) -> int:
-        return totals(self.graph)[1]
+        return self._totals()[1]
+
+    def _totals(self) -> tuple[int, int]:
+        if getattr(self, "_cached_totals", None) is None:
+            self._cached_totals = totals(self.graph)
+        return self._cached_totals
 
     def summary(self) -> dict:
         return summary_json(self.graph)
@@ -50,7 +56,8 @@ class Network:
 
 
 def load(path: str | Path) -> Network:
-    return Network(run_pipeline(lower(load_file(path))))
+    program = load_file(path)
+    return Network(run_pipeline(lower(program)), program.files)
 
 
 def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".") -> Network:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
@@ -43,12 +43,46 @@ def parse(text: str, filename: str = "<string>", comments: list | None = None) -
             tree = _lark_keeping_comments(comments.append).parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
+    _check_depth(tree, text, filename)
     try:
         return _ToAst(text, filename).transform(tree)
     except VisitError as exc:  # errors raised inside the transformer arrive wrapped
         if isinstance(exc.orig_exc, ResdslError):
             raise exc.orig_exc from None
         raise
+
+
+MAX_EXPR_DEPTH = 100
+_EXPR_RULES = frozenset({"add", "sub", "mul", "floordiv", "exactdiv", "neg"})
+
+
+def _check_depth(tree: Tree, text: str, filename: str) -> None:
+    """Refuse expressions nested deeper than MAX_EXPR_DEPTH, before anything recurses over them.
+
+    LALR parsing keeps its own stack, but the transformer, the evaluator and the emitters recurse
+    once per level: the bound keeps every later stage far from Python's recursion limit.
+    """
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _EXPR_RULES:
+            depth += 1
+            if depth > MAX_EXPR_DEPTH:
+                raise ResdslError(f"this expression nests more than {MAX_EXPR_DEPTH} levels deep",
+                                  _span(node.meta, text, filename),
+                                  hint="split it with `let` constants")
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+
+
+MAX_DIGITS = 18  # far beyond any limit in resdsl.limits, far below Python's int-to-string limit
+
+
+def _number(token: Token, text: str, filename: str, digits: str | None = None) -> int:
+    digits = str(token) if digits is None else digits
+    if len(digits) > MAX_DIGITS:
+        raise ResdslError(f"a number of {len(digits)} digits is larger than resdsl allows",
+                          _span(token, text, filename), hint="widths, counts and strides are small integers")
+    return int(digits)
 
 
 def _lark_keeping_comments(sink) -> Lark:
@@ -60,7 +94,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError
     line, column = max(exc.line, 1), max(exc.column, 1)
     width = 1
     if isinstance(exc, UnexpectedToken):
-        found = "the end of the file" if exc.token.type == "$END" else _describe(exc.token)
+        found = "end of file" if exc.token.type == "$END" else _describe(exc.token)
         width = max(len(str(exc.token)), 1) if exc.token.type != "_NL" else 1
         message = f"unexpected {found}"
         expected = exc.accepts or exc.expected
@@ -80,7 +114,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError
 def _describe(token: Token) -> str:
     if token.type == "_NL":
         return "end of line"
-    return f"`{token}`"
+    text = str(token)
+    return f"`{text}`" if len(text) <= 40 else f"`{text[:30]}…` ({len(text)} characters)"
 
 
 def _literal(terminal: str) -> str:
@@ -117,7 +152,7 @@ class _ToAst(Transformer):
     # ---- expressions
     @v_args(meta=True)
     def int(self, meta, children):
-        return ast.Int(int(children[0]), self._span(meta))
+        return ast.Int(_number(children[0], self.text, self.filename), self._span(meta))
 
     @v_args(meta=True)
     def var(self, meta, children):
@@ -145,7 +180,7 @@ class _ToAst(Transformer):
     def short_attr(self, children):
         token = children[0]
         span = _span(token, self.text, self.filename)
-        value = ast.Int(int(token[1:]), span)
+        value = ast.Int(_number(token, self.text, self.filename, token[1:]), span)
         return ast.Keyword(SHORT_ATTRS[token[0]], value, span)
 
     # ---- blocks
@@ -165,6 +200,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def block_def(self, meta, children):
         name, *params, body = children
+        params = [p for p in params if p is not None]
+        for i, param in enumerate(params):
+            if any(p.name == param.name for p in params[:i]):
+                raise ResdslError(f"block `{name}` has two parameters named `{param.name}`", param.span,
+                                  hint="give each parameter its own name")
         return ast.BlockDef(str(name), tuple(p for p in params if p is not None), body, self._span(meta))
 
     @v_args(meta=True)
@@ -208,7 +248,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def input_stmt(self, meta, children):
-        c, h, w = (int(v) for v in str(children[0]).split("x"))
+        c, h, w = (_number(children[0], self.text, self.filename, v) for v in str(children[0]).split("x"))
         return ("input", ((c, h, w), self._span(meta)))
 
     def classes_stmt(self, children):

@@ -120,7 +120,8 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     def broken_replace(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(output.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    from resdsl.diagnostics import ResdslError
+    with pytest.raises(ResdslError, match="cannot write .*net.py: disk full"):
         output.write_atomic(target, "new contents")
     assert target.read_text() == "previous contents"
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind

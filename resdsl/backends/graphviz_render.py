@@ -75,24 +75,33 @@ def to_dot(graph: Graph, collapse: bool = False):
                            node_attr={"fontname": "Helvetica", "fontsize": "10"},
                            edge_attr={"fontname": "Helvetica", "fontsize": "8"})
     shown = _visible(graph, collapse)
+    visible = set(shown)
+    scopes = {graph.node(n)["scope"] for n in shown}
+    members: dict[str, list[str]] = {}
+    for name in shown:
+        members.setdefault(graph.node(name)["scope"], []).append(name)
     cluster_of = {}
     for stage in graph.stages.values():
-        paths = [p for p in stage.blocks if any(graph.node(n)["scope"] == p for n in shown)]
-        with dot.subgraph(name=f"cluster_{stage.name}") as sub:
-            sub.attr(label=f"stage {stage.name}: {len(stage.blocks)} x {graph.blocks[stage.blocks[0]].block}",
-                     style="rounded", color="#90a4ae")
-            for path in paths:
-                with sub.subgraph(name=f"cluster_{path}") as block:
-                    block.attr(label=_block_label(graph, stage, path, collapse), style="dashed", color="#b0bec5")
-                    for name in graph.scope_nodes(path):
-                        cluster_of[name] = path
-                        block.node(name, describe(graph, name), **_attrs(graph, name))
+        paths = [p for p in stage.blocks if p in scopes]
+        # Clusters are built apart and added whole: graphviz's `with dot.subgraph()` copies the
+        # parent's body on entry, which is quadratic in the number of blocks.
+        sub = graphviz.Digraph(name=f"cluster_{stage.name}")
+        sub.attr(label=f"stage {stage.name}: {len(stage.blocks)} x {graph.blocks[stage.blocks[0]].block}",
+                 style="rounded", color="#90a4ae")
+        for path in paths:
+            block = graphviz.Digraph(name=f"cluster_{path}")
+            block.attr(label=_block_label(graph, stage, path, collapse), style="dashed", color="#b0bec5")
+            for name in members[path]:
+                cluster_of[name] = path
+                block.node(name, describe(graph, name), **_attrs(graph, name))
+            sub.subgraph(block)
+        dot.subgraph(sub)
     for name in shown:
         if name not in cluster_of:
             dot.node(name, describe(graph, name), **_attrs(graph, name))
     for name in shown:
         for source in graph.inputs(name):
-            source = _representative(graph, source, shown)
+            source = _representative(graph, source, visible)
             edge = {"label": fmt_shape(graph.shape(source))}
             if _shortcut(graph, source, name):
                 edge.update(style="dashed", color="#e65100", penwidth="1.5")
@@ -114,7 +123,7 @@ def _visible(graph: Graph, collapse: bool) -> list[str]:
     return [n for n in graph.order() if not graph.node(n)["scope"] or graph.node(n)["scope"] in keep]
 
 
-def _representative(graph: Graph, source: str, shown: list[str]) -> str:
+def _representative(graph: Graph, source: str, shown: set[str]) -> str:
     """In collapsed pictures an edge from a hidden block comes from the stage's shown repeat."""
     if source in shown or source == INPUT:
         return source

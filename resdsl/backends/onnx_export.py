@@ -18,15 +18,31 @@ class _Builder:
         self.graph, self.weights = graph, weights
         self.nodes: list = []
         self.initializers: list = []
+        # ONNX wants every value named once (SSA): the graph's own input and output names and
+        # the weights' state_dict keys are taken first, and a layer whose name collides with one
+        # (a layer labelled `input` or `logits`) gets a suffix.
+        self.taken: set[str] = {"input", "logits", "features", *weights}
+
+    def fresh(self, name: str) -> str:
+        candidate, n = name, 0
+        while candidate in self.taken:
+            n += 1
+            candidate = f"{name}_{n}"
+        self.taken.add(candidate)
+        return candidate
 
     def const(self, name: str, value: np.ndarray) -> str:
+        name = self.fresh(name)
         self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def weight(self, key: str) -> str:
-        return self.const(key, self.weights[key].astype(np.float32))
+        self.initializers.append(self.numpy_helper.from_array(
+            np.ascontiguousarray(self.weights[key].astype(np.float32)), key))
+        return key
 
     def op(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
+        output = self.fresh(output)
         self.nodes.append(self.helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
@@ -88,7 +104,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
 
 
 def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
-    """An onnx.ModelProto with input `input` (N x C x H x W) and output `logits` (N x classes)."""
+    """An onnx.ModelProto with input `input` (N x C x H x W) and one output: `logits`
+    (N x classes), or `features` (N x C x H x W) for a network that ends in a feature map."""
     from onnx import TensorProto, checker, helper
     b = _Builder(graph, weights)
     values = {INPUT: "input"}
@@ -96,12 +113,13 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
         node = graph.node(name)
         if node["op"] != "input":
             values[name] = CONVERTERS[node["op"]](b, name, [values[i] for i in graph.inputs(name)], node["attrs"])
-    b.op("Identity", [values[graph.output]], "logits")
+    output = "logits" if graph.outputs_classes() else "features"
+    b.nodes.append(b.helper.make_node("Identity", [values[graph.output]], [output], name=output))
     c, h, w = graph.shape(INPUT)
     onnx_graph = helper.make_graph(
         b.nodes, graph.name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", graph.classes])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", *graph.shape(graph.output)])],
         initializer=b.initializers)
     model = helper.make_model(onnx_graph, producer_name="resdsl",
                               opset_imports=[helper.make_opsetid("", OPSET)])

@@ -25,9 +25,42 @@ class InferShapes:
             try:
                 node["shape"] = OPS[node["op"]].shape(node["attrs"], inputs)
             except ShapeError as exc:
+                flattener = _flattened_by(graph, name)
+                if flattener is not None and graph.node(flattener)["scope"]:
+                    # An `fc` inside a block is the mistake, not the head layer that trips over it.
+                    span, notes = locate(graph, flattener)
+                    node = graph.node(name)
+                    raise ResdslError(f"`{graph.node(flattener)['op']}` inside a block makes a flat vector, "
+                                      f"but `{node['op']}` after it needs a feature map", span,
+                                      hint="`fc` belongs in the head; use `conv OUT k1` inside blocks",
+                                      notes=notes + ((f"`{node['op']}` is here", node["span"]),)) from None
                 span, notes = locate(graph, name)
                 raise ResdslError(str(exc), span, hint=exc.hint, notes=notes) from None
+        _check_output(graph)
         return False
+
+
+def _check_output(graph: Graph) -> None:
+    """A network that ends in a vector must end in its declared class vector; one that ends in a
+    feature map (a backbone, a head without `fc`) is reported with that shape instead."""
+    shape = graph.shape(graph.output)
+    if len(shape) == 1 and shape[0] != graph.classes:
+        span, notes = locate(graph, graph.output)
+        raise ResdslError(f"the network outputs {shape[0]} values per image, but declares "
+                          f"`classes {graph.classes}`", span,
+                          notes=notes + (("the classes are declared here", graph.classes_span),),
+                          hint="end the head with `fc classes`")
+
+
+def _flattened_by(graph: Graph, name: str) -> str | None:
+    """The node that turned a feature map into the flat vector `name` reads, if it reads one."""
+    current = next((i for i in graph.inputs(name) if len(graph.shape(i)) == 1), None)
+    while current is not None:
+        inputs = graph.inputs(current)
+        if not inputs or len(graph.shape(inputs[0])) != 1:
+            return current
+        current = inputs[0]
+    return None
 
 
 def locate(graph: Graph, name: str) -> tuple[Span | None, tuple]:

@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from ..diagnostics import ResdslError, printable
 from ..output import write_atomic
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ class WorkDir:
         from .lowering import Lowering
         for path in (self.path / LOWERING, self.path.parent / LOWERING if self.name == SELECTED else None):
             if path is not None and path.exists():
-                return Lowering.from_json(path.read_text())
+                return _read(path, Lowering.from_json)
         return Lowering() if self.has_records() else None
 
     def save_lowering(self, lowering: "Lowering") -> None:
@@ -212,7 +213,7 @@ class WorkDir:
         """
         path = self.path / MEASUREMENT
         if path.exists():
-            return json.loads(path.read_text())["cache"]
+            return _read(path, lambda text: json.loads(text)["cache"])
         if self.has_records():
             return "hot"
         return "cold" if target_kind == "llvm" else "hot"
@@ -227,7 +228,7 @@ class WorkDir:
     def choices(self) -> dict | None:
         """The last selection's summary (`top_k`, `choices`), if it is still in force."""
         path = self.selected.path / CHOICES
-        return json.loads(path.read_text()) if path.exists() else None
+        return _read(path, json.loads) if path.exists() else None
 
     def discard_selection(self) -> None:
         shutil.rmtree(self.selected.path, ignore_errors=True)
@@ -301,3 +302,13 @@ class WorkDir:
         if self.lowering() is not None and not (dest / LOWERING).exists():
             WorkDir(dest).save_lowering(self.lowering())
         return WorkDir(dest)
+
+
+def _read(path: Path, parse):
+    """One of resdsl's own JSON files, parsed; damage (a half-written file, an edit) is a user
+    error naming the file, not a traceback."""
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ResdslError(f"{printable(str(path))} is damaged and cannot be read ({type(exc).__name__})",
+                          hint="restore it, or delete it and rerun `resdsl tune` on this directory") from None
