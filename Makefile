@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,onnx,tvm]"
 	touch $@
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench fuzz
 setup: $(VENV)/.installed
 
 demo: setup
@@ -28,3 +28,8 @@ bench: setup
 	$(PY) benchmarks/torch_backend.py
 	$(VENV)/bin/resdsl bench specs/resnet18.rds
 	$(VENV)/bin/resdsl bench specs/resnet50.rds
+
+# Hostile-input fuzzing for SECONDS seconds (make fuzz SECONDS=600); failures land in fuzz-failures/.
+SECONDS ?= 60
+fuzz: setup
+	$(PY) tests/fuzz.py --seconds $(SECONDS)

@@ -56,7 +56,7 @@ class Diagnostic:
         return "\n".join(out)
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
@@ -151,8 +151,12 @@ def read_source(path: str | Path, span: Span | None = None) -> str:
         raise ResdslError(f"{shown} is larger than resdsl reads ({MAX_SOURCE_BYTES >> 20} MiB)", span,
                           hint="raise RESDSL_MAX_SPEC_BYTES if you really mean it")
     if b"\0" in data:
+        if span is None:  # point at the byte, without echoing the line: this is not a spec's text
+            at = data.index(b"\0")
+            line, column = data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
+            span = Span(str(path), line, column, line, column + 1)
         raise ResdslError(f"{shown} is not a spec: it holds NUL bytes", span,
-                          hint="include only .rds text files")
+                          hint="a spec is UTF-8 text; include only .rds files")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

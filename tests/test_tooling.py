@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import resdsl
 from conftest import ROOT, SPECS
+from mutation import mutate_tokens, seeds
 from resdsl import ResdslError
 from resdsl.cli import main
 
@@ -172,30 +173,12 @@ def test_risky_names_never_reach_the_source_unsafely(net_name, stage, block, lab
     assert f"{stage}.0.{label}.weight" in model.state_dict()
 
 
-# ---- fuzzing --------------------------------------------------------------------------------------
-TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d+|//|.", re.S)
-SEED_SPECS = [(ROOT / s).read_text() for s in ("specs/resnet18.rds", "specs/cifar/highway20.rds",
-                                               "specs/resnext50_32x4d.rds")] + [(ROOT / "resdsl/prelude.rds").read_text()]
-
-
+# ---- fuzzing (tests/fuzz.py runs the same mutators for as long as you like) --------------------------------------------------------------------------------------
 @st.composite
 def mutated(draw) -> str:
-    tokens = TOKEN.findall(draw(st.sampled_from(SEED_SPECS)))
-    for _ in range(draw(st.integers(1, 4))):
-        i = draw(st.integers(0, len(tokens) - 1))
-        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "number", "insert"]))
-        if kind == "delete":
-            del tokens[i]
-        elif kind == "duplicate":
-            tokens.insert(i, tokens[i])
-        elif kind == "swap" and i + 1 < len(tokens):
-            tokens[i], tokens[i + 1] = tokens[i + 1], tokens[i]
-        elif kind == "number":
-            tokens[i] = str(draw(st.sampled_from([0, 1, 2, 3, 7, 10**9, 2**63])))
-        else:
-            tokens.insert(i, draw(st.sampled_from(["{", "}", "(", ")", ";", "\n", "x", ":", "=", "-", "//", '"',
-                                                   "add", "shortcut", "stage", "network", "#"])))
-    return "".join(tokens)
+    def choose(kind, options):
+        return draw(st.sampled_from(list(options)))
+    return mutate_tokens(draw(st.sampled_from(seeds())), choose)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
