@@ -217,11 +217,17 @@ class _ToAst(Transformer):
         name, *args = children
         return ast.Call(str(name), tuple(a for a in args if a is not None), self._span(meta))
 
-    def stage_stride(self, children):
-        return ("stride", children[0])
-
-    def stage_shortcut(self, children):
-        return ("shortcut", children[0])
+    def stage_opt(self, children):
+        key, value = children
+        if str(key) == "stride":
+            return ("stride", value)
+        if str(key) == "shortcut":
+            if not isinstance(value, ast.Var):
+                raise ResdslError("expected a shortcut policy name", value.span,
+                                  hint=f"use one of {', '.join(POLICIES)}")
+            return ("shortcut", value)
+        raise ResdslError(f"unknown stage option `{key}`", _span(key, self.text, self.filename),
+                          hint="a stage takes `stride S` and `shortcut POLICY` after its count")
 
     @v_args(meta=True)
     def stage_stmt(self, meta, children):
@@ -239,12 +245,15 @@ class _ToAst(Transformer):
                 shortcut, shortcut_span = self._policy(value)
         return ("stage", ast.Stage(str(name), call, repeat, stride, shortcut, self._span(meta), shortcut_span))
 
-    def _policy(self, token: Token) -> tuple[str, Span]:
-        span = _span(token, self.text, self.filename)
-        if str(token) not in POLICIES:
-            raise ResdslError(f"unknown shortcut policy `{token}`", span,
+    def _policy(self, token: Token | ast.Var) -> tuple[str, Span]:
+        if isinstance(token, ast.Var):
+            name, span = token.name, token.span
+        else:
+            name, span = str(token), _span(token, self.text, self.filename)
+        if name not in POLICIES:
+            raise ResdslError(f"unknown shortcut policy `{name}`", span,
                               hint=f"use one of {', '.join(POLICIES)}")
-        return str(token), span
+        return name, span
 
     @v_args(meta=True)
     def input_stmt(self, meta, children):

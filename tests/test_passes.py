@@ -134,3 +134,47 @@ def test_verify_alone_finds_a_graph_that_does_not_end_in_its_output() -> None:
     graph.add("dangling", "relu", ["conv1"], span=None)
     with pytest.raises(IRError, match="must end in its output 'fc', ends in"):
         Verify().run(graph)
+
+
+# ---- the shortcut samples exactly the pixels the residual branch does ------------------------------
+STRIDE_3 = """
+network stride3 {{
+    input 3x4x4
+    classes 10
+    shortcut {policy}
+    stem {{ conv 8 k3 p1 }}
+    stage layer1: basic(16) x 1 stride 3
+    head {{ avgpool; fc classes }}
+}}
+"""
+
+
+@pytest.mark.parametrize("policy, node", [("B", "downsample.0"), ("C", "downsample.0"), ("A", "shortcut"),
+                                          ("gated", "gate")])
+def test_shortcut_stride_is_the_branch_stride_not_a_guess_from_shapes(policy: str, node: str) -> None:
+    # On a 4x4 map strides 2 and 3 both give 2x2; the branch samples pixels 0 and 3, so must the shortcut.
+    graph = run_pipeline(lower(load_text(STRIDE_3.format(policy=policy), "stride3.rds")))
+    assert graph.node(f"layer1.0.{node}")["attrs"]["stride"] == 3
+
+
+def test_stride_3_projection_equals_an_independent_computation() -> None:
+    import torch
+    import resdsl
+    net = resdsl.loads(STRIDE_3.format(policy="B"))
+    model = net.to_torch(seed=0).eval()
+    x = torch.randn(1, 3, 4, 4)
+    block = model.layer1[0]
+    stem_out = model.conv(x)
+    with torch.no_grad():
+        projected = block.downsample(stem_out)
+        conv = block.downsample[0]
+        want = torch.nn.functional.conv2d(stem_out[:, :, ::3, ::3], conv.weight)  # pixels 0 and 3
+        want = block.downsample[1](want)
+    torch.testing.assert_close(projected, want)
+
+
+def test_a_resolution_the_branch_strides_do_not_explain_is_an_error() -> None:
+    text = STRIDE_3.replace("basic(16) x 1 stride 3", "squeeze(16) x 1").format(policy="B")
+    text = "block squeeze(w) {\n conv w k3 p1\n avgpool\n add shortcut\n}\n" + text.replace("4x4", "8x8")
+    with pytest.raises(ResdslError, match="no shortcut can match: its strides multiply to 1"):
+        run_pipeline(lower(load_text(text, "squeeze.rds")))

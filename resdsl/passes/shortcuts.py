@@ -49,11 +49,18 @@ class LegalizeShortcuts:
                               f"{fmt_shape(have)} (shortcut)", where, notes=notes,
                               hint="use `shortcut B` (1x1 projection) or `shortcut A` (zero-padding) "
                                    "for this stage or network")
-        stride = _stride(have, want)
-        if stride is None:
-            raise ResdslError(f"no shortcut can map {fmt_shape(have)} onto {fmt_shape(want)}", where,
-                              notes=notes,
-                              hint="a shortcut can only keep or reduce the resolution by a whole stride")
+        residual = graph.inputs(add)[0]
+        stride = _branch_stride(graph, shortcut, residual)
+        if stride is None or _subsampled(have, stride) != want[1:]:
+            # The shortcut must sample the pixels the branch does (its strides' product); a
+            # resolution the strides do not explain (a global pool, padding that trims) has
+            # no shortcut that matches it pixel for pixel.
+            by = f"its strides multiply to {stride}" if stride is not None else "it is not a chain of layers"
+            raise ResdslError(f"the residual branch maps {fmt_shape(have)} to {fmt_shape(want)}, which no "
+                              f"shortcut can match: {by}", where, notes=notes,
+                              hint="a block's branch may change the resolution only by its strides "
+                                   "(pad each conv by kernel // 2); a squeeze (global avgpool) needs its "
+                                   "multiply before the add")
         if policy == "A" and differ:
             if want[0] < have[0]:
                 raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", where,
@@ -79,12 +86,22 @@ def _projection(graph: Graph, scope: str, source: str, channels: int, stride: in
     return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
 
 
-def _stride(have: tuple, want: tuple) -> int | None:
-    """The stride s for which subsampling `have` (every s-th pixel) gives `want`'s resolution."""
-    if len(have) != 3 or len(want) != 3:
+def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:
+    """The product of the strides along the residual branch from the block input `source`, or
+    None if the branch does not lead back to it through single-input layers."""
+    stride, current = 1, residual
+    while current != source:
+        inputs = graph.inputs(current)
+        if len(inputs) != 1:
+            return None
+        stride *= graph.node(current)["attrs"].get("stride", 1)
+        current = inputs[0]
+    return stride
+
+
+def _subsampled(shape: tuple, stride: int) -> tuple | None:
+    """The resolution of every stride-th pixel of `shape`."""
+    if len(shape) != 3:
         return None
-    (_, h, w), (_, h2, w2) = have, want
-    for s in range(1, max(h, w) + 1):
-        if (h - 1) // s + 1 == h2 and (w - 1) // s + 1 == w2:
-            return s
-    return None
+    _, h, w = shape
+    return ((h - 1) // stride + 1, (w - 1) // stride + 1)
