@@ -7,11 +7,19 @@ from typing import Union
 from .diagnostics import Span
 
 
-# ---- integer expressions ----------------------------------------------------------------------
+# ---- expressions --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Int:
     value: int
     span: Span
+
+
+@dataclass(frozen=True)
+class Float:
+    """A literal with a decimal point or an exponent (`0.3`, `1e-4`): for rates and coefficients."""
+    value: float
+    span: Span
+    text: str  # as written, so `fmt` keeps `1e-4` as `1e-4`
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Neg:
     span: Span
 
 
-Expr = Union[Int, Var, BinOp, Neg]
+Expr = Union[Int, Float, Var, BinOp, Neg]
 
 
 # ---- layer and call arguments -----------------------------------------------------------------
@@ -56,7 +64,7 @@ Arg = Union[Positional, Keyword]
 
 @dataclass(frozen=True)
 class Layer:
-    """One statement of a body: `[label:] op args...`."""
+    """One statement of a body: `[label:] op args...`; a label may be a dotted path (`conv1.0`)."""
 
     label: str | None
     op: str

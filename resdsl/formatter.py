@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import ast
+from .ops import OPS
 from .parser import SHORT_ATTRS, parse
 
 SHORT = {long: short for short, long in SHORT_ATTRS.items()}
@@ -42,6 +43,8 @@ def format_source(text: str, filename: str = "<string>") -> str:
 def expr(e: ast.Expr, parent: int = 0, right: bool = False) -> str:
     if isinstance(e, ast.Int):
         return str(e.value)
+    if isinstance(e, ast.Float):
+        return e.text
     if isinstance(e, ast.Var):
         return e.name
     if isinstance(e, ast.Neg):
@@ -52,17 +55,19 @@ def expr(e: ast.Expr, parent: int = 0, right: bool = False) -> str:
     return f"({text})" if level < parent or (right and level == parent) else text
 
 
-def arg(a: ast.Arg) -> str:
+def arg(a: ast.Arg, op: str = "") -> str:
     if isinstance(a, ast.Positional):
         return expr(a.value)
-    key = SHORT.get(a.name, a.name)
-    if key in SHORT_ATTRS and isinstance(a.value, ast.Int):
+    own = OPS[op].defaults if op in OPS else {}
+    # `kernel=3` is `k3`, unless the op has an attribute named `k` of its own (lrn): then `k` is that.
+    key = a.name if a.name in own and a.name in SHORT_ATTRS else SHORT.get(a.name, a.name)
+    if key in SHORT_ATTRS and key not in own and isinstance(a.value, ast.Int):
         return f"{key}{a.value.value}"
     return f"{key}={expr(a.value)}"
 
 
 def layer(l: ast.Layer) -> str:
-    text = " ".join([l.op, *(arg(a) for a in l.args)])
+    text = " ".join([l.op, *(arg(a, l.op) for a in l.args)])
     return f"{l.label}: {text}" if l.label else text
 
 

@@ -38,8 +38,16 @@ def lower(program: Program) -> Graph:
     return _Lowering(program).run()
 
 
-def evaluate(expr: ast.Expr, env: dict[str, int]) -> int:
+Number = int | float
+
+
+def evaluate(expr: ast.Expr, env: dict[str, Number]) -> Number:
+    """An expression's value: an int where every operand is one (and `/` divides exactly), else
+    a float. Iterative in effect: the parser bounds how deep expressions nest."""
     if isinstance(expr, ast.Int):
+        return expr.value
+    if isinstance(expr, ast.Float):
+        LIMITS.check_value(expr.value, expr.span)
         return expr.value
     if isinstance(expr, ast.Var):
         if expr.name not in env:
@@ -48,6 +56,7 @@ def evaluate(expr: ast.Expr, env: dict[str, int]) -> int:
     if isinstance(expr, ast.Neg):
         return -evaluate(expr.operand, env)
     lhs, rhs = evaluate(expr.lhs, env), evaluate(expr.rhs, env)
+    real = isinstance(lhs, float) or isinstance(rhs, float)
     if expr.op == "+":
         value = lhs + rhs
     elif expr.op == "-":
@@ -57,11 +66,23 @@ def evaluate(expr: ast.Expr, env: dict[str, int]) -> int:
     else:
         if rhs == 0:
             raise ResdslError("division by zero", expr.span)
-        if expr.op == "/" and lhs % rhs:
+        if expr.op == "/" and real:
+            value = lhs / rhs
+        elif expr.op == "/" and lhs % rhs:
             raise ResdslError(f"{lhs} / {rhs} is not a whole number", expr.span,
                               hint="use `//` to round down")
-        value = lhs // rhs
+        else:
+            value = lhs // rhs
     LIMITS.check_value(value, expr.span)
+    return value
+
+
+def evaluate_int(expr: ast.Expr, env: dict[str, Number], what: str) -> int:
+    """An expression where only an integer makes sense (a width, a count, a stride)."""
+    value = evaluate(expr, env)
+    if isinstance(value, float):
+        raise ResdslError(f"{what} must be an integer, not {value!r}", expr.span,
+                          hint="integers are written without a decimal point; floats are for rates")
     return value
 
 
@@ -88,8 +109,8 @@ class _Lowering:
         if net.classes is None:
             raise ResdslError(f"network `{net.name}` does not say how many classes it has", net.span,
                               hint="add a line such as `classes 1000`")
-        env: dict[str, int] = {}
-        classes = evaluate(net.classes, env)
+        env: dict[str, Number] = {}
+        classes = evaluate_int(net.classes, env, "`classes`")
         if classes < 1:
             raise ResdslError("a network needs at least one class", net.classes.span)
         env["classes"] = classes
@@ -116,11 +137,11 @@ class _Lowering:
         if definition is None:
             raise ResdslError(f"unknown block `{stage.call.block}`", stage.call.span,
                               hint=_suggest(stage.call.block, self.program.blocks))
-        repeat = evaluate(stage.repeat, env)
+        repeat = evaluate_int(stage.repeat, env, "a stage's block count")
         if repeat < 1:
             raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span)
         LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
-        stride = evaluate(stage.stride, env) if stage.stride is not None else 1
+        stride = evaluate_int(stage.stride, env, "a stage's stride") if stage.stride is not None else 1
         if stride < 1:
             raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span)
         params = {p.name for p in definition.params}
@@ -215,7 +236,7 @@ class _Lowering:
                                                       f"`stage NAME: {layer.op}(...) x N`")
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
         exprs: dict[str, ast.Expr] = {}
-        attrs = self._attrs(layer, info.defaults, info.positional, env, exprs)
+        attrs = self._attrs(layer, info, env, exprs)
         label = self._label(layer, scope, used)
         name = f"{scope}.{label}" if scope else label
         if not scope:
@@ -223,10 +244,12 @@ class _Lowering:
         return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs if scope else None, **attrs)
 
-    def _attrs(self, layer: ast.Layer, defaults: dict, positional: str | None,
-               env: dict[str, int], exprs: dict[str, ast.Expr]) -> dict[str, int]:
-        """The layer's attributes as integers; `exprs` gets the expressions they were written as."""
-        attrs: dict[str, int] = {}
+    def _attrs(self, layer: ast.Layer, info, env: dict[str, Number],
+               exprs: dict[str, ast.Expr]) -> dict[str, Number]:
+        """The layer's attributes (ints, or floats where the op takes a rate); `exprs` gets the
+        expressions they were written as."""
+        defaults, positional = info.defaults, info.positional
+        attrs: dict[str, Number] = {}
         spans: dict[str, Span] = {}
         for arg in layer.args:
             if isinstance(arg, ast.Positional):
@@ -236,13 +259,17 @@ class _Lowering:
                                       hint=_attr_hint(layer.op, defaults))
                 key = positional
             else:
-                key = SHORT_ATTRS.get(arg.name, arg.name)  # `s=stride` is `stride=stride`
+                # `s=stride` is `stride=stride`, unless the op has an attribute of that name (lrn's `k`)
+                key = arg.name if arg.name in defaults else SHORT_ATTRS.get(arg.name, arg.name)
                 if key not in defaults:
                     raise ResdslError(f"`{layer.op}` has no attribute `{key}`", arg.span,
                                       hint=_attr_hint(layer.op, defaults))
                 if key in attrs:
                     raise ResdslError(f"attribute `{key}` is given twice", arg.span)
-            attrs[key] = evaluate(arg.value, env)
+            if key in info.floats:
+                attrs[key] = float(evaluate(arg.value, env))
+            else:
+                attrs[key] = evaluate_int(arg.value, env, f"`{key}` of `{layer.op}`")
             exprs[key] = arg.value
             spans[key] = arg.span
         for key, default in defaults.items():
@@ -251,14 +278,26 @@ class _Lowering:
                     raise ResdslError(f"`{layer.op}` needs `{key}`", layer.span,
                                       hint=_attr_hint(layer.op, defaults))
                 attrs[key] = default
+        window = layer.op == "avgpool"  # kernel 0: adaptive; stride 0: the kernel's
         for key, value in attrs.items():
-            low = 0 if key in ("padding", "bias") else 1
+            span = spans.get(key, layer.span)
+            if key in info.floats:
+                low, high = info.ranges.get(key, (None, None))
+                if low is not None and not low <= value < high:
+                    raise ResdslError(f"`{key}` must be in [{low:g}, {high:g}), not {value:g}", span,
+                                      hint=f"`{key}` of `{layer.op}` is a probability: at least {low:g}, "
+                                           f"below {high:g}")
+                continue
+            if key in info.flags:
+                if value not in (0, 1):
+                    raise ResdslError(f"`{key}` is 0 or 1, not {value}", span)
+                continue
+            low = 0 if key == "padding" or (window and key in ("kernel", "stride")) else 1
             if value < low:
-                raise ResdslError(f"`{key}` must be at least {low}, not {value}",
-                                  spans.get(key, layer.span))
-            LIMITS.check_attr(key, value, spans.get(key, layer.span))
-        if "bias" in attrs and attrs["bias"] > 1:
-            raise ResdslError("`bias` is 0 or 1", spans["bias"])
+                raise ResdslError(f"`{key}` must be at least {low}, not {value}", span)
+            LIMITS.check_attr(key, value, span)
+        if window and attrs["kernel"] and not attrs["stride"]:
+            attrs["stride"] = attrs["kernel"]  # as nn.AvgPool2d
         return attrs
 
     def _label(self, layer: ast.Layer, scope: str, used: _Names) -> str:
@@ -267,18 +306,36 @@ class _Lowering:
         self._claim(layer.label, used, layer.span, scope)
         return layer.label
 
-    def _claim(self, label: str, used: set[str], span: Span, scope: str) -> None:
-        if keyword.iskeyword(label) or label in MODULE_MEMBERS or label in GENERATED_NAMES:
-            raise ResdslError(f"`{label}` cannot name a layer: the generated PyTorch code uses it",
-                              span, hint=f"choose another name, e.g. `{label}_`")
-        if label.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
-            raise ResdslError(f"`{label}` cannot name a layer: names starting with `_` belong to PyTorch",
-                              span, hint=f"choose another name, e.g. `{label.strip('_') or 'layer'}_`")
+    def _claim(self, label: str, used: _Names, span: Span, scope: str) -> None:
+        """Take `label` in its scope. A dotted label (`conv1.0`) is a module inside containers
+        (`conv1`): a container cannot also be a layer, and each part must be a safe name."""
+        parts = label.split(".")
+        for i, part in enumerate(parts):
+            if i and part.isdigit():  # `features.0`: a position in a container
+                continue
+            if keyword.iskeyword(part) or part in MODULE_MEMBERS or (i == 0 and part in GENERATED_NAMES):
+                raise ResdslError(f"`{part}` cannot name a layer: the generated PyTorch code uses it",
+                                  span, hint=f"choose another name, e.g. `{part}_`")
+            if part.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
+                raise ResdslError(f"`{part}` cannot name a layer: names starting with `_` belong to PyTorch",
+                                  span, hint=f"choose another name, e.g. `{part.strip('_') or 'layer'}_`")
+        where = f"block {scope}" if scope else "the network"
+        if label in used.containers:
+            raise ResdslError(f"`{label}` names a layer, but also holds `{used.containers[label]}` in {where}",
+                              span, hint="a name is either a layer or a container of layers (`x.0`, `x.1`)")
         if label in used:
-            where = f"block {scope}" if scope else "the network"
             raise ResdslError(f"`{label}` names two layers in {where}", span,
                               hint="every layer in a block (and every stem/head layer and stage) "
                                    "needs its own name")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in used and prefix not in used.containers:
+                raise ResdslError(f"`{label}` would be inside `{prefix}`, which is a layer in {where}", span,
+                                  hint="a name is either a layer or a container of layers (`x.0`, `x.1`)")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            used.add(prefix)
+            used.containers.setdefault(prefix, label)
         used.add(label)
 
     def _add(self, layer: ast.Layer, scope: str, current: str, block_input: str | None,
@@ -317,6 +374,7 @@ class _Names(set):
     def __init__(self) -> None:
         super().__init__()
         self.next: dict[str, int] = {}
+        self.containers: dict[str, str] = {}  # container path -> the first label inside it
 
 
 def _fresh(base: str, used: _Names) -> str:

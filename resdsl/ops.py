@@ -25,8 +25,15 @@ def fmt_shape(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _window(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
-    out = (size + 2 * padding - kernel) // stride + 1
+def _window(size: int, kernel: int, stride: int, padding: int, what: str, dilation: int = 1,
+            ceil: bool = False) -> int:
+    span = dilation * (kernel - 1) + 1
+    if ceil:  # PyTorch's rule: round up, but the last window must start inside the input or left padding
+        out = -(-(size + 2 * padding - span) // stride) + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+    else:
+        out = (size + 2 * padding - span) // stride + 1
     if out < 1:
         raise ShapeError(f"{what} with kernel {kernel}, stride {stride}, padding {padding} "
                          f"collapses a resolution of {size} below 1",
@@ -37,18 +44,18 @@ def _window(size: int, kernel: int, stride: int, padding: int, what: str) -> int
 def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ShapeError(f"{what} needs a CxHxW feature map but gets a flat vector of {shape[0]}",
-                         hint="put spatial layers before `fc`")
+                         hint="put spatial layers before `flatten` or `fc`")
     return shape  # type: ignore[return-value]
 
 
 def conv_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins[0], "conv")
-    k, s, p, g = attrs["kernel"], attrs["stride"], attrs["padding"], attrs["groups"]
+    k, s, p, g, d = attrs["kernel"], attrs["stride"], attrs["padding"], attrs["groups"], attrs["dilation"]
     for what, n in (("input", c), ("output", attrs["out"])):
         if n % g:
             raise ShapeError(f"groups={g} does not divide the {what} channels ({n})",
                              hint="choose a group count that divides both channel counts")
-    return (attrs["out"], _window(h, k, s, p, "conv"), _window(w, k, s, p, "conv"))
+    return (attrs["out"], _window(h, k, s, p, "conv", d), _window(w, k, s, p, "conv", d))
 
 
 def pool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
@@ -57,12 +64,27 @@ def pool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     if 2 * p > k:
         raise ShapeError(f"maxpool padding {p} is more than half its kernel {k}",
                          hint="padding may be at most kernel // 2")
-    return (c, _window(h, k, s, p, "maxpool"), _window(w, k, s, p, "maxpool"))
+    ceil = bool(attrs["ceil"])
+    return (c, _window(h, k, s, p, "maxpool", ceil=ceil), _window(w, k, s, p, "maxpool", ceil=ceil))
 
 
 def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
-    c, _, _ = _spatial(ins[0], "avgpool")
-    return (c, 1, 1)
+    c, h, w = _spatial(ins[0], "avgpool")
+    k, size = attrs["kernel"], attrs["size"]
+    if k == 0:  # adaptive: to size x size (1x1: global average pooling)
+        if size > min(h, w):
+            raise ShapeError(f"avgpool to {size}x{size} needs at least that resolution, gets {h}x{w}",
+                             hint="pool to a smaller size")
+        return (c, size, size)
+    if size != 1:
+        raise ShapeError("avgpool takes either a window (`k s p`) or an output `size`, not both",
+                         hint="`avgpool k2 s2` pools windows; `avgpool size=7` pools to 7x7")
+    s, p = attrs["stride"], attrs["padding"]
+    if 2 * p > k:
+        raise ShapeError(f"avgpool padding {p} is more than half its kernel {k}",
+                         hint="padding may be at most kernel // 2")
+    ceil = bool(attrs["ceil"])
+    return (c, _window(h, k, s, p, "avgpool", ceil=ceil), _window(w, k, s, p, "avgpool", ceil=ceil))
 
 
 def fc_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
@@ -71,6 +93,24 @@ def fc_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
 
 def same_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     return ins[0]
+
+
+def map_shape(what: str):
+    """Shape-preserving, but only on a feature map (BatchNorm2d, LocalResponseNorm)."""
+    def shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+        return _spatial(ins[0], what)
+    return shape
+
+
+def lrn_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    if attrs["size"] % 2 == 0:
+        raise ShapeError(f"lrn size must be odd, not {attrs['size']}",
+                         hint="an odd window is centred on its channel (AlexNet uses 5)")
+    return _spatial(ins[0], "lrn")
+
+
+def flatten_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    return (prod(ins[0]),)
 
 
 def pad_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
@@ -109,7 +149,9 @@ class OpInfo:
     """What the table knows about one op.
 
     `positional` names the attribute a bare expression sets (`conv 64` sets `out`);
-    `defaults` lists the user-settable attributes (None: required).
+    `defaults` lists the user-settable attributes (None: required); those in `floats` are
+    real numbers (rates, coefficients), the rest integers; `flags` are 0 or 1; `ranges` bound
+    a float attribute to [low, high).
     """
 
     shape: Callable[[Attrs, list[Shape]], Shape]
@@ -119,17 +161,33 @@ class OpInfo:
     params: Callable[[Attrs, list[Shape], Shape], int] = _zero
     macs: Callable[[Attrs, list[Shape], Shape], int] = _zero
     user: bool = True  # may appear in a spec
+    floats: frozenset[str] = frozenset()
+    flags: frozenset[str] = frozenset()
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    train_only: bool = False  # acts in training only: gone in eval, ONNX and TVM
 
 
 OPS: dict[str, OpInfo] = {
     "input": OpInfo(lambda a, i: a["shape"], arity=(0,), user=False),
     "conv": OpInfo(conv_shape, defaults={"out": None, "kernel": 1, "stride": 1, "padding": 0,
-                                         "groups": 1, "bias": 0},
-                   positional="out", params=conv_params, macs=conv_macs),
-    "bn": OpInfo(same_shape, params=bn_params),
+                                         "groups": 1, "dilation": 1, "bias": 0},
+                   positional="out", params=conv_params, macs=conv_macs, flags=frozenset({"bias"})),
+    "bn": OpInfo(map_shape("bn"), params=bn_params),
     "relu": OpInfo(same_shape),
-    "maxpool": OpInfo(pool_shape, defaults={"kernel": None, "stride": None, "padding": 0}),
-    "avgpool": OpInfo(avgpool_shape),
+    "leaky_relu": OpInfo(same_shape, defaults={"slope": 0.01}, positional="slope", floats=frozenset({"slope"})),
+    "sigmoid": OpInfo(same_shape),
+    "softmax": OpInfo(same_shape),  # over channels
+    "maxpool": OpInfo(pool_shape, defaults={"kernel": None, "stride": None, "padding": 0, "ceil": 0},
+                      flags=frozenset({"ceil"})),
+    # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
+    "avgpool": OpInfo(avgpool_shape, defaults={"kernel": 0, "stride": 0, "padding": 0, "ceil": 0,
+                                               "count_pad": 1, "size": 1},
+                      flags=frozenset({"ceil", "count_pad"})),
+    "lrn": OpInfo(lrn_shape, defaults={"size": None, "alpha": 1e-4, "beta": 0.75, "k": 1.0}, positional="size",
+                  floats=frozenset({"alpha", "beta", "k"})),
+    "dropout": OpInfo(same_shape, defaults={"p": 0.5}, positional="p", floats=frozenset({"p"}),
+                      ranges={"p": (0.0, 1.0)}, train_only=True),
+    "flatten": OpInfo(flatten_shape),
     "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
     "add": OpInfo(same_shape, arity=(2, 3), user=False),
     "pad": OpInfo(pad_shape, user=False),

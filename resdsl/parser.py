@@ -15,7 +15,7 @@ SHORT_ATTRS = {"k": "kernel", "s": "stride", "p": "padding", "g": "groups"}
 
 # How parse errors name the terminals the parser expected.
 _TERMINAL_NAMES = {
-    "NAME": "a name", "INT": "a number", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
+    "NAME": "a name", "INT": "a number", "FLOAT": "a number", "DOTTED_NAME": "a dotted name", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
     "SHORT_ATTR": "an attribute like k3", "_NL": "a new line", "SEMICOLON": "`;`",
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
     "COMMA": "`,`", "EQUAL": "`=`", "$END": "the end of the file", "MINUS": "`-`", "PLUS": "`+`",
@@ -153,6 +153,13 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def int(self, meta, children):
         return ast.Int(_number(children[0], self.text, self.filename), self._span(meta))
+
+    @v_args(meta=True)
+    def float(self, meta, children):
+        text = str(children[0])
+        if len(text) > 40:
+            raise ResdslError(f"a number of {len(text)} characters is longer than resdsl reads", self._span(meta))
+        return ast.Float(float(text), self._span(meta), text)
 
     @v_args(meta=True)
     def var(self, meta, children):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 import resdsl
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, TEST_SPECS
 from resdsl.cli import main
 from resdsl.formatter import format_source
 from strategies import networks
@@ -19,7 +19,7 @@ def same_network(a: str, b: str, base_dir=ROOT) -> None:
     assert na.torch_source() == nb.torch_source()
 
 
-@pytest.mark.parametrize("spec", SPECS + [ROOT / "resdsl/prelude.rds"], ids=str)
+@pytest.mark.parametrize("spec", SPECS + TEST_SPECS + [ROOT / "resdsl/prelude.rds"], ids=str)
 def test_bundled_specs_are_formatted(spec) -> None:
     text = (ROOT / spec).read_text()
     assert format_source(text, str(spec)) == text

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import resdsl
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, TEST_SPECS
 from resdsl.backends.onnx_export import to_onnx
 from resdsl.backends.weights import load_weights
 
-NUMERIC_SPECS = [s for s in SPECS if s.parts[1] == "cifar"] + [p for p in SPECS if p.name == "resnet18.rds"]
+NUMERIC_SPECS = ([s for s in SPECS if s.parts[1] == "cifar"] + [p for p in SPECS if p.name == "resnet18.rds"]
+                 + TEST_SPECS)
 
 def randomize_bn(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> None:
     """Weights like a trained network's: BN statistics measured on a batch (so activations stay

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import resdsl
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, TEST_SPECS
 from handwritten import TORCHVISION, CifarResNet
 from resdsl.ir import INPUT, Graph
 
-MODULE_OPS = {"conv", "bn", "relu", "maxpool", "avgpool", "fc"}
+MODULE_OPS = {"conv", "bn", "relu", "maxpool", "avgpool", "fc", "leaky_relu", "sigmoid", "softmax", "lrn",
+              "dropout", "flatten"}
 
 
 def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -> torch.Tensor:
@@ -39,7 +40,7 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
     return y
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", SPECS + TEST_SPECS, ids=str)
 def test_bundled_spec_forward_shapes_and_params(spec) -> None:
     net = resdsl.load(spec)
     model = net.to_torch(seed=0)

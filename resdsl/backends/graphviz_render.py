@@ -19,6 +19,7 @@ STYLE = {
     "fc": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f3e5f5"},
     "add": {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.35", "fixedsize": "true"},
 }
+OTHER = {"shape": "box", "style": "rounded,filled", "fillcolor": "#f5f5f5"}  # activations, dropout, ...
 PROJECTION = {"style": "rounded,filled,bold", "fillcolor": "#ffb74d"}
 ZERO_PAD = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fff59d"}
 GATE = {"style": "rounded,filled,bold", "fillcolor": "#ce93d8"}
@@ -31,8 +32,12 @@ def describe(graph: Graph, name: str) -> str:
         text = f"conv {a['kernel']}x{a['kernel']}, {a['out']}"
         text += f", /{a['stride']}" if a["stride"] != 1 else ""
         text += f", g{a['groups']}" if a["groups"] != 1 else ""
-    elif op == "maxpool":
-        text = f"maxpool {a['kernel']}x{a['kernel']}, /{a['stride']}"
+    elif op in ("maxpool", "avgpool") and a["kernel"]:
+        text = f"{op} {a['kernel']}x{a['kernel']}, /{a['stride']}"
+    elif op == "avgpool" and a["size"] != 1:
+        text = f"avgpool to {a['size']}x{a['size']}"
+    elif op == "dropout":
+        text = f"dropout {a['p']:g}"
     elif op == "fc":
         text = f"fc {a['out']}"
     elif op == "add":
@@ -49,12 +54,12 @@ def describe(graph: Graph, name: str) -> str:
 def _attrs(graph: Graph, name: str) -> dict[str, str]:
     node = graph.node(name)
     if node["label"].startswith("downsample."):
-        return {**STYLE[node["op"]], **PROJECTION}
+        return {**STYLE.get(node["op"], OTHER), **PROJECTION}
     if node["op"] == "pad":
         return ZERO_PAD
     if node["label"] == "gate":
         return {**STYLE["conv"], **GATE}
-    return STYLE[node["op"]]
+    return STYLE.get(node["op"], OTHER)
 
 
 def _shortcut(graph: Graph, source: str, target: str) -> bool:

@@ -5,6 +5,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from .weights import BN_EPS
 
@@ -51,7 +52,7 @@ def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     inputs = [ins[0], b.weight(f"{name}.weight")] + ([b.weight(f"{name}.bias")] if a["bias"] else [])
     k, p = a["kernel"], a["padding"]
     return b.op("Conv", inputs, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
-                group=a["groups"])
+                dilations=[a["dilation"]] * 2, group=a["groups"])
 
 
 def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -61,7 +62,24 @@ def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     k, p = a["kernel"], a["padding"]
-    return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4)
+    return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
+                ceil_mode=a["ceil"])
+
+
+def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    if a["kernel"]:
+        k, p = a["kernel"], a["padding"]
+        return b.op("AveragePool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
+                    ceil_mode=a["ceil"], count_include_pad=a["count_pad"])
+    if a["size"] == 1:
+        return b.op("GlobalAveragePool", ins, name)
+    # ONNX has no adaptive pooling: where the size divides the input it is a plain window.
+    _, h, w = b.graph.shape(b.graph.inputs(name)[0])
+    size = a["size"]
+    if h % size or w % size:
+        raise ResdslError(f"ONNX cannot express `{name}`: adaptive pooling of {h}x{w} to {size}x{size}, "
+                          "which does not divide it", hint="choose an input whose map the size divides")
+    return b.op("AveragePool", ins, name, kernel_shape=[h // size, w // size], strides=[h // size, w // size])
 
 
 def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -95,8 +113,15 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "conv": _conv,
     "bn": _bn,
     "relu": lambda b, name, ins, a: b.op("Relu", ins, name),
+    "leaky_relu": lambda b, name, ins, a: b.op("LeakyRelu", ins, name, alpha=a["slope"]),
+    "sigmoid": lambda b, name, ins, a: b.op("Sigmoid", ins, name),
+    "softmax": lambda b, name, ins, a: b.op("Softmax", ins, name, axis=1),
     "maxpool": _maxpool,
-    "avgpool": lambda b, name, ins, a: b.op("GlobalAveragePool", ins, name),
+    "avgpool": _avgpool,
+    "lrn": lambda b, name, ins, a: b.op("LRN", ins, name, size=a["size"], alpha=a["alpha"], beta=a["beta"],
+                                        bias=a["k"]),
+    "dropout": lambda b, name, ins, a: ins[0],  # inference: the identity
+    "flatten": lambda b, name, ins, a: b.op("Flatten", ins, name, axis=1),
     "fc": _fc,
     "add": _add,
     "pad": _pad,

@@ -48,26 +48,46 @@ class Sym:
     expr: ast.Expr | None = None
 
     @classmethod
-    def literal(cls, value: int) -> "Sym":
-        return cls(str(value), 4 if value >= 0 else 3)
+    def literal(cls, value: int | float) -> "Sym":
+        return cls(repr(value), 4 if value >= 0 else 3)
 
-    def value(self, env: dict[str, int]) -> int:
-        return int(self.text) if self.expr is None else evaluate(self.expr, env)
+    def value(self, env: dict[str, int | float]) -> int | float:
+        if self.expr is None:
+            return float(self.text) if any(c in self.text for c in ".en") else int(self.text)
+        return evaluate(self.expr, env)
 
 
-def render(expr: ast.Expr, names: dict[str, str]) -> Sym:
-    """A spec expression as Python; `/` (checked exact when lowered) becomes `//`."""
+def render(expr: ast.Expr, names: dict[str, str], env: dict[str, int | float] | None = None) -> Sym:
+    """A spec expression as Python. `/` between integers (checked exact when lowered) becomes
+    `//`; between reals (a float literal, or a parameter `env` binds to a float) stays `/`."""
     if isinstance(expr, ast.Int):
         return Sym(str(expr.value), 4, expr)
+    if isinstance(expr, ast.Float):
+        return Sym(repr(expr.value), 4, expr)
     if isinstance(expr, ast.Var):
         return Sym(names[expr.name], 4, expr)
     if isinstance(expr, ast.Neg):
-        inner = render(expr.operand, names)
+        inner = render(expr.operand, names, env)
         return Sym("-" + _wrap(inner, 3), 3, expr)
     prec = 1 if expr.op in "+-" else 2
-    lhs, rhs = render(expr.lhs, names), render(expr.rhs, names)
-    op = "//" if expr.op == "/" else expr.op
+    lhs, rhs = render(expr.lhs, names, env), render(expr.rhs, names, env)
+    op = "//" if expr.op == "/" and not (_real(expr.lhs, env) or _real(expr.rhs, env)) else expr.op
     return Sym(f"{_wrap(lhs, prec)} {op} {_wrap(rhs, prec + 1)}", prec, expr)
+
+
+def _real(expr: ast.Expr, env: dict[str, int | float] | None) -> bool:
+    if env is not None:
+        try:
+            return isinstance(evaluate(expr, env), float)
+        except Exception:  # noqa: BLE001 - a name env lacks: judge by the literals below
+            pass
+    if isinstance(expr, ast.Float):
+        return True
+    if isinstance(expr, ast.Neg):
+        return _real(expr.operand, env)
+    if isinstance(expr, ast.BinOp):
+        return _real(expr.lhs, env) or _real(expr.rhs, env)
+    return False
 
 
 def _wrap(sym: Sym, prec: int) -> str:
@@ -136,7 +156,7 @@ class _Layer:
 
 def _conv(layer: _Layer, a: dict) -> tuple[str, list[str]]:
     args = [layer.channels.text, layer.sym("out").text, f"kernel_size={layer.sym('kernel').text}"]
-    for key, default in (("stride", 1), ("padding", 0), ("groups", 1)):
+    for key, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
         sym = layer.sym(key)
         # Written where it differs from PyTorch's default, or where the spec wrote a parameter (`s=stride`).
         if a[key] != default or sym.expr is not None and not isinstance(sym.expr, ast.Int):
@@ -144,9 +164,16 @@ def _conv(layer: _Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.Conv2d", args + (["bias=False"] if not a["bias"] else [])
 
 
-def _pool(layer: _Layer, a: dict) -> tuple[str, list[str]]:
-    return "nn.MaxPool2d", [f"kernel_size={layer.sym('kernel').text}", f"stride={layer.sym('stride').text}",
-                            f"padding={layer.sym('padding').text}"]
+def _window_args(layer: _Layer, a: dict) -> list[str]:
+    return [f"kernel_size={layer.sym('kernel').text}", f"stride={layer.sym('stride').text}",
+            f"padding={layer.sym('padding').text}"] + (["ceil_mode=True"] if a["ceil"] else [])
+
+
+def _avgpool(layer: _Layer, a: dict) -> tuple[str, list[str]]:
+    if not a["kernel"]:
+        size = layer.sym("size").text
+        return "nn.AdaptiveAvgPool2d", [f"({size}, {size})"]
+    return "nn.AvgPool2d", _window_args(layer, a) + ([] if a["count_pad"] else ["count_include_pad=False"])
 
 
 def _fc(layer: _Layer, a: dict) -> tuple[str, list[str]]:
@@ -160,13 +187,21 @@ CONSTRUCTORS: dict[str, Callable[[_Layer, dict], tuple[str, list[str]]]] = {
     "conv": _conv,
     "bn": lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text]),
     "relu": lambda layer, a: ("nn.ReLU", ["inplace=True"]),
-    "maxpool": _pool,
-    "avgpool": lambda layer, a: ("nn.AdaptiveAvgPool2d", ["(1, 1)"]),
+    "leaky_relu": lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]),
+    "sigmoid": lambda layer, a: ("nn.Sigmoid", []),
+    "softmax": lambda layer, a: ("nn.Softmax", ["dim=1"]),
+    "maxpool": lambda layer, a: ("nn.MaxPool2d", _window_args(layer, a)),
+    "avgpool": _avgpool,
+    "lrn": lambda layer, a: ("nn.LocalResponseNorm", [layer.sym("size").text] + [
+        f"{key}={layer.sym(key).text}" for key in ("alpha", "beta", "k")]),
+    "dropout": lambda layer, a: ("nn.Dropout", [layer.sym("p").text]),
+    "flatten": lambda layer, a: ("nn.Flatten", []),
     "fc": _fc,
 }
-# Attributes whose integers a converter writes: each is checked against every block.
-WRITTEN = {"conv": ("out", "kernel", "stride", "padding", "groups"),
-           "maxpool": ("kernel", "stride", "padding"), "fc": ("out",)}
+# Attributes whose values a converter writes: each is checked against every block.
+WRITTEN = {"conv": ("out", "kernel", "stride", "padding", "dilation", "groups"),
+           "maxpool": ("kernel", "stride", "padding"), "avgpool": ("kernel", "stride", "padding", "size"),
+           "leaky_relu": ("slope",), "lrn": ("size", "alpha", "beta", "k"), "dropout": ("p",), "fc": ("out",)}
 INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
 
 
@@ -198,8 +233,9 @@ class _BlockEmitter:
     def emit(self, path: str, shortcut: bool) -> _Emitted:
         g = self.graph
         block = g.blocks[path]
+        self.env = {**block.args, IN: g.shape(block.input)[0], "classes": g.classes}
         channels = {block.input: self._channels(path)}
-        init, forward, checks, structure = [], [], [], []
+        entries, steps, checks, structure = [], [], [], []
         var = {block.input: "x"}
         for name in g.scope_nodes(path):
             node = g.node(name)
@@ -209,22 +245,22 @@ class _BlockEmitter:
             source = g.inputs(name)[0]
             if op == "add":
                 residual = var[source]
-                forward += self._add(name, residual, shortcut)
+                lines = self._add(name, residual, shortcut)
+                steps.append(_Step(None, lines, name, source))
                 var[name], channels[name] = "out", channels[source]
-                structure.append((label, op, tuple(forward[-1:])))
+                structure.append((label, op, tuple(lines[-1:])))
                 continue
             layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
             ctor, args = CONSTRUCTORS[op](layer, a)
             if op == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []  # its input is read again (a block input feeding the shortcut): not in place
-            init += call(f"self.{label} = {ctor}", args, 8)
-            if op == "fc":
-                forward.append(f"out = torch.flatten({var[source]}, 1)")
-            forward.append(f"out = self.{label}({'out' if op == 'fc' else var[source]})")
+            entries.append((label, ctor, args))
+            steps.append(_layer_step(label, op, name, source, var[source], "out", layer.in_shape))
             var[name] = "out"
             channels[name] = layer.sym("out") if op in ("conv", "fc") else channels[source]
             checks += self._checks(label, op, layer, source)
             structure.append((label, op, tuple(args)))
+        init, forward = _assemble(g, entries, steps)
         gate = self._gate(path, channels, checks)
         if gate:
             init += gate
@@ -242,7 +278,7 @@ class _BlockEmitter:
             expr = node["exprs"].get(key)
             if expr is None or self.literal:
                 return Sym.literal(node["attrs"][key])
-            return render(expr, self.params)
+            return render(expr, self.params, self.env)
         return sym
 
     def _checks(self, label: str, op: str, layer: _Layer, source: str) -> list:
@@ -462,10 +498,13 @@ class _Generator:
         g = self.graph
         cls = _Class(self.names.fresh(camel(g.name)), f"{g.name}: {fmt_shape(g.shape(INPUT))} -> "
                      f"{fmt_shape(g.shape(g.output))}.", signature=["def __init__(self) -> None:"])
+        entries, steps = [], []
         for kind, item in g.layout:
             if kind == "stage":
+                cls.init += _assemble(g, entries, [])[0]
+                entries = []
                 cls.init += _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])
-                cls.forward.append(f"x = self.{item}(x)")
+                steps.append(_Step(None, [f"x = self.{item}(x)"], item, ""))
                 continue
             node = g.node(item)
             source = g.inputs(item)[0]
@@ -474,12 +513,117 @@ class _Generator:
             ctor, args = CONSTRUCTORS[node["op"]](layer, node["attrs"])
             if node["op"] == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []
-            if node["op"] == "fc":
-                cls.forward.append("x = torch.flatten(x, 1)")
-            cls.init += call(f"self.{node['label']} = {ctor}", args, 8)
-            cls.forward.append(f"x = self.{node['label']}(x)")
-        cls.forward.append("return x")
+            entries.append((node["label"], ctor, args))
+            steps.append(_layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source)))
+        init, forward = _assemble(g, entries, steps)
+        cls.init += init
+        cls.forward = forward + ["return x"]
         return cls
+
+
+@dataclass
+class _Step:
+    """One statement of a forward: the lines that run it, `{m}` standing for its module (reached
+    through its containers), and, for a plain call `OUT = {m}(ARG)`, its parts, so that a run of
+    them can become one nn.Sequential call."""
+    label: str | None
+    lines: list[str]
+    name: str  # its graph node
+    source: str  # the node it reads
+    call: tuple[str, str] | None = None  # (OUT, ARG) of a plain call
+
+
+def _layer_step(label: str, op: str, name: str, source: str, arg: str, out: str, in_shape: tuple) -> _Step:
+    if op == "fc" and len(in_shape) == 3:
+        return _Step(label, [f"{out} = torch.flatten({arg}, 1)", f"{out} = {{m}}({out})"], name, source)
+    return _Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg))
+
+
+def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: list[_Step]) -> tuple[list, list]:
+    """A class's `__init__` and `forward` lines from its layers, nesting dotted labels.
+
+    `conv1.0`, `conv1.1`, ... that run one after the other, each reading the one before, become
+    one nn.Sequential (`self.conv1 = nn.Sequential(...)`, called once), as torchvision writes
+    `features` and `classifier`. Other containers hold their layers as attributes (`self.se.fc1`),
+    or by key where a key is not an identifier (`self.head["0"]`).
+    """
+    labels = [label for label, _, _ in entries]
+    containers: dict[str, list[str]] = {}  # container path -> its direct children's keys
+    for label in labels:
+        parts = label.split(".")
+        for i in range(1, len(parts)):
+            keys = containers.setdefault(".".join(parts[:i]), [])
+            if parts[i] not in keys:
+                keys.append(parts[i])
+    sequential = {c for c in containers if _runs_in_sequence(graph, c, containers, steps)}
+
+    def reach(path: str) -> str:
+        parts, text = path.split("."), "self"
+        for i, part in enumerate(parts):
+            parent = ".".join(parts[:i])
+            text += f'["{part}"]' if parent in containers and _keyed(containers[parent]) else f".{part}"
+        return text
+
+    ctors = {label: (ctor, args) for label, ctor, args in entries}
+    init: list[str] = []
+    made: set[str] = set()
+    for label in labels:
+        parts = label.split(".")
+        for i in range(1, len(parts)):
+            path = ".".join(parts[:i])
+            if path in made:
+                continue
+            made.add(path)
+            if path in sequential:
+                init += _sequential_of(reach(path), [ctors[f"{path}.{key}"] for key in containers[path]])
+                made.update(f"{path}.{key}" for key in containers[path])
+                break
+            init.append(f"{reach(path)} = {'nn.ModuleDict()' if _keyed(containers[path]) else 'nn.Module()'}")
+        if label not in made:
+            made.add(label)
+            ctor, args = ctors[label]
+            init += call(f"{reach(label)} = {ctor}", args, 8)
+    forward: list[str] = []
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        parent = step.label.rpartition(".")[0] if step.label else ""
+        if parent in sequential:
+            n = len(containers[parent])
+            forward.append(f"{steps[i + n - 1].call[0]} = {reach(parent)}({step.call[1]})")
+            i += n
+            continue
+        forward += [line.replace("{m}", reach(step.label)) if step.label else line for line in step.lines]
+        i += 1
+    return init, forward
+
+
+def _keyed(keys: list[str]) -> bool:
+    """Whether a container's children need keys (`["0"]`) rather than attribute names."""
+    return any(not k.isidentifier() for k in keys)
+
+
+def _runs_in_sequence(graph: Graph, container: str, containers: dict[str, list[str]], steps: list[_Step]) -> bool:
+    """Its children are layers keyed 0..n-1 that run in that order, each reading only the one before
+    and read only by the next, all plain calls: an nn.Sequential computes exactly that."""
+    keys = containers[container]
+    if keys != [str(i) for i in range(len(keys))] or any(f"{container}.{k}" in containers for k in keys):
+        return False
+    at = [i for i, s in enumerate(steps) if s.label and s.label.rpartition(".")[0] == container]
+    if len(at) != len(keys) or at != list(range(at[0], at[0] + len(keys))):
+        return False
+    run = [steps[i] for i in at]
+    if [s.label for s in run] != [f"{container}.{k}" for k in keys] or any(s.call is None for s in run):
+        return False
+    return all(b.source == a.name and graph.users(a.name) == [b.name] for a, b in zip(run, run[1:]))
+
+
+def _sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]:
+    lines = [f"{target} = nn.Sequential("]
+    for ctor, args in ctors:
+        inner = call(ctor, args, 12)
+        lines += [f"    {line}" for line in inner[:-1]] + [f"    {inner[-1]},"]
+    return lines + [")"]
 
 
 def _constant(expr: ast.Expr) -> bool:

@@ -74,7 +74,7 @@ class LegalizeShortcuts:
             graph.set_input(add, 1, _projection(graph, scope, shortcut, want[0], stride, span))
         if policy == "gated":
             gate = graph.add(f"{scope}.gate", "conv", [shortcut], span=span, scope=scope, label="gate",
-                             out=want[0], kernel=1, stride=stride, padding=0, groups=1, bias=1)
+                             out=want[0], kernel=1, stride=stride, padding=0, groups=1, dilation=1, bias=1)
             graph.set_input(add, 2, gate)
         return policy == "gated" or graph.inputs(add)[1] != shortcut
 
@@ -82,7 +82,7 @@ class LegalizeShortcuts:
 def _projection(graph: Graph, scope: str, source: str, channels: int, stride: int, span) -> str:
     conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope,
                      label="downsample.0", out=channels, kernel=1, stride=stride, padding=0,
-                     groups=1, bias=0)
+                     groups=1, dilation=1, bias=0)
     return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
 
 
@@ -94,7 +94,7 @@ def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:
         inputs = graph.inputs(current)
         if len(inputs) != 1:
             return None
-        stride *= graph.node(current)["attrs"].get("stride", 1)
+        stride *= graph.node(current)["attrs"].get("stride") or 1  # adaptive pools: no stride
         current = inputs[0]
     return stride
 

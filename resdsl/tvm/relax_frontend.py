@@ -78,7 +78,7 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
                          primfunc_name_hint="conv2d_winograd")
         return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
     out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=a["stride"], padding=(p, p, p, p),
-                               groups=a["groups"], data_layout=c.layout,
+                               dilation=a["dilation"], groups=a["groups"], data_layout=c.layout,
                                kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
     return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
 
@@ -94,7 +94,47 @@ def _bn(c: _Ctx, bb, name: str, ins: list, a: dict):
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
     p = a["padding"]
     return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"],
-                                            padding=(p, p, p, p), layout=c.layout))
+                                            padding=(p, p, p, p), ceil_mode=bool(a["ceil"]), layout=c.layout))
+
+
+def _avgpool(c: _Ctx, bb, name: str, ins: list, a: dict):
+    nn = c.relax.op.nn
+    if a["kernel"]:
+        p = a["padding"]
+        return bb.emit(nn.avg_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"], padding=(p, p, p, p),
+                                     ceil_mode=bool(a["ceil"]), count_include_pad=bool(a["count_pad"]),
+                                     layout=c.layout))
+    if a["size"] == 1:
+        return bb.emit(c.relax.op.mean(ins[0], axis=c.spatial_axes, keepdims=True))
+    return bb.emit(nn.adaptive_avg_pool2d(ins[0], output_size=(a["size"], a["size"]), layout=c.layout))
+
+
+def _lrn(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """x / (k + alpha * mean of x^2 over `size` neighbouring channels)^beta, as nn.LocalResponseNorm:
+    the channel axis made the height of a 2-D average pool, zero padding counted."""
+    op, x = c.relax.op, ins[0]
+    ch, h, w = c.graph.shape(c.graph.inputs(name)[0])
+    size = a["size"]
+    squared = bb.emit(op.multiply(x, x))
+    stacked = (c.batch, 1, ch, h * w) if c.layout == "NCHW" else (c.batch, h * w, ch, 1)
+    mean = bb.emit(op.nn.avg_pool2d(bb.emit(op.reshape(squared, stacked)), pool_size=(size, 1),
+                                    padding=(size // 2, 0, (size - 1) // 2, 0), count_include_pad=True,
+                                    layout="NCHW"))
+    mean = bb.emit(op.reshape(mean, (c.batch, ch, h, w) if c.layout == "NCHW" else (c.batch, h, w, ch)))
+    base = bb.emit(op.add(c.const(np.array(a["k"])), op.multiply(c.const(np.array(a["alpha"])), mean)))
+    return bb.emit(op.divide(x, bb.emit(op.power(base, c.const(np.array(a["beta"]))))))
+
+
+def _flatten(c: _Ctx, bb, name: str, ins: list, a: dict):
+    x = ins[0]
+    if c.layout == "NHWC" and len(c.graph.shape(c.graph.inputs(name)[0])) == 3:
+        x = bb.emit(c.relax.op.permute_dims(x, [0, 3, 1, 2]))  # PyTorch flattens (C, H, W)
+    return bb.emit(c.relax.op.reshape(x, (c.batch, -1)))
+
+
+def _softmax(c: _Ctx, bb, name: str, ins: list, a: dict):
+    spatial = len(c.graph.shape(c.graph.inputs(name)[0])) == 3
+    return bb.emit(c.relax.op.nn.softmax(ins[0], axis=c.channel_axis if spatial else 1))
 
 
 def _fc(c: _Ctx, bb, name: str, ins: list, a: dict):
@@ -133,8 +173,14 @@ CONVERTERS: dict[str, Callable] = {
     "conv": _conv,
     "bn": _bn,
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),
+    "leaky_relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.leakyrelu(ins[0], alpha=a["slope"])),
+    "sigmoid": lambda c, bb, name, ins, a: bb.emit(c.relax.op.sigmoid(ins[0])),
+    "softmax": _softmax,
     "maxpool": _maxpool,
-    "avgpool": lambda c, bb, name, ins, a: bb.emit(c.relax.op.mean(ins[0], axis=c.spatial_axes, keepdims=True)),
+    "avgpool": _avgpool,
+    "lrn": _lrn,
+    "dropout": lambda c, bb, name, ins, a: ins[0],  # inference: the identity
+    "flatten": _flatten,
     "fc": _fc,
     "add": _add,
     "pad": _pad,

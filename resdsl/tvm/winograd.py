@@ -63,7 +63,7 @@ def tile_for(attrs: dict, weight_shape: tuple[int, ...], wide: bool = False) -> 
     Only 3x3, stride-1, ungrouped convs, up to MAX_CHANNEL_PAIRS (output x input channels):
     F(4, 3), or with `wide`, F(2, 3) for those a little wider.
     """
-    if weight_shape[2:] != (3, 3) or attrs["stride"] != 1 or attrs["groups"] != 1:
+    if weight_shape[2:] != (3, 3) or attrs["stride"] != 1 or attrs["groups"] != 1 or attrs.get("dilation", 1) != 1:
         return None
     pairs = weight_shape[0] * weight_shape[1]
     for tile in (4, 2) if wide else (4,):
