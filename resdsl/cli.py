@@ -26,12 +26,27 @@ def app() -> None:
     """resdsl: compile residual-network specs (.rds) to PyTorch, ONNX and TVM."""
 
 
-spec_argument = click.argument("spec", type=click.Path(path_type=Path))
+def _parse_sets(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
+    sets: dict[str, str] = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip().isidentifier() or not value.strip():
+            raise click.BadParameter(f"expected NAME=EXPR, got {item!r}", param_hint="--set")
+        sets[name.strip()] = value.strip()
+    ctx.meta["resdsl.sets"] = sets
+    return sets
+
+
+def spec_argument(f):
+    """The spec, and `--set NAME=EXPR` to replace its `let` constants (read by `_load`)."""
+    f = click.option("--set", "sets", multiple=True, callback=_parse_sets, expose_value=False, metavar="NAME=EXPR",
+                     help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18")(f)
+    return click.argument("spec", type=click.Path(path_type=Path))(f)
 
 
 def _load(spec: Path):
     from .network import load
-    return load(spec)
+    return load(spec, click.get_current_context().meta.get("resdsl.sets"))
 
 
 @app.command()

@@ -34,8 +34,10 @@ to to_empty train training type xpu zero_grad
 GENERATED_NAMES = frozenset({"downsample", "gate"})
 
 
-def lower(program: Program) -> Graph:
-    return _Lowering(program).run()
+def lower(program: Program, overrides: dict[str, ast.Expr] | None = None) -> Graph:
+    """The graph of `program`'s network; `overrides` replace its `let` constants by name
+    (`resdsl --set n=18`)."""
+    return _Lowering(program, overrides or {}).run()
 
 
 Number = int | float
@@ -95,8 +97,8 @@ def _suggest(name: str, names: Iterable[str], what: str = "names defined here") 
 
 
 class _Lowering:
-    def __init__(self, program: Program) -> None:
-        self.program = program
+    def __init__(self, program: Program, overrides: dict[str, ast.Expr]) -> None:
+        self.program, self.overrides = program, overrides
         self.net = program.network
         self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
 
@@ -114,10 +116,16 @@ class _Lowering:
         if classes < 1:
             raise ResdslError("a network needs at least one class", net.classes.span)
         env["classes"] = classes
+        lets = {name for name, _, _ in net.lets}
+        for name in self.overrides:
+            if name not in lets:
+                known = ", ".join(sorted(lets)) or "none"
+                raise ResdslError(f"`--set {name}=...`: network `{net.name}` has no `let {name}`", net.span,
+                                  hint=f"--set replaces the network's `let` constants: {known}")
         for name, expr, span in net.lets:
             if name in env:
                 raise ResdslError(f"`{name}` is already defined", span, hint="choose another name")
-            env[name] = evaluate(expr, env)
+            env[name] = evaluate(self.overrides.get(name, expr), env)
 
         g = self.graph = Graph(net.name, classes, net.classes.span)
         self.top_names = _Names()

@@ -55,10 +55,17 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {params:,} params, {macs / 1e9:.2f} GMACs>"
 
 
-def load(path: str | Path) -> Network:
+def load(path: str | Path, overrides: dict[str, str] | None = None) -> Network:
+    """`overrides` replace `let` constants: {"n": "18"} (values are expressions)."""
     program = load_file(path)
-    return Network(run_pipeline(lower(program)), program.files)
+    return Network(run_pipeline(lower(program, _parse_overrides(overrides))), program.files)
 
 
-def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".") -> Network:
-    return Network(run_pipeline(lower(load_text(text, filename, base_dir))))
+def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".",
+          overrides: dict[str, str] | None = None) -> Network:
+    return Network(run_pipeline(lower(load_text(text, filename, base_dir), _parse_overrides(overrides))))
+
+
+def _parse_overrides(overrides: dict[str, str] | None):
+    from .parser import parse_expr
+    return {name: parse_expr(str(value), f"--set {name}") for name, value in (overrides or {}).items()}

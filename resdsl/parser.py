@@ -28,7 +28,7 @@ def _lark() -> Lark:
     # cache=True keeps the built LALR tables in the temp dir, keyed by the grammar's hash:
     # building them costs more than parsing a whole spec.
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", cache=True,
-                propagate_positions=True, maybe_placeholders=True)
+                propagate_positions=True, maybe_placeholders=True, start=["start", "expr"])
 
 
 def parse(text: str, filename: str = "<string>", comments: list | None = None) -> ast.SourceFile:
@@ -38,7 +38,7 @@ def parse(text: str, filename: str = "<string>", comments: list | None = None) -
     """
     try:
         if comments is None:
-            tree = _lark().parse(text)
+            tree = _lark().parse(text, start="start")
         else:  # a second parser whose lexer hands comments over instead of dropping them
             tree = _lark_keeping_comments(comments.append).parse(text)
     except UnexpectedInput as exc:
@@ -83,6 +83,30 @@ def _number(token: Token, text: str, filename: str, digits: str | None = None) -
         raise ResdslError(f"a number of {len(digits)} digits is larger than resdsl allows",
                           _span(token, text, filename), hint="widths, counts and strides are small integers")
     return int(digits)
+
+
+def parse_expr(text: str, filename: str) -> ast.Expr:
+    """One expression on its own (a `--set NAME=EXPR` value)."""
+    try:
+        tree = _lark().parse(text, start="expr")
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, text, filename) from None
+    if isinstance(tree, Token):  # a lone number or name is inlined to its token
+        tree = Tree({"INT": "int", "FLOAT": "float"}.get(tree.type, "var"), [tree], meta=_TokenMeta(tree))
+    _check_depth(tree, text, filename)
+    try:
+        return _ToAst(text, filename).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, ResdslError):
+            raise exc.orig_exc from None
+        raise
+
+
+class _TokenMeta:
+    def __init__(self, token: Token) -> None:
+        self.line, self.column, self.end_line, self.end_column = (token.line, token.column, token.end_line,
+                                                                  token.end_column)
+        self.empty = False
 
 
 def _lark_keeping_comments(sink) -> Lark:

@@ -32,3 +32,27 @@ def test_stage_options_still_parse_in_any_order() -> None:
     graph = resdsl.loads(text).graph
     assert graph.node("layer1.0.shortcut")["op"] == "pad"
     assert graph.node("layer2.0.downsample.0")["attrs"]["stride"] == 2
+
+
+# ---- --set: one file for the CIFAR depth sweep ------------------------------------------------------
+@pytest.mark.parametrize("n, spec", [(5, "resnet32"), (7, "resnet44"), (9, "resnet56"), (18, "resnet110")])
+def test_set_replaces_let_constants(n: int, spec: str) -> None:
+    from conftest import ROOT
+    swept = resdsl.load(ROOT / "specs/cifar/resnet20.rds", {"n": str(n)})
+    bundled = resdsl.load(ROOT / f"specs/cifar/{spec}.rds")
+    assert (swept.params, swept.macs, len(swept.graph.blocks)) == (bundled.params, bundled.macs, 6 * n // 2)
+
+
+def test_set_through_the_cli_and_its_errors(capsys) -> None:
+    from resdsl.cli import main
+    assert main(["check", "specs/cifar/resnet20.rds", "--set", "n=2 * 9"]) == 0
+    assert "1,727,962 params" in capsys.readouterr().out  # ResNet-110
+    assert main(["check", "specs/cifar/resnet20.rds", "--set", "depth=3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("specs/cifar/resnet20.rds:2:1: error: `--set depth=...`: network `resnet20` has no "
+                          "`let depth`\n")
+    assert "= help: --set replaces the network's `let` constants: n" in err
+    assert main(["check", "specs/cifar/resnet20.rds", "--set", "n=3 +"]) == 1
+    assert capsys.readouterr().err.startswith("--set n:1:")
+    assert main(["check", "specs/cifar/resnet20.rds", "--set", "n=0.5"]) == 1
+    assert "a stage's block count must be an integer, not 0.5" in capsys.readouterr().err
