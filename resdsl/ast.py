@@ -104,6 +104,7 @@ class Stage:
     shortcut: str | None
     span: Span
     shortcut_span: Span | None = None
+    first: tuple[Keyword, ...] = ()  # `first(dilation=1)`: arguments for block 0 only
 
 
 @dataclass

@@ -171,6 +171,8 @@ def stage(s: ast.Stage) -> str:
         text += f" stride {expr(s.stride)}"
     if s.shortcut is not None:
         text += f" shortcut {s.shortcut}"
+    if s.first:
+        text += f" first({', '.join(call_arg(a) for a in s.first)})"
     return text
 
 

@@ -11,8 +11,9 @@ from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
 KEYWORDS = ("network", "block", "stage", "stem", "head", "input", "classes", "shortcut", "let", "include",
-            "stride", "x")
-LAYERS = ("conv", "bn", "relu", "maxpool", "avgpool", "fc", "add")
+            "stride", "first", "x")
+LAYERS = ("conv", "bn", "relu", "leaky_relu", "sigmoid", "softmax", "maxpool", "avgpool", "lrn", "dropout",
+          "flatten", "fc", "add")
 POLICIES = ("identity", "A", "B", "C", "gated")
 
 
@@ -30,13 +31,14 @@ class RdsLexer(RegexLexer):
             (r"\b[0-9]+x[0-9]+x[0-9]+\b", Number),
             (r"\b[ksgp][0-9]+\b", Name.Attribute),
             (r"\b(block|network)(\s+)([A-Za-z_][A-Za-z0-9_]*)", bygroups(Keyword.Declaration, Whitespace, Name.Class)),
-            (r"([A-Za-z_][A-Za-z0-9_]*)(\s*)(:)", bygroups(Name.Label, Whitespace, Punctuation)),
+            (r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(\s*)(:)", bygroups(Name.Label, Whitespace, Punctuation)),
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(LAYERS, suffix=r"\b"), Name.Builtin),
             (words(POLICIES, prefix=r"\b", suffix=r"\b"), Name.Constant),
             (r"\b(shortcut)\b", Keyword),
             (r"([A-Za-z_][A-Za-z0-9_]*)(\s*)(=)", bygroups(Name.Attribute, Whitespace, Operator)),
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
+            (r"[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+", Number.Float),
             (r"[0-9]+", Number.Integer),
             (r"//|[+\-*/=]", Operator),
             (r"[{}();,]", Punctuation),

@@ -165,9 +165,19 @@ class _Lowering:
             definition.name, tuple((p.name, p.default) for p in definition.params)))
         g.stages[stage.name] = Stage(stage.name)
         g.layout.append(("stage", stage.name))
+        for arg in stage.first:
+            if arg.name not in params:
+                raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`", arg.span,
+                                  hint=_suggest(arg.name, params))
+            if arg.name == "stride":
+                raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
+                                  hint=f"write `stage {stage.name}: ... x N stride S`")
+        first = {arg.name: evaluate(arg.value, env) for arg in stage.first}
         for index in range(repeat):
             path = f"{stage.name}.{index}"
             extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
+            if index == 0:
+                extra.update(first)
             block_env = self._bind(definition, stage.call, env, extra)
             instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span,
                                      args={p.name: block_env[p.name] for p in definition.params})

@@ -248,6 +248,17 @@ class _ToAst(Transformer):
         name, *args = children
         return ast.Call(str(name), tuple(a for a in args if a is not None), self._span(meta))
 
+    @v_args(meta=True)
+    def first_arg(self, meta, children):
+        return ast.Keyword(str(children[0]), children[1], self._span(meta))
+
+    def stage_first(self, children):
+        key, *args = children
+        if str(key) != "first":
+            raise ResdslError(f"unknown stage option `{key}(...)`", _span(key, self.text, self.filename),
+                              hint="`first(name=value, ...)` gives the stage's first block other arguments")
+        return ("first", tuple(a for a in args if a is not None))
+
     def stage_opt(self, children):
         key, value = children
         if str(key) == "stride":
@@ -264,6 +275,7 @@ class _ToAst(Transformer):
     def stage_stmt(self, meta, children):
         name, call, repeat, *options = children
         stride = shortcut = shortcut_span = None
+        first: tuple = ()
         seen: set[str] = set()
         for key, value in options:
             if key in seen:
@@ -272,9 +284,12 @@ class _ToAst(Transformer):
             seen.add(key)
             if key == "stride":
                 stride = value
+            elif key == "first":
+                first = value
             else:
                 shortcut, shortcut_span = self._policy(value)
-        return ("stage", ast.Stage(str(name), call, repeat, stride, shortcut, self._span(meta), shortcut_span))
+        return ("stage", ast.Stage(str(name), call, repeat, stride, shortcut, self._span(meta), shortcut_span,
+                                   first))
 
     def _policy(self, token: Token | ast.Var) -> tuple[str, Span]:
         if isinstance(token, ast.Var):

@@ -18,6 +18,13 @@ PUBLISHED = {
     "specs/wide_resnet50_2.rds": (68_883_240, 11.40, 2),
     # v1: the paper's exact conv+fc count; same parameters as v1.5.
     "specs/resnet50_v1.rds": (25_557_032, 3.86, 2),
+    "specs/resnet50_os8.rds": (25_557_032, None, None),  # dilation keeps the parameters
+    # torchvision's model docs (GFLOPS there are multiply-accumulates).
+    "specs/vgg11.rds": (132_863_336, 7.61, 2),
+    "specs/vgg16.rds": (138_357_544, 15.47, 2),
+    "specs/vgg19.rds": (143_667_240, 19.63, 2),
+    "specs/vgg16_bn.rds": (138_365_992, 15.47, 2),
+    "specs/alexnet.rds": (61_100_840, 0.71, 2),
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),
     "specs/cifar/resnet44.rds": (658_586, None, None),
@@ -25,6 +32,16 @@ PUBLISHED = {
     "specs/cifar/resnet110.rds": (1_727_962, None, None),
     "specs/cifar/resnet1202.rds": (19_421_274, None, None),
 }
+
+def test_alexnet_paper_has_the_papers_60_million_parameters() -> None:
+    # Krizhevsky et al. 2012: "60 million parameters"; the exact count follows from its layer sizes
+    # (conv2/4/5 grouped in two, one group per GPU): 34,944 + 307,456 + 885,120 + 663,936 + 442,624
+    # in the convs, 37,752,832 + 16,781,312 + 4,097,000 in the fully-connected layers.
+    net = resdsl.load("specs/alexnet_paper.rds")
+    assert net.params == 60_965_224
+    assert round(net.params / 1e7) == 6
+    assert net.graph.shape("pool5") == (256, 6, 6)  # the 6x6x256 the paper's fc6 reads
+
 
 # Published to one decimal in millions ("~1.7M", "~10.3M").
 APPROXIMATE = {
@@ -73,5 +90,5 @@ def test_option_b_adds_about_3k_params_to_cifar_resnets() -> None:
 def test_every_bundled_spec_is_covered() -> None:
     covered = set(PUBLISHED) | set(APPROXIMATE) | {
         "specs/plain18.rds", "specs/plain34.rds", "specs/cifar/plain20.rds", "specs/cifar/plain56.rds",
-        "specs/cifar/highway20.rds"}
+        "specs/cifar/highway20.rds", "specs/alexnet_paper.rds"}
     assert {str(s) for s in SPECS} <= covered

@@ -67,6 +67,16 @@ def test_pygments_finds_the_lexer_by_entry_point() -> None:
         assert not any(t is Error for t, _ in lexer.get_tokens((ROOT / spec).read_text()))
 
 
+def test_lexer_knows_dotted_labels_floats_and_the_new_ops() -> None:
+    from pygments.token import Name, Number
+    from resdsl.highlight import RdsLexer
+    tokens = [(t, v) for t, v in RdsLexer().get_tokens("classifier.6: fc classes\ndrop: dropout 0.25 k=1e-4\n")
+              if v.strip()]
+    assert (Name.Label, "classifier.6") in tokens and (Name.Label, "drop") in tokens
+    assert (Name.Builtin, "dropout") in tokens
+    assert (Number.Float, "0.25") in tokens and (Number.Float, "1e-4") in tokens
+
+
 def test_show_respects_no_color(monkeypatch, capsys) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     assert main(["show", "specs/resnet18.rds"]) == 0
