@@ -74,6 +74,17 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """`label: branch [source] { layers }`: a side path, joined later by its label."""
+
+    label: str
+    source: str | None  # None: the current value; `input`: the block's input; else a label
+    body: tuple[Union["Layer", "Branch"], ...]
+    span: Span
+    source_span: Span | None = None
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     default: Expr | None
@@ -82,6 +93,16 @@ class Param:
 
 @dataclass(frozen=True)
 class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Layer, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class PolicyDef:
+    """`policy name(channels, stride) { layers }`: a user-defined shortcut policy."""
+
     name: str
     params: tuple[Param, ...]
     body: tuple[Layer, ...]
@@ -135,4 +156,5 @@ class SourceFile:
     path: str
     includes: list[Include] = field(default_factory=list)
     blocks: list[BlockDef] = field(default_factory=list)
+    policies: list[PolicyDef] = field(default_factory=list)
     networks: list[Network] = field(default_factory=list)

@@ -104,26 +104,39 @@ class _Printer:
 
     # ---- items
     def file(self, source: ast.SourceFile) -> str:
-        items = sorted(source.includes + source.blocks + source.networks, key=lambda i: i.span.line)
+        items = sorted(source.includes + source.blocks + source.policies + source.networks,
+                       key=lambda i: i.span.line)
         for i, item in enumerate(items):
             if i and not (isinstance(item, ast.Include) and isinstance(items[i - 1], ast.Include)):
                 self.out.append("")
             if isinstance(item, ast.Include):
                 self._emit("", f'include "{item.path}"', item.span)
-            elif isinstance(item, ast.BlockDef):
+            elif isinstance(item, (ast.BlockDef, ast.PolicyDef)):
                 self.block(item)
             else:
                 self.network(item)
         self._leading(10**9, "")  # comments after the last item
         return "\n".join(self.out).strip("\n") + "\n"
 
-    def block(self, b: ast.BlockDef) -> None:
+    def block(self, b: ast.BlockDef | ast.PolicyDef) -> None:
         params = ", ".join(p.name + (f" = {expr(p.default)}" if p.default is not None else "") for p in b.params)
         header_end = b.body[0].span.line - 1 if b.body else b.span.line
-        self._emit("", f"block {b.name}({params}) {{", _line_span(b.span, header_end))
-        for l in b.body:
-            self._emit(INDENT, layer(l), l.span)
+        keyword = "policy" if isinstance(b, ast.PolicyDef) else "block"
+        self._emit("", f"{keyword} {b.name}({params}) {{", _line_span(b.span, header_end))
+        self._statements(b.body, INDENT)
         self._close(b.span)
+
+    def _statements(self, body: tuple, indent: str) -> None:
+        for item in body:
+            if isinstance(item, ast.Branch):
+                source = f" {item.source}" if item.source else ""
+                header_end = item.body[0].span.line - 1 if item.body else item.span.line
+                self._emit(indent, f"{item.label}: branch{source} {{", _line_span(item.span, header_end))
+                self._statements(item.body, indent + INDENT)
+                self._leading(item.span.end_line, indent + INDENT)
+                self.out.append(indent + "}" + self._trailing(item.span.end_line, item.span.end_line))
+            else:
+                self._emit(indent, layer(item), item.span)
 
     def _close(self, span) -> None:
         self._leading(span.end_line, INDENT)

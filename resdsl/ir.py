@@ -74,6 +74,7 @@ class Graph:
         self.name = name
         self.classes = classes
         self.classes_span = classes_span  # where the spec says it, for errors about the output
+        self.policies: dict = {}  # user-defined shortcut policies (ast.PolicyDef), by name
         self.nx = nx.DiGraph()
         self.blocks: dict[str, BlockInstance] = {}
         self.signatures: dict[str, BlockSignature] = {}  # of every block used, by definition name
@@ -88,12 +89,14 @@ class Graph:
 
     # ---- construction
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
-            label: str | None = None, exprs: dict[str, Expr] | None = None, **attrs: Any) -> str:
+            label: str | None = None, exprs: dict[str, Expr] | None = None, branch: str = "",
+            **attrs: Any) -> str:
+        """Add a node; `branch` names the side path (`se`) a block's node belongs to, if any."""
         assert name not in self.nx, name
         self._seq += 1
         self._order = None
         self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
-                         seq=self._seq, attrs=attrs, exprs=exprs or {})
+                         seq=self._seq, attrs=attrs, exprs=exprs or {}, branch=branch)
         for index, source in enumerate(inputs):
             self.nx.add_edge(source, name, index=index)
         return name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import ast
 from .diagnostics import PRELUDE, ResdslError, Span, read_source
-from .parser import parse
+from .parser import POLICIES as BUILT_IN_POLICIES, parse
 from .resources import prelude_path
 
 MAX_INCLUDE_DEPTH = 64
@@ -25,6 +25,7 @@ class Program:
     network: ast.Network
     blocks: dict[str, ast.BlockDef] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # the spec and every file it includes
+    policies: dict[str, ast.PolicyDef] = field(default_factory=dict)  # user-defined shortcut policies
 
 
 def load_file(path: str | Path) -> Program:
@@ -41,10 +42,12 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
     blocks: dict[str, ast.BlockDef] = {}
     _add_blocks(blocks, _prelude().blocks, user=False)
     user_blocks: dict[str, ast.BlockDef] = {}
+    policies: dict[str, ast.PolicyDef] = {}
     main = parse(text, filename)
     networks: list[ast.Network] = []
     seen: set[str] = set()
-    _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=seen)
+    _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=seen,
+             policies=policies)
     blocks.update(user_blocks)
     if not networks:
         raise ResdslError(f"{filename} defines no network", Span(filename, 1, 1, 1, 1, text),
@@ -53,11 +56,12 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
         extra = networks[1]
         raise ResdslError(f"more than one network: `{networks[0].name}` and `{extra.name}`",
                           extra.span, hint="put each network in its own file; share blocks with `include`")
-    return Program(networks[0], blocks, [Path(p) for p in sorted(seen)])
+    return Program(networks[0], blocks, [Path(p) for p in sorted(seen)], policies)
 
 
 def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.BlockDef],
-             networks: list[ast.Network], stack: list[str], seen: set[str]) -> None:
+             networks: list[ast.Network], stack: list[str], seen: set[str],
+             policies: dict[str, ast.PolicyDef]) -> None:
     for include in source.includes:
         target = (base_dir / include.path).resolve()
         if str(target) in stack:
@@ -75,8 +79,16 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
             raise ResdslError(f"{display_path(target)} is not a resdsl spec", include.span,
                               hint="a spec starts with `include`, `block` or `network` (after comments)")
         child = parse(text, display_path(target))
-        _collect(child, target.parent, blocks, networks, stack + [str(target)], seen)
+        _collect(child, target.parent, blocks, networks, stack + [str(target)], seen, policies)
     _add_blocks(blocks, source.blocks, user=True)
+    for policy in source.policies:
+        if policy.name in BUILT_IN_POLICIES:
+            raise ResdslError(f"`{policy.name}` is a built-in shortcut policy", policy.span,
+                              hint="give your policy another name")
+        if policy.name in policies:
+            raise ResdslError(f"policy `{policy.name}` is defined twice", policy.span,
+                              notes=(("first defined here", policies[policy.name].span),), hint="rename one of them")
+        policies[policy.name] = policy
     networks.extend(source.networks)
 
 

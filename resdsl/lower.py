@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import ast
@@ -15,7 +16,7 @@ from .diagnostics import ResdslError, Span, in_prelude
 from .ir import INPUT, BlockInstance, BlockSignature, Graph, Stage
 from .limits import LIMITS
 from .loader import Program
-from .ops import OPS
+from .ops import OPS, STATEMENTS
 from .parser import POLICIES, SHORT_ATTRS
 
 # Labels become Python attributes of an nn.Module in the generated source: these would shadow
@@ -99,6 +100,7 @@ def _suggest(name: str, names: Iterable[str], what: str = "names defined here") 
 class _Lowering:
     def __init__(self, program: Program, overrides: dict[str, ast.Expr]) -> None:
         self.program, self.overrides = program, overrides
+        self.inserting = False  # lowering a shortcut policy's layers, which own `downsample.*`
         self.net = program.network
         self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
 
@@ -127,7 +129,9 @@ class _Lowering:
                 raise ResdslError(f"`{name}` is already defined", span, hint="choose another name")
             env[name] = evaluate(self.overrides.get(name, expr), env)
 
+        self.check_policy(net.shortcut, net.shortcut_span)
         g = self.graph = Graph(net.name, classes, net.classes.span)
+        g.policies = dict(self.program.policies)
         self.top_names = _Names()
         current = g.add(INPUT, "input", [], span=net.input_span, shape=net.input)
         current = self._body(net.stem, "", current, env, block_input=None, policy=net.shortcut)
@@ -160,7 +164,7 @@ class _Lowering:
             raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
                               hint=f"add `stride = 1` to the parameters of `{definition.name}` "
                                    "and use it as a conv's `s=stride`")
-        policy = stage.shortcut or self.net.shortcut
+        policy = self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
         g.signatures.setdefault(definition.name, BlockSignature(
             definition.name, tuple((p.name, p.default) for p in definition.params)))
         g.stages[stage.name] = Stage(stage.name)
@@ -222,31 +226,70 @@ class _Lowering:
         return scope
 
     # ---- layers
-    def _body(self, layers: tuple[ast.Layer, ...], scope: str, current: str, env: dict[str, int],
+    def _body(self, layers: tuple, scope: str, current: str, env: dict[str, Number],
               block_input: str | None, policy: str) -> str:
-        used = self.top_names if scope == "" else _Names()
-        for layer in layers:
-            try:
-                current = self._layer(layer, scope, current, env, block_input, policy, used)
-            except ResdslError as exc:
-                d = exc.diagnostic
-                if self.note is None or d.notes:
-                    raise
-                if in_prelude(d.span):  # point at the user's stage, not at the prelude
-                    note = (f"in {self.note[0]}, at `{d.span.source_line().strip()}` "
-                            f"(prelude line {d.span.line})", None)
-                    raise ResdslError(d.message, self.note[1], d.hint, (note,)) from None
-                raise ResdslError(d.message, d.span, d.hint, ((f"in {self.note[0]}", self.note[1]),)) from None
+        ctx = _Body(scope, self.top_names if scope == "" else _Names(), block_input, policy)
+        if block_input is not None:
+            ctx.values["input"] = block_input
+        current = self._statements(layers, ctx, current, env, prefix="")
+        for label, (node, span) in ctx.branches.items():
+            if not self.graph.users(node):
+                self._located(ResdslError(f"branch `{label}` is never joined", span,
+                                          hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`"))
         return current
 
-    def _layer(self, layer: ast.Layer, scope: str, current: str, env: dict[str, int],
-               block_input: str | None, policy: str, used: _Names) -> str:
-        g = self.graph
-        if layer.op == "add":
-            return self._add(layer, scope, current, block_input, policy, used)
+    def _statements(self, layers: tuple, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> str:
+        for layer in layers:
+            try:
+                if isinstance(layer, ast.Branch):
+                    self._branch(layer, ctx, current, env, prefix)
+                else:
+                    current = self._layer(layer, ctx, current, env, prefix)
+            except ResdslError as exc:
+                self._located(exc)
+        return current
+
+    def _located(self, exc: ResdslError) -> None:
+        """Re-raise `exc` with a note naming the block being expanded (and, for a statement of the
+        prelude, pointing at the user's stage instead)."""
+        d = exc.diagnostic
+        if self.note is None or d.notes:
+            raise exc
+        if in_prelude(d.span):
+            note = (f"in {self.note[0]}, at `{d.span.source_line().strip()}` (prelude line {d.span.line})", None)
+            raise ResdslError(d.message, self.note[1], d.hint, (note,)) from None
+        raise ResdslError(d.message, d.span, d.hint, ((f"in {self.note[0]}", self.note[1]),)) from None
+
+    def _branch(self, branch: ast.Branch, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> None:
+        if ctx.block_input is None:
+            raise ResdslError("branches belong in blocks", branch.span,
+                              hint="write the branch in a `block`, and join it there")
+        source = current
+        if branch.source is not None:
+            if branch.source not in ctx.values:
+                raise ResdslError(f"`{branch.source}` names no value here", branch.source_span,
+                                  hint=_suggest(branch.source, ctx.values, "values defined before it"))
+            source = ctx.values[branch.source]
+        if not branch.body:
+            raise ResdslError(f"branch `{branch.label}` is empty", branch.span, hint="give it at least one layer")
+        label = prefix + branch.label
+        if label in ctx.used or label in ctx.values:
+            self._claim(label, ctx.used, branch.span, ctx.scope)  # reports the collision
+        outer, ctx.branch = ctx.branch, label
+        end = self._statements(branch.body, ctx, source, env, prefix=label + ".")
+        ctx.branch = outer
+        ctx.used.containers.setdefault(label, label)
+        ctx.used.add(label)
+        ctx.values[label] = end
+        ctx.branches[label] = (end, branch.span)
+
+    def _layer(self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> str:
+        g, scope = self.graph, ctx.scope
+        if layer.op in STATEMENTS:
+            return self._join(layer, ctx, current, prefix)
         info = OPS.get(layer.op)
         if info is None or not info.user:
-            known = sorted([op for op, i in OPS.items() if i.user] + ["add"])
+            known = sorted([op for op, i in OPS.items() if i.user] + list(STATEMENTS))
             hint = _suggest(layer.op, known, "known layers")
             if layer.op in self.program.blocks:
                 raise ResdslError(f"`{layer.op}` is a block, and blocks cannot be used as layers",
@@ -255,12 +298,13 @@ class _Lowering:
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
         exprs: dict[str, ast.Expr] = {}
         attrs = self._attrs(layer, info, env, exprs)
-        label = self._label(layer, scope, used)
+        label = self._label(layer, prefix, ctx, layer.op)
         name = f"{scope}.{label}" if scope else label
         if not scope:
             g.layout.append(("node", name))
+        ctx.values[label] = name
         return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label,
-                     exprs=exprs if scope else None, **attrs)
+                     exprs=exprs if scope else None, branch=ctx.branch, **attrs)
 
     def _attrs(self, layer: ast.Layer, info, env: dict[str, Number],
                exprs: dict[str, ast.Expr]) -> dict[str, Number]:
@@ -318,11 +362,12 @@ class _Lowering:
             attrs["stride"] = attrs["kernel"]  # as nn.AvgPool2d
         return attrs
 
-    def _label(self, layer: ast.Layer, scope: str, used: _Names) -> str:
+    def _label(self, layer: ast.Layer, prefix: str, ctx: "_Body", base: str) -> str:
         if layer.label is None:
-            return _fresh(layer.op, used)
-        self._claim(layer.label, used, layer.span, scope)
-        return layer.label
+            return _fresh(prefix + base, ctx.used)
+        label = prefix + layer.label
+        self._claim(label, ctx.used, layer.span, ctx.scope)
+        return label
 
     def _claim(self, label: str, used: _Names, span: Span, scope: str) -> None:
         """Take `label` in its scope. A dotted label (`conv1.0`) is a module inside containers
@@ -331,7 +376,8 @@ class _Lowering:
         for i, part in enumerate(parts):
             if i and part.isdigit():  # `features.0`: a position in a container
                 continue
-            if keyword.iskeyword(part) or part in MODULE_MEMBERS or (i == 0 and part in GENERATED_NAMES):
+            generated = i == 0 and part in GENERATED_NAMES and not self.inserting
+            if keyword.iskeyword(part) or part in MODULE_MEMBERS or generated:
                 raise ResdslError(f"`{part}` cannot name a layer: the generated PyTorch code uses it",
                                   span, hint=f"choose another name, e.g. `{part}_`")
             if part.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
@@ -356,33 +402,113 @@ class _Lowering:
             used.containers.setdefault(prefix, label)
         used.add(label)
 
-    def _add(self, layer: ast.Layer, scope: str, current: str, block_input: str | None,
-             policy: str, used: _Names) -> str:
-        if block_input is None:
-            raise ResdslError("`add shortcut` only works inside a block", layer.span,
+    def _join(self, layer: ast.Layer, ctx: "_Body", current: str, prefix: str) -> str:
+        """`add shortcut [POLICY] [from LABEL]`, or a join of named values: `add NAME`, `mul NAME`,
+        `concat NAME...`."""
+        if ctx.block_input is None:
+            what = "add shortcut" if layer.op == "add" else layer.op
+            raise ResdslError(f"`{what}` only works inside a block", layer.span,
                               hint="residual joins belong in a `block` definition")
         words = []
         for arg in layer.args:
             if not (isinstance(arg, ast.Positional) and isinstance(arg.value, ast.Var)):
-                raise ResdslError("expected `add shortcut [POLICY]`", arg.span)
+                raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", arg.span)
             words.append(arg.value)
-        if not words or words[0].name != "shortcut" or len(words) > 2:
-            raise ResdslError("expected `add shortcut [POLICY]`", layer.span,
-                              hint=f"POLICY is one of {', '.join(POLICIES)}")
-        if current == block_input:
+        if not words or (layer.op != "concat" and len(words) > 1 and words[0].name != "shortcut"):
+            raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", layer.span,
+                              hint=f"POLICY is one of {', '.join(self._policies())}")
+        if current == ctx.block_input and not (layer.op != "add" or words[0].name != "shortcut"):
             raise ResdslError("`add shortcut` needs a residual branch before it", layer.span,
                               hint="put the block's layers (conv, bn, ...) before `add shortcut`")
-        if len(words) == 2:
-            if words[1].name not in POLICIES:
-                raise ResdslError(f"unknown shortcut policy `{words[1].name}`", words[1].span,
-                                  hint=f"use one of {', '.join(POLICIES)}")
-            policy = words[1].name
-        if layer.label is not None:
-            self._claim(layer.label, used, layer.span, scope)
-        label = layer.label or _fresh("add", used)
-        name = f"{scope}.{label}"
-        return self.graph.add(name, "add", [current, block_input], span=layer.span, scope=scope,
-                              label=label, policy=policy, gated=policy == "gated")
+        label = self._label(layer, prefix, ctx, {"concat": "cat"}.get(layer.op, layer.op))
+        name = f"{ctx.scope}.{label}"
+        if layer.op == "add" and words[0].name == "shortcut":
+            policy, source = ctx.policy, None
+            rest = words[1:]
+            if len(rest) >= 2 and rest[-2].name == "from":
+                source = self._value(rest[-1], ctx)
+                rest = rest[:-2]
+            if len(rest) > 1:
+                raise ResdslError(f"expected `{_JOIN_FORMS['add']}`", layer.span)
+            if rest:
+                policy = self.check_policy(rest[0].name, rest[0].span)
+            ctx.values[label] = name
+            return self.graph.add(name, "add", [current, ctx.block_input], span=layer.span, scope=ctx.scope,
+                                  label=label, policy=policy, gated=policy == "gated",
+                                  source=source or ctx.block_input)
+        operands = [self._value(word, ctx) for word in words]
+        if layer.op == "concat":  # the values it names, in order (name the current one to include it)
+            if len(operands) < 2:
+                raise ResdslError("`concat` joins two or more named values", layer.span,
+                                  hint="`concat a b` (name `input` or a layer's label to include it)")
+            inputs = operands
+        elif len(operands) != 1:
+            raise ResdslError(f"`{layer.op}` joins one named value with the current one", layer.span,
+                              hint=f"`{_JOIN_FORMS[layer.op]}`")
+        else:
+            inputs = [current, *operands]
+        ctx.values[label] = name
+        attrs = {"policy": "join", "gated": False, "source": operands[0]} if layer.op == "add" else {}
+        return self.graph.add(name, layer.op, inputs, span=layer.span, scope=ctx.scope, label=label,
+                              branch=ctx.branch, **attrs)
+
+    def _value(self, word: ast.Var, ctx: "_Body") -> str:
+        if word.name not in ctx.values:
+            raise ResdslError(f"`{word.name}` names no value here", word.span,
+                              hint=_suggest(word.name, ctx.values, "values defined before it"))
+        return ctx.values[word.name]
+
+    def _policies(self) -> list[str]:
+        return list(POLICIES) + sorted(self.program.policies)
+
+    def check_policy(self, name: str, span: Span | None) -> str:
+        if name not in POLICIES and name not in self.program.policies:
+            close = difflib.get_close_matches(name, self._policies(), n=1)
+            raise ResdslError(f"unknown shortcut policy `{name}`", span,
+                              hint=f"did you mean `{close[0]}`?" if close else
+                              f"use one of {', '.join(self._policies())}, or define it with `policy {name}(...)`")
+        return name
+
+
+_JOIN_FORMS = {"add": "add shortcut [POLICY] [from LABEL]` or `add NAME", "mul": "mul NAME",
+               "concat": "concat NAME [NAME ...]"}
+
+
+@dataclass
+class _Body:
+    """One body being lowered: its scope, its names, and the values statements can name."""
+    scope: str
+    used: "_Names"
+    block_input: str | None
+    policy: str
+    values: dict[str, str] = field(default_factory=dict)  # label -> node
+    branches: dict[str, tuple[str, Span]] = field(default_factory=dict)  # label -> (last node, where)
+    branch: str = ""  # the branch being lowered, if any
+
+
+def lower_policy(graph: Graph, policy: ast.PolicyDef, scope: str, source: str, channels: int,
+                 stride: int) -> str:
+    """A user-defined policy's layers inside block `scope`, reading `source`, for `channels`
+    output channels and `stride`; returns its last node. Its layers are named `downsample.*`, as
+    torchvision's and timm's shortcut modules are."""
+    lowering = _Lowering(Program(None, {}, policies=graph.policies), {})  # type: ignore[arg-type]
+    lowering.graph, lowering.inserting = graph, True
+    used = _Names()
+    used.update(graph.node(n)["label"] for n in graph.scope_nodes(scope))
+    ctx = _Body(scope, used, None, "identity")
+    env = {policy.params[0].name: channels, policy.params[1].name: stride}
+    current = source
+    for layer in policy.body:
+        if layer.label is not None and not layer.label.startswith("downsample."):
+            raise ResdslError(f"a policy's layers are named `downsample.*`, not `{layer.label}`", layer.span,
+                              hint="the block keeps its shortcut module as `downsample`, as torchvision does")
+        if layer.op in STATEMENTS:
+            raise ResdslError(f"`{layer.op}` cannot be part of a shortcut policy", layer.span,
+                              hint="a policy is a chain of layers applied to the shortcut")
+        current = lowering._layer(layer, ctx, current, env, prefix="" if layer.label else "downsample.")
+    if current == source:
+        raise ResdslError(f"policy `{policy.name}` has no layers", policy.span, hint="give it at least one layer")
+    return current
 
 
 class _Names(set):

@@ -113,6 +113,22 @@ def flatten_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     return (prod(ins[0]),)
 
 
+def mul_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    """x * y where y broadcasts to x: equal shapes, or a per-channel Cx1x1 gate (SE)."""
+    x, y = ins
+    if len(x) != len(y) or any(b not in (a, 1) for a, b in zip(x, y)):
+        raise ShapeError(f"mul needs the branch's shape to equal or broadcast to {fmt_shape(x)}, "
+                         f"not {fmt_shape(y)}", hint="a per-channel gate is Cx1x1 with the same C")
+    return x
+
+
+def concat_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    if any(len(s) != 3 for s in ins) or len({s[1:] for s in ins}) != 1:
+        raise ShapeError("concat needs feature maps of one resolution, not "
+                         + ", ".join(fmt_shape(s) for s in ins), hint="pool or stride the branches alike")
+    return (sum(s[0] for s in ins), *ins[0][1:])
+
+
 def pad_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     c, h, w = ins[0]
     s = attrs["stride"]
@@ -190,8 +206,10 @@ OPS: dict[str, OpInfo] = {
     "flatten": OpInfo(flatten_shape),
     "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
     "add": OpInfo(same_shape, arity=(2, 3), user=False),
+    "mul": OpInfo(mul_shape, arity=(2,), user=False),
+    "concat": OpInfo(concat_shape, arity=tuple(range(2, 65)), user=False),
     "pad": OpInfo(pad_shape, user=False),
 }
 
-# Spec statements that are not layers of OPS but are handled by the lowering.
-STATEMENTS = ("add",)
+# Spec statements that are not layers of OPS but are handled by the lowering: joins.
+STATEMENTS = ("add", "mul", "concat")

@@ -18,7 +18,7 @@ _TERMINAL_NAMES = {
     "NAME": "a name", "INT": "a number", "FLOAT": "a number", "DOTTED_NAME": "a dotted name", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
     "SHORT_ATTR": "an attribute like k3", "_NL": "a new line", "SEMICOLON": "`;`",
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
-    "COMMA": "`,`", "EQUAL": "`=`", "$END": "the end of the file", "MINUS": "`-`", "PLUS": "`+`",
+    "COMMA": "`,`", "EQUAL": "`=`", "BRANCH": "`branch`", "$END": "the end of the file", "MINUS": "`-`", "PLUS": "`+`",
     "STAR": "`*`", "SLASH": "`/`", "__ANON_0": "`//`",
 }
 
@@ -225,6 +225,25 @@ class _ToAst(Transformer):
         return tuple(c for c in children if c is not None)
 
     @v_args(meta=True)
+    def branch(self, meta, children):
+        label, source, body = children
+        return ast.Branch(str(label), str(source) if source is not None else None, body, self._span(meta),
+                          _span(source, self.text, self.filename) if source is not None else None)
+
+    @v_args(meta=True)
+    def policy_def(self, meta, children):
+        name, *params, body = children
+        params = tuple(p for p in params if p is not None)
+        if len(params) != 2 or any(p.default is not None for p in params):
+            raise ResdslError(f"policy `{name}` must take two parameters: the output channels and the stride",
+                              self._span(meta), hint=f"write `policy {name}(channels, stride) {{ ... }}`")
+        for layer in body:
+            if isinstance(layer, ast.Branch):
+                raise ResdslError("a policy is a chain of layers; it cannot hold a branch", layer.span,
+                                  hint="write the branch in the block, and join it there")
+        return ast.PolicyDef(str(name), params, body, self._span(meta))
+
+    @v_args(meta=True)
     def param(self, meta, children):
         return ast.Param(str(children[0]), children[1], self._span(meta))
 
@@ -292,14 +311,11 @@ class _ToAst(Transformer):
                                    first))
 
     def _policy(self, token: Token | ast.Var) -> tuple[str, Span]:
+        """A policy's name and where it is written; the lowering checks it is one (built in, or a
+        `policy` the program defines)."""
         if isinstance(token, ast.Var):
-            name, span = token.name, token.span
-        else:
-            name, span = str(token), _span(token, self.text, self.filename)
-        if name not in POLICIES:
-            raise ResdslError(f"unknown shortcut policy `{name}`", span,
-                              hint=f"use one of {', '.join(POLICIES)}")
-        return name, span
+            return token.name, token.span
+        return str(token), _span(token, self.text, self.filename)
 
     @v_args(meta=True)
     def input_stmt(self, meta, children):
@@ -359,6 +375,8 @@ class _ToAst(Transformer):
                 source.includes.append(item)
             elif isinstance(item, ast.BlockDef):
                 source.blocks.append(item)
+            elif isinstance(item, ast.PolicyDef):
+                source.policies.append(item)
             elif isinstance(item, ast.Network):
                 source.networks.append(item)
         return source

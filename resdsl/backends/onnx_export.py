@@ -124,6 +124,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "flatten": lambda b, name, ins, a: b.op("Flatten", ins, name, axis=1),
     "fc": _fc,
     "add": _add,
+    "mul": lambda b, name, ins, a: b.op("Mul", ins, name),
+    "concat": lambda b, name, ins, a: b.op("Concat", ins, name, axis=1),
     "pad": _pad,
 }
 

@@ -234,6 +234,7 @@ class _BlockEmitter:
         g = self.graph
         block = g.blocks[path]
         self.env = {**block.args, IN: g.shape(block.input)[0], "classes": g.classes}
+        self.proto = path
         channels = {block.input: self._channels(path)}
         entries, steps, checks, structure = [], [], [], []
         var = {block.input: "x"}
@@ -243,29 +244,52 @@ class _BlockEmitter:
             if label.startswith(INSERTED):
                 continue
             source = g.inputs(name)[0]
-            if op == "add":
-                residual = var[source]
-                lines = self._add(name, residual, shortcut)
+            target = self._target(name, path)
+            if op == "add" and a["policy"] != "join":
+                lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
+            elif op in ("add", "mul", "concat"):
+                operands = [var[i] for i in g.inputs(name)]
+                lines = [f"{target} = " + (f"torch.cat([{', '.join(operands)}], 1)" if op == "concat" else
+                                           f" {'+' if op == 'add' else '*'} ".join(operands))]
+            else:
+                lines = None
+            if lines is not None:
                 steps.append(_Step(None, lines, name, source))
-                var[name], channels[name] = "out", channels[source]
-                structure.append((label, op, tuple(lines[-1:])))
+                var[name] = target
+                channels[name] = channels[source] if op != "concat" else Sym.literal(g.shape(name)[0])
+                structure.append((label, op, tuple(lines)))
                 continue
             layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
             ctor, args = CONSTRUCTORS[op](layer, a)
             if op == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []  # its input is read again (a block input feeding the shortcut): not in place
             entries.append((label, ctor, args))
-            steps.append(_layer_step(label, op, name, source, var[source], "out", layer.in_shape))
-            var[name] = "out"
+            steps.append(_layer_step(label, op, name, source, var[source], target, layer.in_shape))
+            var[name] = target
             channels[name] = layer.sym("out") if op in ("conv", "fc") else channels[source]
             checks += self._checks(label, op, layer, source)
-            structure.append((label, op, tuple(args)))
+            structure.append((label, op, tuple(args), target))
         init, forward = _assemble(g, entries, steps)
         gate = self._gate(path, channels, checks)
         if gate:
             init += gate
         forward.append(f"return {var[block.output]}")
         return _Emitted(init, forward, checks, shortcut, tuple(structure))
+
+    def _target(self, name: str, path: str) -> str:
+        """The variable a node's value goes to: `out` along the block's chain; a branch's own name
+        (`se`) along a branch; its label where it is read again later (SE's input, the
+        pre-activation a projection reads)."""
+        g = self.graph
+        node = g.node(name)
+        readers = [u for u in g.users(name) if g.node(u)["scope"] == path]
+        kept = len(readers) > 1 or any(g.node(a)["attrs"].get("source") == name for a in g.scope_nodes(path)
+                                       if g.node(a)["op"] == "add")
+        if kept:
+            return _variable(node["label"])
+        if node["branch"]:
+            return _variable(node["branch"])
+        return "out"
 
     def _channels(self, path: str) -> Sym:
         block = self.graph.blocks[path]
@@ -283,23 +307,24 @@ class _BlockEmitter:
 
     def _checks(self, label: str, op: str, layer: _Layer, source: str) -> list:
         g = self.graph
-        out = [(layer.channels, lambda p, s=source: g.shape(_peer(g, s, p))[0])]
+        out = [(layer.channels, lambda p, s=source, proto=self.proto: g.shape(_peer(g, s, p, proto))[0])]
         for key in WRITTEN.get(op, ()):
             out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"][k]))
         return out
 
-    def _add(self, name: str, residual: str, shortcut: bool) -> list[str]:
+    def _add(self, name: str, residual: str, shortcut: bool, source: str, target: str) -> list[str]:
+        """`add shortcut`: the block input, or what the handed-in `downsample` makes of `source`."""
         g = self.graph
         lines, identity = [], "x"
         if shortcut:
             lines, identity = ["identity = x", "if self.downsample is not None:",
-                               "    identity = self.downsample(x)"], "identity"
+                               f"    identity = self.downsample({source})"], "identity"
         if g.node(name)["attrs"]["gated"]:
             return lines + ["t = torch.sigmoid(self.gate(x))",
-                            f"out = {residual} * t + {identity} * (1.0 - t)"]
-        if residual == "out" and len(g.users(g.inputs(name)[0])) == 1:
+                            f"{target} = {residual} * t + {identity} * (1.0 - t)"]
+        if residual == "out" == target and len(g.users(g.inputs(name)[0])) == 1:
             return lines + [f"out += {identity}"]  # in place, as torchvision does: the branch's value is dead
-        return lines + [f"out = {residual} + {identity}"]
+        return lines + [f"{target} = {residual} + {identity}"]
 
     def _gate(self, path: str, channels: dict, checks: list) -> list[str]:
         """The highway gate, a 1x1 conv of the block input with a bias, its stride the shortcut's."""
@@ -323,17 +348,27 @@ class _BlockEmitter:
         return Sym.literal(value)
 
 
-def _peer(graph: Graph, node: str, path: str) -> str:
-    """The node of block `path` that is to it what `node` (a node of another block of the same
-    definition, or that block's input) is to that block."""
-    scope = graph.node(node)["scope"]
-    if scope not in graph.blocks or graph.blocks[scope].input == node:
+def _variable(label: str) -> str:
+    """A local variable for a label: `se.fc1` -> `se_fc1`; never one the generated code uses."""
+    name = label.replace(".", "_")
+    return name + "_" if name in _RESERVED or not name.isidentifier() else name
+
+
+def _peer(graph: Graph, node: str, path: str, prototype: str) -> str:
+    """The node of block `path` that is to it what `node`, a node of block `prototype` or that
+    block's input, is to `prototype`."""
+    if graph.node(node)["scope"] != prototype:
         return graph.blocks[path].input  # the prototype's input: it comes from outside its block
     return f"{path}.{graph.node(node)['label']}"
 
 
 def _shortcut_call(graph: Graph, path: str) -> str | None:
     """The module a policy inserted for this block, as the network builds it."""
+    for add in graph.scope_nodes(path):
+        applied = graph.node(add)["attrs"].get("applied") if graph.node(add)["op"] == "add" else None
+        if applied:  # a user-defined policy: its helper, named after it
+            c_in, channels, stride = applied
+            return f"{_policy_function(graph.node(add)['attrs']['policy'])}({c_in}, {channels}, {stride})"
     if f"{path}.downsample.0" in graph:
         conv = graph.node(f"{path}.downsample.0")["attrs"]
         c_in = graph.shape(graph.inputs(f"{path}.downsample.0")[0])[0]
@@ -345,10 +380,61 @@ def _shortcut_call(graph: Graph, path: str) -> str | None:
     return None
 
 
+def _policy_function(policy: str) -> str:
+    """A user policy's helper: `avg_down` as itself, kept clear of the module's own names."""
+    return policy + "_" if policy in _RESERVED or policy in ("build", "projection") else policy
+
+
+def policy_helper(graph: Graph, name: str) -> list[str]:
+    """`def NAME(in_channels, channels, stride) -> nn.Sequential`, its layers written with the
+    policy's own expressions, keyed as its labels say (`downsample.0` -> 0, `downsample.conv` ->
+    conv)."""
+    policy = graph.policies[name]
+    names = _Namespace({"in_channels"})
+    params = {p.name: names.fresh(p.name, "_") for p in policy.params}
+    params[IN] = "in_channels"
+    # One instance, to give each layer its attributes and labels (the body is one chain).
+    path, add = next((n, a) for n in graph.blocks for a in graph.scope_nodes(n)
+                     if graph.node(a)["op"] == "add" and graph.node(a)["attrs"].get("policy") == name
+                     and graph.node(a)["attrs"].get("applied"))
+    chain = [n for n in graph.scope_nodes(path) if graph.node(n)["label"].startswith("downsample.")]
+    env = {policy.params[0].name: graph.node(add)["attrs"]["applied"][1],
+           policy.params[1].name: graph.node(add)["attrs"]["applied"][2]}
+    channels = Sym("in_channels", 4, ast.Var(IN, None))
+    ctors, keys = [], []
+    for n in chain:
+        node = graph.node(n)
+
+        def sym(key: str, node=node) -> Sym:
+            expr = node["exprs"].get(key)
+            return Sym.literal(node["attrs"][key]) if expr is None else render(expr, params, env)
+        layer = _Layer(sym, channels, graph.shape(graph.inputs(n)[0]))
+        ctors.append(CONSTRUCTORS[node["op"]](layer, node["attrs"]))
+        keys.append(node["label"].split(".", 1)[1])
+        channels = layer.sym("out") if node["op"] in ("conv", "fc") else channels
+    head = (f"def {_policy_function(name)}(in_channels: int, {params[policy.params[0].name]}: int, "
+            f"{params[policy.params[1].name]}: int) -> nn.Sequential:")
+    lines = [head, f'    """The shortcut of policy `{name}` where the shape changes."""']
+    if keys == [str(i) for i in range(len(keys))]:
+        body = _sequential_of("return", ctors)
+        body[0] = "return nn.Sequential("
+    else:
+        body = ["return nn.Sequential(OrderedDict(["]
+        for key, (ctor, args) in zip(keys, ctors):
+            inner = call(ctor, args, 12 + len(key) + 6)
+            body += [f'    ("{key}", {inner[0]}'] + [f"    {line}" for line in inner[1:-1]] + \
+                    ([f"    {inner[-1]})," ] if len(inner) > 1 else [])
+            if len(inner) == 1:
+                body[-1] += "),"
+        body.append("]))")
+    return lines + [f"    {line}" for line in body]
+
+
 class _Generator:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.names = _Namespace({"build", "projection", "ZeroPadShortcut"})
+        self.names = _Namespace({"build", "projection", "ZeroPadShortcut", "OrderedDict",
+                                 *(_policy_function(p) for p in graph.policies)})
         self.classes: list[_Class] = []
         self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
         self.helpers: set[str] = set()
@@ -365,6 +451,9 @@ class _Generator:
             made = _shortcut_call(self.graph, path)
             if made:
                 self.helpers.add(made.split("(")[0])
+        self.policies = sorted({self.graph.node(a)["attrs"]["policy"] for p in self.calls
+                                for a in self.graph.scope_nodes(p)
+                                if self.graph.node(a)["op"] == "add" and self.graph.node(a)["attrs"].get("applied")})
 
     def _params(self, definition: str) -> dict[str, str]:
         names = _Namespace()
@@ -500,10 +589,8 @@ class _Generator:
                      f"{fmt_shape(g.shape(g.output))}.", signature=["def __init__(self) -> None:"])
         entries, steps = [], []
         for kind, item in g.layout:
-            if kind == "stage":
-                cls.init += _assemble(g, entries, [])[0]
-                entries = []
-                cls.init += _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])
+            if kind == "stage":  # written as is, in its place among the layers
+                entries.append(("", "", _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])))
                 steps.append(_Step(None, [f"x = self.{item}(x)"], item, ""))
                 continue
             node = g.node(item)
@@ -540,14 +627,15 @@ def _layer_step(label: str, op: str, name: str, source: str, arg: str, out: str,
 
 
 def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: list[_Step]) -> tuple[list, list]:
-    """A class's `__init__` and `forward` lines from its layers, nesting dotted labels.
+    """A class's `__init__` and `forward` lines from its layers, nesting dotted labels. An entry
+    is (label, constructor, arguments), or ("", "", lines) for lines to write as they are.
 
     `conv1.0`, `conv1.1`, ... that run one after the other, each reading the one before, become
     one nn.Sequential (`self.conv1 = nn.Sequential(...)`, called once), as torchvision writes
     `features` and `classifier`. Other containers hold their layers as attributes (`self.se.fc1`),
     or by key where a key is not an identifier (`self.head["0"]`).
     """
-    labels = [label for label, _, _ in entries]
+    labels = [label for label, _, _ in entries if label]
     containers: dict[str, list[str]] = {}  # container path -> its direct children's keys
     for label in labels:
         parts = label.split(".")
@@ -564,10 +652,13 @@ def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: li
             text += f'["{part}"]' if parent in containers and _keyed(containers[parent]) else f".{part}"
         return text
 
-    ctors = {label: (ctor, args) for label, ctor, args in entries}
+    ctors = {label: (ctor, args) for label, ctor, args in entries if label}
     init: list[str] = []
     made: set[str] = set()
-    for label in labels:
+    for label, _, raw in entries:
+        if not label:  # lines written elsewhere (a stage's nn.Sequential of blocks)
+            init += raw
+            continue
         parts = label.split(".")
         for i in range(1, len(parts)):
             path = ".".join(parts[:i])
@@ -692,7 +783,9 @@ def generate(graph: Graph, source_name: str | None = None) -> str:
         network=graph.name, source=docstring_text(source_name) if source_name else f"network `{graph.name}`",
         input=fmt_shape(graph.shape(INPUT)), output=fmt_shape(graph.shape(graph.output)),
         params=f"{params:,}", macs=f"{macs:,}", blocks=gen.classes, main=main,
-        projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers)
+        projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers,
+        policies=[policy_helper(graph, p) for p in gen.policies],
+        ordered_dict=any("OrderedDict" in line for p in gen.policies for line in policy_helper(graph, p)))
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,12 @@ Requires: shapes. Provides: shapes and legal adds. For each `add`, by its policy
             names, so checkpoints load);
   C         that projection on every block;
   gated     a 1x1 conv `gate` (with bias) whose sigmoid mixes the branches, plus the B projection
-            where shapes differ.
+            where shapes differ;
+  a `policy` the spec defines: its layers (`downsample.*`) where shapes differ, written for the
+            output channels and the stride.
+`add shortcut from LABEL` makes the inserted layers read LABEL's value (a pre-activated input)
+while the identity still reads the block input. An `add NAME` of two values of a block (no
+shortcut) must already join equal shapes.
 After it, shapes are re-inferred and every add's operands agree. Idempotent: an add whose
 shortcut is already legal is left alone.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 from ..diagnostics import ResdslError
 from ..ir import Graph
+from ..lower import lower_policy
 from ..ops import fmt_shape
 from .properties import LEGAL_ADDS, SHAPES
 from .shapes import InferShapes, locate
@@ -32,7 +38,10 @@ class LegalizeShortcuts:
             if node.get("legal"):
                 continue
             residual, shortcut = graph.inputs(add)[:2]
-            changed |= self._legalize(graph, add, graph.shape(residual), shortcut)
+            if node["attrs"]["policy"] == "join":
+                _check_join(graph, add, residual, shortcut)
+            else:
+                changed |= self._legalize(graph, add, graph.shape(residual), shortcut)
             node["legal"] = True
         if changed:
             InferShapes().run(graph)
@@ -50,7 +59,8 @@ class LegalizeShortcuts:
                               hint="use `shortcut B` (1x1 projection) or `shortcut A` (zero-padding) "
                                    "for this stage or network")
         residual = graph.inputs(add)[0]
-        stride = _branch_stride(graph, shortcut, residual)
+        source = node["attrs"].get("source") or shortcut  # what inserted layers read
+        stride = _branch_stride(graph, source, residual)
         if stride is None or _subsampled(have, stride) != want[1:]:
             # The shortcut must sample the pixels the branch does (its strides' product); a
             # resolution the strides do not explain (a global pool, padding that trims) has
@@ -61,17 +71,27 @@ class LegalizeShortcuts:
                               hint="a block's branch may change the resolution only by its strides "
                                    "(pad each conv by kernel // 2); a squeeze (global avgpool) needs its "
                                    "multiply before the add")
-        if policy == "A" and differ:
+        if policy in graph.policies:
+            if differ:
+                end = lower_policy(graph, graph.policies[policy], scope, source, want[0], stride)
+                InferShapes().run(graph)
+                if graph.shape(end) != want:
+                    raise ResdslError(f"policy `{policy}` makes {fmt_shape(graph.shape(end))} of the shortcut, "
+                                      f"the residual branch {fmt_shape(want)}", where, notes=notes,
+                                      hint="its layers must map the input to `channels` channels at `stride`")
+                node["attrs"]["applied"] = (graph.shape(source)[0], want[0], stride)
+                graph.set_input(add, 1, end)
+        elif policy == "A" and differ:
             if want[0] < have[0]:
                 raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", where,
                                   notes=notes, hint="use `shortcut B` here")
             extra = want[0] - have[0]
-            pad = graph.add(f"{scope}.shortcut", "pad", [shortcut], span=span, scope=scope,
+            pad = graph.add(f"{scope}.shortcut", "pad", [source], span=span, scope=scope,
                             label="shortcut", stride=stride, pad_before=extra // 2,
                             pad_after=extra - extra // 2)
             graph.set_input(add, 1, pad)
         elif (policy in ("B", "gated") and differ) or policy == "C":
-            graph.set_input(add, 1, _projection(graph, scope, shortcut, want[0], stride, span))
+            graph.set_input(add, 1, _projection(graph, scope, source, want[0], stride, span))
         if policy == "gated":
             gate = graph.add(f"{scope}.gate", "conv", [shortcut], span=span, scope=scope, label="gate",
                              out=want[0], kernel=1, stride=stride, padding=0, groups=1, dilation=1, bias=1)
@@ -86,13 +106,21 @@ def _projection(graph: Graph, scope: str, source: str, channels: int, stride: in
     return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
 
 
+def _check_join(graph: Graph, add: str, a: str, b: str) -> None:
+    if graph.shape(a) != graph.shape(b):
+        where, notes = locate(graph, add)
+        raise ResdslError(f"add needs equal shapes: {fmt_shape(graph.shape(a))} and {fmt_shape(graph.shape(b))}",
+                          where, notes=notes, hint="make the branches agree, or use `add shortcut` and a policy")
+
+
 def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:
-    """The product of the strides along the residual branch from the block input `source`, or
-    None if the branch does not lead back to it through single-input layers."""
+    """The product of the strides along the residual branch from `source` (the block input, or
+    the value a shortcut reads), following each join's first operand, or None if it does not lead
+    back to `source`."""
     stride, current = 1, residual
     while current != source:
         inputs = graph.inputs(current)
-        if len(inputs) != 1:
+        if not inputs:
             return None
         stride *= graph.node(current)["attrs"].get("stride") or 1  # adaptive pools: no stride
         current = inputs[0]

@@ -183,6 +183,8 @@ CONVERTERS: dict[str, Callable] = {
     "flatten": _flatten,
     "fc": _fc,
     "add": _add,
+    "mul": lambda c, bb, name, ins, a: bb.emit(c.relax.op.multiply(ins[0], ins[1])),
+    "concat": lambda c, bb, name, ins, a: bb.emit(c.relax.op.concat(ins, axis=c.channel_axis)),
     "pad": _pad,
 }
 
