@@ -41,6 +41,7 @@ def load_text(text: str, filename: str = "<string>", base_dir: str | Path = ".")
 def _build(filename: str, text: str, base_dir: Path) -> Program:
     blocks: dict[str, ast.BlockDef] = {}
     _add_blocks(blocks, _prelude().blocks, user=False)
+    prelude_policies = {p.name: p for p in _prelude().policies}
     user_blocks: dict[str, ast.BlockDef] = {}
     policies: dict[str, ast.PolicyDef] = {}
     main = parse(text, filename)
@@ -56,7 +57,7 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
         extra = networks[1]
         raise ResdslError(f"more than one network: `{networks[0].name}` and `{extra.name}`",
                           extra.span, hint="put each network in its own file; share blocks with `include`")
-    return Program(networks[0], blocks, [Path(p) for p in sorted(seen)], policies)
+    return Program(networks[0], blocks, [Path(p) for p in sorted(seen)], {**prelude_policies, **policies})
 
 
 def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.BlockDef],

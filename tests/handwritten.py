@@ -204,6 +204,162 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class SEModule(nn.Module):
+    """timm's squeeze-excitation (layers/squeeze_excite.py): mean, fc1, ReLU, fc2, sigmoid gate."""
+
+    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 8) -> None:
+        super().__init__()
+        rd = max(rd_divisor, int(channels * rd_ratio + rd_divisor / 2) // rd_divisor * rd_divisor)
+        self.fc1 = nn.Conv2d(channels, rd, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(rd, channels, 1, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_se = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * x_se.sigmoid()
+
+
+class TimmBasic(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 cardinality: int = 1, base_width: int = 64, se: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.se = SEModule(planes) if se else None
+        self.act2 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        if self.se is not None:
+            x = self.se(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return self.act2(x + shortcut)
+
+
+class TimmBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 cardinality: int = 1, base_width: int = 64, se: bool = False) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64)) * cardinality
+        outplanes = planes * self.expansion
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=cardinality, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(outplanes)
+        self.se = SEModule(outplanes) if se else None
+        self.act3 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        return self.act3(x + shortcut)
+
+
+class TimmResNet(nn.Module):
+    """timm's ResNet (models/resnet.py) with the options its resnet*d / seresnet* use: the deep
+    stem (three 3x3 convs, 32-32-64), the average-pool shortcut (`avg_down`), SE in every block."""
+
+    def __init__(self, block, layers: list[int], deep_stem: bool = False, avg_down: bool = False,
+                 se: bool = False, cardinality: int = 1, base_width: int = 64, num_classes: int = 1000) -> None:
+        super().__init__()
+        if deep_stem:
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 64, 3, 1, 1, bias=False))
+        else:
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes, stages = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            stride = 1 if i == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes * block.expansion:
+                out = planes * block.expansion
+                if avg_down:  # timm's downsample_avg: the pool is the identity at stride 1
+                    pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 \
+                        else nn.Identity()
+                    downsample = nn.Sequential(pool, nn.Conv2d(inplanes, out, 1, bias=False), nn.BatchNorm2d(out))
+                else:
+                    downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            blocks = [block(inplanes, planes, stride, downsample, cardinality, base_width, se)]
+            inplanes = planes * block.expansion
+            blocks += [block(inplanes, planes, 1, None, cardinality, base_width, se) for _ in range(1, n)]
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        _init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class WideBasic(nn.Module):
+    """Zagoruyko & Komodakis 2016's block: pre-activation, dropout between the convs, and a 1x1
+    projection (no BN) of the pre-activated input where the shape changes."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int, drop: float = 0.3) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.drop = nn.Dropout(drop)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.downsample = None if inplanes == planes and stride == 1 else \
+            nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        preact = F.relu(self.bn1(x))
+        out = self.conv2(self.drop(F.relu(self.bn2(self.conv1(preact)))))
+        return out + (x if self.downsample is None else self.downsample(preact))
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int = 28, k: int = 10, num_classes: int = 10) -> None:
+        super().__init__()
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        inplanes, stages = 16, []
+        for i, planes in enumerate((16 * k, 32 * k, 64 * k)):
+            blocks = [WideBasic(inplanes, planes, 1 if i == 0 else 2)]
+            blocks += [WideBasic(planes, planes, 1) for _ in range(1, n)]
+            stages.append(nn.Sequential(*blocks))
+            inplanes = planes
+        self.block1, self.block2, self.block3 = stages
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.fc = nn.Linear(inplanes, num_classes)
+        _init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.fc(F.relu(self.bn1(x)).mean((2, 3)))
+
+
 def _init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -227,4 +383,12 @@ TORCHVISION = {
     "vgg19": lambda: VGG(VGG_CONFIGS["vgg19"]),
     "vgg16_bn": lambda: VGG(VGG_CONFIGS["vgg16"], batch_norm=True),
     "alexnet": AlexNet,
+}
+# timm's (and the WRN paper's) modules, by spec name: their state_dict names are the spec's.
+TIMM = {
+    "resnet18d": lambda: TimmResNet(TimmBasic, [2, 2, 2, 2], deep_stem=True, avg_down=True),
+    "resnet50d": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], deep_stem=True, avg_down=True),
+    "seresnet50": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], se=True),
+    "seresnext50_32x4d": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], se=True, cardinality=32, base_width=4),
+    "cifar/wrn28_10": WideResNet,
 }

@@ -25,6 +25,12 @@ PUBLISHED = {
     "specs/vgg19.rds": (143_667_240, 19.63, 2),
     "specs/vgg16_bn.rds": (138_365_992, 15.47, 2),
     "specs/alexnet.rds": (61_100_840, 0.71, 2),
+    # timm's modules (their own parameter counts).
+    "specs/resnet18d.rds": (11_708_744, None, None),
+    "specs/resnet50d.rds": (25_576_264, None, None),
+    "specs/seresnet50.rds": (28_088_024, None, None),
+    "specs/seresnext50_32x4d.rds": (27_559_896, None, None),
+    "specs/cifar/wrn28_10.rds": (36_479_194, None, None),  # Zagoruyko & Komodakis 2016
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),
     "specs/cifar/resnet44.rds": (658_586, None, None),

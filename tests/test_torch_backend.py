@@ -9,7 +9,7 @@ import torch
 
 import resdsl
 from conftest import ROOT, SPECS, TEST_SPECS
-from handwritten import TORCHVISION, CifarResNet
+from handwritten import TIMM, TORCHVISION, CifarResNet
 from resdsl.ir import INPUT, Graph
 
 MODULE_OPS = {"conv", "bn", "relu", "maxpool", "avgpool", "fc", "leaky_relu", "sigmoid", "softmax", "lrn",
@@ -48,10 +48,15 @@ def test_bundled_spec_forward_shapes_and_params(spec) -> None:
     check_forward_shapes(net.graph, model)
 
 
-@pytest.mark.parametrize("name", sorted(TORCHVISION))
+REFERENCES = {**TORCHVISION, **TIMM}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_torchvision_state_dict_loads_strict(name: str) -> None:
+    """torchvision's and timm's modules, written from their source (tests/handwritten.py): their
+    state_dicts load into the spec's module with strict=True and give the same outputs."""
     torch.manual_seed(1)
-    reference = TORCHVISION[name]().eval()
+    reference = REFERENCES[name]().eval()
     with torch.no_grad():  # non-trivial BN statistics so a misplaced BN would show
         for m in reference.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -63,7 +68,7 @@ def test_torchvision_state_dict_loads_strict(name: str) -> None:
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert ours == theirs
     model.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, *resdsl.load(f"specs/{name}.rds").graph.shape(INPUT))
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
 

@@ -503,18 +503,23 @@ class _Generator:
             if default is None and not keyword_only and any(d is not None for _, d in earlier):
                 parts.append("*")  # a required parameter after one with a default: keyword-only
                 keyword_only = True
+            kind = "float" if self._real_param(definition, name) else "int"
             if default is None:
-                parts.append(f"{params[name]}: int")
+                parts.append(f"{params[name]}: {kind}")
             elif _constant(default):
-                parts.append(f"{params[name]}: int = {render(default, params).text}")
+                parts.append(f"{params[name]}: {kind} = {render(default, params).text}")
             else:
-                parts.append(f"{params[name]}: int | None = None")
+                parts.append(f"{params[name]}: {kind} | None = None")
         if shortcut:
             parts.append("downsample: nn.Module | None = None")
         head = f"def __init__({', '.join(parts)}) -> None:"
         if 4 + len(head) <= LINE_LIMIT:
             return [head]
         return ["def __init__("] + ["    " + line.strip() for line in _pack(parts, 8)] + [") -> None:"]
+
+    def _real_param(self, definition: str, name: str) -> bool:
+        """Whether a block parameter holds a float (a rate) in any block of the definition."""
+        return any(isinstance(b.args.get(name), float) for b in self.graph.blocks.values() if b.block == definition)
 
     def _before(self, definition: str, name: str):
         params = self.graph.signatures[definition].params
@@ -719,7 +724,7 @@ def _sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]
 
 def _constant(expr: ast.Expr) -> bool:
     """Whether a default needs no other parameter (so it can be Python's default)."""
-    if isinstance(expr, ast.Int):
+    if isinstance(expr, (ast.Int, ast.Float)):
         return True
     if isinstance(expr, ast.Var):
         return False
