@@ -13,7 +13,7 @@ from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation
 KEYWORDS = ("network", "block", "stage", "stem", "head", "input", "classes", "shortcut", "let", "include",
             "stride", "first", "x")
 LAYERS = ("conv", "bn", "relu", "leaky_relu", "sigmoid", "softmax", "maxpool", "avgpool", "lrn", "dropout",
-          "flatten", "fc", "add")
+          "drop_path", "flatten", "fc", "add", "mul", "concat", "branch")
 POLICIES = ("identity", "A", "B", "C", "gated")
 
 

@@ -135,6 +135,9 @@ class _Lowering:
         self.top_names = _Names()
         current = g.add(INPUT, "input", [], span=net.input_span, shape=net.input)
         current = self._body(net.stem, "", current, env, block_input=None, policy=net.shortcut)
+        # Stage arguments and block bodies may use the block's index in the network and the
+        # network's block count: drop-path rates that grow with depth (Huang et al. 2016).
+        self.num_blocks = sum(evaluate_int(s.repeat, env, "a stage's block count") for s in net.stages)
         for stage in net.stages:
             current = self._stage(stage, current, env)
         current = self._body(net.head, "", current, env, block_input=None, policy=net.shortcut)
@@ -182,7 +185,8 @@ class _Lowering:
             extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
             if index == 0:
                 extra.update(first)
-            block_env = self._bind(definition, stage.call, env, extra)
+            position = {"block_index": len(g.blocks), "num_blocks": self.num_blocks}
+            block_env = self._bind(definition, stage.call, {**position, **env}, extra)
             instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span,
                                      args={p.name: block_env[p.name] for p in definition.params})
             g.blocks[path] = instance
@@ -215,7 +219,7 @@ class _Lowering:
                     raise ResdslError(f"parameter `{arg.name}` is given twice", arg.span)
                 values[arg.name] = evaluate(arg.value, env)
         values.update(extra)
-        scope = {"classes": env["classes"]}
+        scope = {"classes": env["classes"], "block_index": env["block_index"], "num_blocks": env["num_blocks"]}
         for param in definition.params:  # defaults may refer to earlier parameters
             if param.name not in values:
                 if param.default is None:

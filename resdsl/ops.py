@@ -203,6 +203,9 @@ OPS: dict[str, OpInfo] = {
                   floats=frozenset({"alpha", "beta", "k"})),
     "dropout": OpInfo(same_shape, defaults={"p": 0.5}, positional="p", floats=frozenset({"p"}),
                       ranges={"p": (0.0, 1.0)}, train_only=True),
+    # Stochastic depth: drops a sample's whole branch in training, with rate `rate`.
+    "drop_path": OpInfo(same_shape, defaults={"rate": None}, positional="rate", floats=frozenset({"rate"}),
+                        ranges={"rate": (0.0, 1.0)}, train_only=True),
     "flatten": OpInfo(flatten_shape),
     "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
     "add": OpInfo(same_shape, arity=(2, 3), user=False),

@@ -36,6 +36,7 @@ PUBLISHED = {
     "specs/cifar/resnet44.rds": (658_586, None, None),
     "specs/cifar/resnet56.rds": (853_018, None, None),
     "specs/cifar/resnet110.rds": (1_727_962, None, None),
+    "specs/cifar/resnet110_stochastic_depth.rds": (1_727_962, None, None),  # Huang et al. 2016
     "specs/cifar/resnet1202.rds": (19_421_274, None, None),
 }
 

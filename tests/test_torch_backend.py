@@ -13,7 +13,7 @@ from handwritten import TIMM, TORCHVISION, CifarResNet
 from resdsl.ir import INPUT, Graph
 
 MODULE_OPS = {"conv", "bn", "relu", "maxpool", "avgpool", "fc", "leaky_relu", "sigmoid", "softmax", "lrn",
-              "dropout", "flatten"}
+              "dropout", "flatten", "drop_path"}
 
 
 def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -> torch.Tensor:
@@ -145,3 +145,31 @@ def test_fc_on_a_spatial_map_flattens_everything() -> None:
     assert model.fc.in_features == 4 * 5 * 7
     assert sum(p.numel() for p in model.parameters()) == net.params
     check_forward_shapes(net.graph, model)
+
+
+# ---- training-only layers: dropout and stochastic depth -------------------------------------------
+def test_stochastic_depth_rates_grow_linearly_and_vanish_in_eval() -> None:
+    net = resdsl.load("specs/cifar/resnet110_stochastic_depth.rds")
+    model = net.to_torch(seed=0)
+    rates = [m.rate for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates == pytest.approx([0.5 * (i + 1) / 54 for i in range(54)])
+    # In eval it is ResNet-110: the hand-written CIFAR ResNet's weights give the same outputs.
+    reference = CifarResNet(18).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference(x))
+
+
+def test_drop_path_drops_whole_samples_at_its_rate_and_keeps_the_mean() -> None:
+    net = resdsl.load("specs/cifar/resnet110_stochastic_depth.rds")
+    model = net.to_torch(seed=0).train()
+    drop = model.layer3[-1].drop_path  # rate 0.5
+    torch.manual_seed(0)
+    x = torch.ones(20000, 2, 3, 3)
+    y = drop(x)
+    per_sample = y.flatten(1)
+    assert torch.all((per_sample == 0).all(1) | (per_sample == 2.0).all(1))  # whole samples, scaled by 1/0.5
+    assert abs((per_sample[:, 0] == 0).float().mean().item() - 0.5) < 0.02
+    assert abs(y.mean().item() - 1.0) < 0.03
+    assert torch.equal(drop.eval()(x), x)

@@ -121,6 +121,7 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "lrn": lambda b, name, ins, a: b.op("LRN", ins, name, size=a["size"], alpha=a["alpha"], beta=a["beta"],
                                         bias=a["k"]),
     "dropout": lambda b, name, ins, a: ins[0],  # inference: the identity
+    "drop_path": lambda b, name, ins, a: ins[0],
     "flatten": lambda b, name, ins, a: b.op("Flatten", ins, name, axis=1),
     "fc": _fc,
     "add": _add,

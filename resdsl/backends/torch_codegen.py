@@ -196,12 +196,14 @@ CONSTRUCTORS: dict[str, Callable[[_Layer, dict], tuple[str, list[str]]]] = {
         f"{key}={layer.sym(key).text}" for key in ("alpha", "beta", "k")]),
     "dropout": lambda layer, a: ("nn.Dropout", [layer.sym("p").text]),
     "flatten": lambda layer, a: ("nn.Flatten", []),
+    "drop_path": lambda layer, a: ("DropPath", [layer.sym("rate").text]),
     "fc": _fc,
 }
 # Attributes whose values a converter writes: each is checked against every block.
 WRITTEN = {"conv": ("out", "kernel", "stride", "padding", "dilation", "groups"),
            "maxpool": ("kernel", "stride", "padding"), "avgpool": ("kernel", "stride", "padding", "size"),
-           "leaky_relu": ("slope",), "lrn": ("size", "alpha", "beta", "k"), "dropout": ("p",), "fc": ("out",)}
+           "leaky_relu": ("slope",), "lrn": ("size", "alpha", "beta", "k"), "dropout": ("p",), "drop_path": ("rate",),
+           "fc": ("out",)}
 INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
 
 
@@ -433,7 +435,7 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
 class _Generator:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.names = _Namespace({"build", "projection", "ZeroPadShortcut", "OrderedDict",
+        self.names = _Namespace({"build", "projection", "ZeroPadShortcut", "OrderedDict", "DropPath",
                                  *(_policy_function(p) for p in graph.policies)})
         self.classes: list[_Class] = []
         self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
@@ -789,6 +791,7 @@ def generate(graph: Graph, source_name: str | None = None) -> str:
         input=fmt_shape(graph.shape(INPUT)), output=fmt_shape(graph.shape(graph.output)),
         params=f"{params:,}", macs=f"{macs:,}", blocks=gen.classes, main=main,
         projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers,
+        drop_path=any(graph.node(n)["op"] == "drop_path" for n in graph.order()),
         policies=[policy_helper(graph, p) for p in gen.policies],
         ordered_dict=any("OrderedDict" in line for p in gen.policies for line in policy_helper(graph, p)))
 

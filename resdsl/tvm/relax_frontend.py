@@ -180,6 +180,7 @@ CONVERTERS: dict[str, Callable] = {
     "avgpool": _avgpool,
     "lrn": _lrn,
     "dropout": lambda c, bb, name, ins, a: ins[0],  # inference: the identity
+    "drop_path": lambda c, bb, name, ins, a: ins[0],
     "flatten": _flatten,
     "fc": _fc,
     "add": _add,
