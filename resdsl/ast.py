@@ -143,6 +143,8 @@ class Network:
     stages: list[Stage] = field(default_factory=list)
     head: tuple[Layer, ...] = ()
     head_span: Span | None = None
+    outputs: list[tuple[str, Span]] = field(default_factory=list)  # named feature maps to return
+    outputs_span: Span | None = None
 
 
 @dataclass

@@ -57,7 +57,10 @@ def check(spec: Path) -> None:
     g = net.graph
     from .ops import fmt_shape
     from .ir import INPUT
-    out = f"{g.classes} classes" if g.outputs_classes() else f"{fmt_shape(g.shape(g.output))} feature map"
+    if g.outputs:
+        out = ", ".join(f"{name} {fmt_shape(g.shape(node))}" for name, node in g.outputs)
+    else:
+        out = f"{g.classes} classes" if g.outputs_classes() else f"{fmt_shape(g.shape(g.output))} feature map"
     print(f"{spec}: OK {net.name}: {fmt_shape(g.shape(INPUT))} -> {out}, "
           f"{len(g.blocks)} blocks in {len(g.stages)} stages, {net.params:,} params, "
           f"{net.macs / 1e9:.2f} GMACs")
@@ -75,8 +78,9 @@ def summary(spec: Path, as_json: bool) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    outputs = "; ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in data["outputs"].items())
     table = Table(title=f"{net.name}: {data['params']:,} params, {data['macs'] / 1e9:.2f} GMACs",
-                  title_justify="left")
+                  title_justify="left", caption=f"outputs: {outputs}", caption_justify="left")
     for column in ("layer", "op", "output", "params", "MACs"):
         table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
     for row in data["layers"]:

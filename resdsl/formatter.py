@@ -150,6 +150,8 @@ class _Printer:
             self._emit(INDENT, f"classes {expr(n.classes)}", n.classes.span)
         if n.shortcut_span is not None:
             self._emit(INDENT, f"shortcut {n.shortcut}", n.shortcut_span)
+        if n.outputs_span is not None:
+            self._emit(INDENT, "outputs " + ", ".join(name for name, _ in n.outputs), n.outputs_span)
         for name, value, span in n.lets:
             self._emit(INDENT, f"let {name} = {expr(value)}", span)
         if n.stem_span is not None:

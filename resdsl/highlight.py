@@ -10,8 +10,8 @@ import sys
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
-KEYWORDS = ("network", "block", "stage", "stem", "head", "input", "classes", "shortcut", "let", "include",
-            "stride", "first", "x")
+KEYWORDS = ("network", "block", "policy", "stage", "stem", "head", "input", "classes", "outputs", "shortcut",
+            "let", "include", "stride", "first", "x")
 LAYERS = ("conv", "bn", "relu", "leaky_relu", "sigmoid", "softmax", "maxpool", "avgpool", "lrn", "dropout",
           "drop_path", "flatten", "fc", "add", "mul", "concat", "branch")
 POLICIES = ("identity", "A", "B", "C", "gated")

@@ -81,7 +81,8 @@ class Graph:
         # Top level in execution order: ("node", id) for stem/head layers, ("stage", name).
         self.layout: list[tuple[str, str]] = []
         self.stages: dict[str, Stage] = {}
-        self.output: str = ""
+        self.output: str = ""  # the last node; what the network returns unless `outputs` says
+        self.outputs: list[tuple[str, str]] = []  # (name, node) of each named output, in order
         self._seq = 0
         self._order: list[str] | None = None  # cached topological order; reset on any edit
         self._scopes: dict[str, list[str]] = {}  # scope -> its nodes, in order; built from _order
@@ -111,8 +112,14 @@ class Graph:
 
     # ---- queries
     def outputs_classes(self) -> bool:
-        """Does the network end in a class vector (rather than a feature map)?"""
-        return len(self.shape(self.output)) == 1
+        """Does the network end in a class vector (rather than a feature map, or named outputs)?"""
+        return not self.outputs and len(self.shape(self.output)) == 1
+
+    def results(self) -> list[tuple[str, str]]:
+        """What the network returns: its named outputs, or its last node as `logits`/`features`."""
+        if self.outputs:
+            return list(self.outputs)
+        return [("logits" if self.outputs_classes() else "features", self.output)]
 
     def __contains__(self, name: str) -> bool:
         return name in self.nx

@@ -110,12 +110,12 @@ class _Lowering:
             raise ResdslError(f"network `{net.name}` has no input shape", net.span,
                               hint="add a line such as `input 3x224x224` (channels x height x width)")
         LIMITS.check_input(net.input, net.input_span)
-        if net.classes is None:
+        if net.classes is None and not net.outputs:
             raise ResdslError(f"network `{net.name}` does not say how many classes it has", net.span,
-                              hint="add a line such as `classes 1000`")
+                              hint="add a line such as `classes 1000` (or `outputs ...` for a backbone)")
         env: dict[str, Number] = {}
-        classes = evaluate_int(net.classes, env, "`classes`")
-        if classes < 1:
+        classes = evaluate_int(net.classes, env, "`classes`") if net.classes is not None else 0
+        if classes < 1 and net.classes is not None:
             raise ResdslError("a network needs at least one class", net.classes.span)
         env["classes"] = classes
         lets = {name for name, _, _ in net.lets}
@@ -130,7 +130,7 @@ class _Lowering:
             env[name] = evaluate(self.overrides.get(name, expr), env)
 
         self.check_policy(net.shortcut, net.shortcut_span)
-        g = self.graph = Graph(net.name, classes, net.classes.span)
+        g = self.graph = Graph(net.name, classes, net.classes.span if net.classes is not None else None)
         g.policies = dict(self.program.policies)
         self.top_names = _Names()
         current = g.add(INPUT, "input", [], span=net.input_span, shape=net.input)
@@ -142,7 +142,28 @@ class _Lowering:
             current = self._stage(stage, current, env)
         current = self._body(net.head, "", current, env, block_input=None, policy=net.shortcut)
         g.output = current
+        self._outputs(net)
         return g
+
+    def _outputs(self, net: ast.Network) -> None:
+        """`outputs a, b`: each a stage (its last block's output) or a stem/head layer."""
+        g = self.graph
+        seen: set[str] = set()
+        for name, span in net.outputs:
+            if name in seen:
+                raise ResdslError(f"`{name}` is an output twice", span, hint="name each output once")
+            seen.add(name)
+            if name in g.stages:
+                g.outputs.append((name, g.blocks[g.stages[name].blocks[-1]].output))
+            elif name in g and not g.node(name)["scope"] and g.node(name)["op"] != "input":
+                g.outputs.append((name, name))
+            else:
+                names = list(g.stages) + [n for kind, n in g.layout if kind == "node"]
+                raise ResdslError(f"`{name}` is neither a stage nor a stem or head layer", span,
+                                  hint=_suggest(name, names, "stages and layers"))
+        if g.outputs and net.head and g.output not in {node for _, node in g.outputs}:
+            raise ResdslError("the head's result is not among the outputs", net.outputs_span,
+                              hint=f"add `{g.node(g.output)['label']}` to `outputs`, or drop the head")
 
     # ---- stages and blocks
     def _stage(self, stage: ast.Stage, current: str, env: dict[str, int]) -> str:

@@ -325,6 +325,10 @@ class _ToAst(Transformer):
     def classes_stmt(self, children):
         return ("classes", children[0])
 
+    @v_args(meta=True)
+    def outputs_stmt(self, meta, children):
+        return ("outputs", ([(str(t), _span(t, self.text, self.filename)) for t in children], self._span(meta)))
+
     def shortcut_stmt(self, children):
         return ("shortcut", self._policy(children[0]))
 
@@ -361,6 +365,8 @@ class _ToAst(Transformer):
                     net.input, net.input_span = value
                 elif key == "shortcut":
                     net.shortcut, net.shortcut_span = value
+                elif key == "outputs":
+                    net.outputs, net.outputs_span = value
                 elif key in ("stem", "head"):
                     setattr(net, key, value[0])
                     setattr(net, f"{key}_span", value[1])

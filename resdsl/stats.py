@@ -42,6 +42,7 @@ def summary_json(graph: Graph) -> dict:
         "network": graph.name,
         "input": list(graph.shape(graph.order()[0])),
         "output": list(graph.shape(graph.output)),
+        "outputs": {name: list(graph.shape(node)) for name, node in graph.results()},
         "params": sum(r.params for r in rows),
         "macs": sum(r.macs for r in rows),
         "layers": [{**asdict(r), "shape": list(r.shape)} for r in rows],

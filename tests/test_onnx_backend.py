@@ -33,7 +33,11 @@ def randomize_bn(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int
             if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
                 m.bias.uniform_(-0.5, 0.5, generator=g)
 
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+def rel_err(a, b) -> float:
+    """The largest relative error over outputs (arrays, or lists of them for named outputs)."""
+    if isinstance(b, list):
+        assert len(a) == len(b)
+        return max(rel_err(x, y) for x, y in zip(a, b))
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 @pytest.mark.parametrize("spec", NUMERIC_SPECS, ids=str)
@@ -41,18 +45,23 @@ def test_onnxruntime_computes_what_torch_does(spec) -> None:
     net, weights, x, expected = reference(spec)
     session = ort.InferenceSession(to_onnx(net.graph, weights).SerializeToString(),
                                    providers=["CPUExecutionProvider"])
-    assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
+    got = session.run(None, {"input": x})
+    if net.graph.outputs:
+        assert [o.name for o in session.get_outputs()] == [name for name, _ in net.graph.outputs]
+    assert rel_err(got if net.graph.outputs else got[0], expected) < 1e-4
 
 
 def reference(spec, batch: int = 1, seed: int = 0):
-    """(network, weights like a trained one's, input, torch's output) for a bundled spec."""
+    """(network, weights like a trained one's, input, torch's output) for a bundled spec; the
+    output is a list of arrays, in order, where the spec names `outputs`."""
     net = resdsl.load(spec)
     model = net.to_torch(seed=seed).eval()
     randomize_bn(model, net.graph.shape("<input>"), seed=seed)
     weights = {k: v.numpy() for k, v in model.state_dict().items()}
     x = np.random.default_rng(seed).standard_normal((batch, *net.graph.shape("<input>")), dtype=np.float32)
     with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
+        expected = model(torch.from_numpy(x))
+    expected = [v.numpy() for v in expected.values()] if isinstance(expected, dict) else expected.numpy()
     return net, weights, x, expected
 
 @pytest.mark.parametrize("tile", [2, 4])

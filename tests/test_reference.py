@@ -19,6 +19,7 @@ PUBLISHED = {
     # v1: the paper's exact conv+fc count; same parameters as v1.5.
     "specs/resnet50_v1.rds": (25_557_032, 3.86, 2),
     "specs/resnet50_os8.rds": (25_557_032, None, None),  # dilation keeps the parameters
+    "specs/resnet50_backbone.rds": (23_508_032, 4.09, 2),  # ResNet-50 without its fc
     # torchvision's model docs (GFLOPS there are multiply-accumulates).
     "specs/vgg11.rds": (132_863_336, 7.61, 2),
     "specs/vgg16.rds": (138_357_544, 15.47, 2),

@@ -36,7 +36,10 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
     expected = {n: (batch, *graph.shape(n)) for n in seen}
     assert seen == expected
     assert len(seen) >= sum(graph.node(n)["op"] in MODULE_OPS for n in graph.order())
-    assert tuple(y.shape) == (batch, graph.classes)
+    if graph.outputs:  # a dict of named feature maps, in order
+        assert [(k, tuple(v.shape)) for k, v in y.items()] == [(k, (batch, *graph.shape(n))) for k, n in graph.outputs]
+    else:
+        assert tuple(y.shape) == (batch, *graph.shape(graph.output))
     return y
 
 
@@ -145,6 +148,27 @@ def test_fc_on_a_spatial_map_flattens_everything() -> None:
     assert model.fc.in_features == 4 * 5 * 7
     assert sum(p.numel() for p in model.parameters()) == net.params
     check_forward_shapes(net.graph, model)
+
+
+def test_backbone_returns_torchvisions_feature_maps() -> None:
+    """resnet50_backbone with torchvision ResNet-50's weights (but its fc): the four stage outputs
+    a detection backbone reads, equal to the reference's own intermediate values."""
+    reference = TORCHVISION["resnet50"]().eval()
+    model = resdsl.load("specs/resnet50_backbone.rds").to_torch().eval()
+    weights = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    model.load_state_dict(weights, strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ours = model(x)
+        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        theirs = {}
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            y = theirs[name] = getattr(reference, name)(y)
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name])
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x)["layer4"], theirs["layer4"])
 
 
 # ---- training-only layers: dropout and stochastic depth -------------------------------------------

@@ -22,7 +22,7 @@ class _Builder:
         # ONNX wants every value named once (SSA): the graph's own input and output names and
         # the weights' state_dict keys are taken first, and a layer whose name collides with one
         # (a layer labelled `input` or `logits`) gets a suffix.
-        self.taken: set[str] = {"input", "logits", "features", *weights}
+        self.taken: set[str] = {"input", "logits", "features", *weights, *(name for name, _ in graph.outputs)}
 
     def fresh(self, name: str) -> str:
         candidate, n = name, 0
@@ -133,7 +133,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
 
 def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
     """An onnx.ModelProto with input `input` (N x C x H x W) and one output: `logits`
-    (N x classes), or `features` (N x C x H x W) for a network that ends in a feature map."""
+    (N x classes), or `features` (N x C x H x W) for a network that ends in a feature map, or
+    one output per name of the spec's `outputs`."""
     from onnx import TensorProto, checker, helper
     b = _Builder(graph, weights)
     values = {INPUT: "input"}
@@ -141,14 +142,14 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
         node = graph.node(name)
         if node["op"] != "input":
             values[name] = CONVERTERS[node["op"]](b, name, [values[i] for i in graph.inputs(name)], node["attrs"])
-    output = "logits" if graph.outputs_classes() else "features"
-    b.nodes.append(b.helper.make_node("Identity", [values[graph.output]], [output], name=output))
+    outputs = []
+    for name, node in graph.results():
+        b.nodes.append(b.helper.make_node("Identity", [values[node]], [name], name=name))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *graph.shape(node)]))
     c, h, w = graph.shape(INPUT)
     onnx_graph = helper.make_graph(
-        b.nodes, graph.name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", *graph.shape(graph.output)])],
-        initializer=b.initializers)
+        b.nodes, graph.name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
+        outputs, initializer=b.initializers)
     model = helper.make_model(onnx_graph, producer_name="resdsl",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # readable by every ONNX Runtime that supports opset 17

@@ -214,6 +214,7 @@ class _Class:
     signature: list[str] = field(default_factory=list)  # physical lines, relative to the class body
     init: list[str] = field(default_factory=list)  # physical lines, relative to the method body
     forward: list[str] = field(default_factory=list)
+    returns: str = "Tensor"
 
 
 @dataclass
@@ -592,13 +593,17 @@ class _Generator:
 
     def main_class(self) -> _Class:
         g = self.graph
-        cls = _Class(self.names.fresh(camel(g.name)), f"{g.name}: {fmt_shape(g.shape(INPUT))} -> "
-                     f"{fmt_shape(g.shape(g.output))}.", signature=["def __init__(self) -> None:"])
+        doc = f"{g.name}: {fmt_shape(g.shape(INPUT))} -> {_returned(g)}."
+        cls = _Class(self.names.fresh(camel(g.name)), doc, signature=["def __init__(self) -> None:"])
         entries, steps = [], []
+        returned = {}  # node -> the output names it is returned as
+        for name, node in g.outputs:
+            returned.setdefault(node, []).append(name)
         for kind, item in g.layout:
             if kind == "stage":  # written as is, in its place among the layers
                 entries.append(("", "", _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])))
-                steps.append(_Step(None, [f"x = self.{item}(x)"], item, ""))
+                last = g.blocks[g.stages[item].blocks[-1]].output
+                steps.append(_Step(None, [f"x = self.{item}(x)"] + _captures(returned.get(last, [])), item, ""))
                 continue
             node = g.node(item)
             source = g.inputs(item)[0]
@@ -608,11 +613,30 @@ class _Generator:
             if node["op"] == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []
             entries.append((node["label"], ctor, args))
-            steps.append(_layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source)))
+            step = _layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source))
+            if item in returned:  # kept apart from any nn.Sequential, to be returned
+                step.lines, step.call = step.lines + _captures(returned[item]), None
+            steps.append(step)
         init, forward = _assemble(g, entries, steps)
         cls.init += init
-        cls.forward = forward + ["return x"]
+        if g.outputs:
+            cls.returns = "dict[str, Tensor]"
+            cls.forward = ["outputs: dict[str, Tensor] = {}"] + forward + ["return outputs"]
+        else:
+            cls.forward = forward + ["return x"]
         return cls
+
+
+def _returned(graph: Graph) -> str:
+    """What forward returns, for docstrings: `1000`, or `a dict of layer1, ..., layer4`."""
+    if not graph.outputs:
+        return fmt_shape(graph.shape(graph.output))
+    names = ", ".join(name for name, _ in graph.outputs)
+    return f"a dict of {names}" if len(names) <= 60 else f"a dict of {len(graph.outputs)} feature maps"
+
+
+def _captures(names: list[str]) -> list[str]:
+    return [f'outputs["{name}"] = x' for name in names]
 
 
 @dataclass
@@ -788,7 +812,8 @@ def generate(graph: Graph, source_name: str | None = None) -> str:
     params, macs = totals(graph)
     return _template().render(
         network=graph.name, source=docstring_text(source_name) if source_name else f"network `{graph.name}`",
-        input=fmt_shape(graph.shape(INPUT)), output=fmt_shape(graph.shape(graph.output)),
+        input=fmt_shape(graph.shape(INPUT)),
+        output=_returned(graph),
         params=f"{params:,}", macs=f"{macs:,}", blocks=gen.classes, main=main,
         projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers,
         drop_path=any(graph.node(n)["op"] == "drop_path" for n in graph.order()),

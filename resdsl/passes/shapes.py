@@ -44,6 +44,8 @@ def _check_output(graph: Graph) -> None:
     """A network that ends in a vector must end in its declared class vector; one that ends in a
     feature map (a backbone, a head without `fc`) is reported with that shape instead."""
     shape = graph.shape(graph.output)
+    if graph.outputs or not graph.classes_span:
+        return  # named outputs (a backbone): no class vector to check
     if len(shape) == 1 and shape[0] != graph.classes:
         span, notes = locate(graph, graph.output)
         raise ResdslError(f"the network outputs {shape[0]} values per image, but declares "

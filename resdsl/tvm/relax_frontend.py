@@ -227,6 +227,12 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
                 if node["op"] != "input":
                     values[name] = CONVERTERS[node["op"]](ctx, bb, name, [values[i] for i in graph.inputs(name)],
                                                           node["attrs"])
-            out = bb.emit_output(values[graph.output])
+            results = []
+            for _, node in graph.results():  # feature maps leave in PyTorch's NCHW, as the input came
+                value = values[node]
+                if layout == "NHWC" and len(graph.shape(node)) == 3:
+                    value = bb.emit(relax.op.permute_dims(value, [0, 3, 1, 2]))
+                results.append(value)
+            out = bb.emit_output(results[0] if len(results) == 1 else relax.Tuple(results))
         bb.emit_func_output(out)
     return bb.get()
