@@ -4,6 +4,8 @@ state_dict names and shapes, outputs, and (in benchmarks/) speed.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -360,6 +362,87 @@ class WideResNet(nn.Module):
         return self.fc(F.relu(self.bn1(x)).mean((2, 3)))
 
 
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: BN then ReLU, one module (so one state_dict name)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(super().forward(x))
+
+
+class DownsampleConv(nn.Module):
+    """timm's resnetv2 projection of the pre-activated input: a 1x1 conv, no norm."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class PreActBottleneck(nn.Module):
+    """timm's resnetv2.PreActBottleneck."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, project: bool) -> None:
+        super().__init__()
+        mid = out_chs // 4
+        self.downsample = DownsampleConv(in_chs, out_chs, stride) if project else None
+        self.norm1 = BatchNormAct(in_chs)
+        self.conv1 = nn.Conv2d(in_chs, mid, 1, bias=False)
+        self.norm2 = BatchNormAct(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.norm3 = BatchNormAct(mid)
+        self.conv3 = nn.Conv2d(mid, out_chs, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_preact = self.norm1(x)
+        shortcut = x if self.downsample is None else self.downsample(x_preact)
+        x = self.conv1(x_preact)
+        x = self.conv2(self.norm2(x))
+        x = self.conv3(self.norm3(x))
+        return x + shortcut
+
+
+class ResNetStage(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, depth: int) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*[PreActBottleneck(in_chs if i == 0 else out_chs, out_chs,
+                                                       stride if i == 0 else 1, i == 0) for i in range(depth)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, in_chs: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x.mean((2, 3)))
+
+
+class ResNetV2(nn.Module):
+    """timm's resnetv2_50 (models/resnetv2.py, preact=True): stem.conv + max pool, stages of
+    pre-activation bottlenecks, a final BN-ReLU `norm`, `head.fc`."""
+
+    def __init__(self, layers: list[int], num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 64, 7, 2, 3, bias=False)),
+                                               ("pool", nn.MaxPool2d(3, 2, 1))]))
+        in_chs, stages = 64, []
+        for i, (out_chs, depth) in enumerate(zip((256, 512, 1024, 2048), layers)):
+            stages.append(ResNetStage(in_chs, out_chs, 1 if i == 0 else 2, depth))
+            in_chs = out_chs
+        self.stages = nn.Sequential(*stages)
+        self.norm = BatchNormAct(in_chs)
+        self.head = ClassifierHead(in_chs, num_classes)
+        _init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(self.stages(self.stem(x))))
+
+
 def _init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -390,5 +473,6 @@ TIMM = {
     "resnet50d": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], deep_stem=True, avg_down=True),
     "seresnet50": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], se=True),
     "seresnext50_32x4d": lambda: TimmResNet(TimmBottleneck, [3, 4, 6, 3], se=True, cardinality=32, base_width=4),
+    "resnetv2_50": lambda: ResNetV2([3, 4, 6, 3]),
     "cifar/wrn28_10": WideResNet,
 }

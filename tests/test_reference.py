@@ -31,6 +31,7 @@ PUBLISHED = {
     "specs/resnet50d.rds": (25_576_264, None, None),
     "specs/seresnet50.rds": (28_088_024, None, None),
     "specs/seresnext50_32x4d.rds": (27_559_896, None, None),
+    "specs/resnetv2_50.rds": (25_549_352, None, None),
     "specs/cifar/wrn28_10.rds": (36_479_194, None, None),  # Zagoruyko & Komodakis 2016
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),

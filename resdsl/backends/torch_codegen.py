@@ -586,6 +586,8 @@ class _Generator:
                   for p in paths}
         if len(paths) > 4:
             where = f"{paths[0]}, {paths[1]}, ... {paths[-1]} ({len(paths)} blocks)"
+            if len(where) > 60:
+                where = f"{paths[0]} ... {paths[-1]} ({len(paths)} blocks)"
         else:
             where = ", ".join(paths)
         shape = f", {' -> '.join(shapes.pop())}" if len(shapes) == 1 else ""
@@ -600,10 +602,11 @@ class _Generator:
         for name, node in g.outputs:
             returned.setdefault(node, []).append(name)
         for kind, item in g.layout:
-            if kind == "stage":  # written as is, in its place among the layers
-                entries.append(("", "", _sequential(f"self.{item}", [self.calls[p] for p in g.stages[item].blocks])))
+            if kind == "stage":  # an nn.Sequential of its blocks, under its (maybe dotted) name
+                entries.append((item, STAGE, [self.calls[p] for p in g.stages[item].blocks]))
                 last = g.blocks[g.stages[item].blocks[-1]].output
-                steps.append(_Step(None, [f"x = self.{item}(x)"] + _captures(returned.get(last, [])), item, ""))
+                captured = _captures(returned.get(last, []))
+                steps.append(_Step(item, ["x = {m}(x)"] + captured, item, "", None if captured else ("x", "x")))
                 continue
             node = g.node(item)
             source = g.inputs(item)[0]
@@ -674,7 +677,9 @@ def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: li
             keys = containers.setdefault(".".join(parts[:i]), [])
             if parts[i] not in keys:
                 keys.append(parts[i])
-    sequential = {c for c in containers if _runs_in_sequence(graph, c, containers, steps)}
+    stages = {label for label, ctor, _ in entries if ctor == STAGE}
+    sequential = {c for c in containers if _runs_in_sequence(graph, c, containers, steps)
+                  and not any(f"{c}.{key}" in stages for key in containers[c])}
 
     def reach(path: str) -> str:
         parts, text = path.split("."), "self"
@@ -704,7 +709,7 @@ def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: li
         if label not in made:
             made.add(label)
             ctor, args = ctors[label]
-            init += call(f"{reach(label)} = {ctor}", args, 8)
+            init += _sequential(reach(label), args) if ctor == STAGE else call(f"{reach(label)} = {ctor}", args, 8)
     forward: list[str] = []
     i = 0
     while i < len(steps):
@@ -718,6 +723,9 @@ def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: li
         forward += [line.replace("{m}", reach(step.label)) if step.label else line for line in step.lines]
         i += 1
     return init, forward
+
+
+STAGE = "<stage>"  # an entry's constructor: the stage's blocks, as one nn.Sequential
 
 
 def _keyed(keys: list[str]) -> bool:
