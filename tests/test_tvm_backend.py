@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import resdsl
-from conftest import ROOT
+from conftest import ROOT, TEST_SPECS
 from resdsl.backends.weights import load_weights
 from resdsl.tvm import build as tvm_build
 from resdsl.tvm.lowering import Lowering
@@ -110,14 +110,16 @@ def test_cli_weights_file_onnx_and_llvm(tmp_path) -> None:
     assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
 
 
-def test_cuda_build_without_gpu_gives_valid_cuda(tmp_path) -> None:
-    net = resdsl.load("specs/cifar/resnet20.rds")
+@pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", *map(str, TEST_SPECS)])
+def test_cuda_build_without_gpu_gives_valid_cuda(spec, tmp_path) -> None:
+    """Every op of the language (tests/specs/) builds for CUDA, and nvcc accepts the kernels."""
+    net = resdsl.load(spec)
     weights = load_weights(net.graph, seed=0)
     executable = tvm_build.build(tvm_build.relax_module(net.graph, weights, 1), make_target("cuda"))
     sources = tvm_build.cuda_sources(executable)
-    assert sources and "__global__" in sources[0]
-    fatbin = tvm_build.nvcc_check(sources[0], "sm_90")
-    assert len(fatbin) > 1000
+    assert sources and all("__global__" in source for source in sources)
+    for source in sources:
+        assert len(tvm_build.nvcc_check(source, "sm_90")) > 1000
     tvm_build.export(executable, tmp_path / "net.so")
     assert (tmp_path / "net.so").stat().st_size > 0
 
