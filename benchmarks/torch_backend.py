@@ -2,7 +2,8 @@
 
 1. `resdsl compile specs/cifar/resnet1202.rds --target torch` vs `python -c "import torch"`.
 2. Import + build of the generated ResNet-1202 vs building the hand-written one (fresh processes).
-3. Eager forward of the generated ResNet-50 vs the hand-written (torchvision-style) one.
+3. Eager forward of the generated ResNet-50, SE-ResNet-50 and VGG-16 vs the hand-written
+   (torchvision- and timm-style) ones of tests/handwritten.py, the same weights in both.
 
 Usage: python benchmarks/torch_backend.py [--rounds N] [--json FILE]
 """
@@ -70,14 +71,18 @@ def bench_build(rounds: int, tmp: Path) -> dict:
                        lambda: run("from handwritten import CifarResNet; m = CifarResNet(200)"), rounds)
 
 
-def bench_forward(rounds: int) -> dict:
+FORWARD = {"resnet50": "specs/resnet50.rds", "seresnet50": "specs/seresnet50.rds", "vgg16": "specs/vgg16.rds"}
+
+
+def bench_forward(name: str, rounds: int) -> dict:
     import torch
 
     import resdsl
-    from handwritten import TORCHVISION
+    from handwritten import TIMM, TORCHVISION
     torch.manual_seed(0)
-    ours = resdsl.load(ROOT / "specs/resnet50.rds").to_torch(seed=0).eval()
-    theirs = TORCHVISION["resnet50"]().eval()
+    theirs = {**TORCHVISION, **TIMM}[name]().eval()
+    ours = resdsl.load(ROOT / FORWARD[name]).to_torch(seed=0).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)
 
     def timed(model) -> float:
@@ -110,7 +115,7 @@ def main() -> None:
             "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "compile_resnet1202_vs_import_torch": bench_compile(args.rounds, Path(tmp)),
             "build_resnet1202_generated_vs_handwritten": bench_build(args.rounds, Path(tmp)),
-            "forward_resnet50_generated_vs_handwritten": bench_forward(args.rounds),
+            **{f"forward_{name}_generated_vs_handwritten": bench_forward(name, args.rounds) for name in FORWARD},
         }
     text = json.dumps(results, indent=2)
     print(text)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
-          "preact_bottleneck", "highway", "grouped")
-POLICIES = ("A", "B", "B", "C", "gated")
+          "preact_bottleneck", "highway", "grouped", "se_bottleneck", "gated_se", "paths", "wide")
+POLICIES = ("A", "B", "B", "C", "gated", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2) {
     conv1: conv width * groups k1
@@ -13,6 +13,48 @@ block grouped(width, stride = 1, groups = 2) {
     relu
     conv2: conv width * groups k3 s=stride p1 g=groups
     add shortcut
+}
+
+# Branches, joins, the newer ops and a user policy, for random networks to combine.
+policy proj_only(channels, stride) {
+    downsample.0: conv channels s=stride
+}
+
+block gated_se(width, stride = 1) {
+    conv1: conv width k3 s=stride p2 dilation=2
+    bn1: bn
+    act: leaky_relu 0.2
+    drop_path 0.1 * block_index / num_blocks
+    se: branch {
+        avgpool
+        fc1: conv width bias=1
+        sigmoid
+    }
+    mul se
+    add shortcut
+}
+
+block paths(width, stride = 1) {
+    a: branch {
+        conv width k3 s=stride p1
+        bn
+    }
+    b: branch input {
+        avgpool k=stride s=stride ceil=1 count_pad=0
+        conv width
+    }
+    concat a b
+    dropout 0.1
+    add shortcut
+}
+
+block wide(width, stride = 1) {
+    bn1: bn
+    preact: relu
+    conv1: conv width k3 s=stride p1
+    dropout 0.3
+    conv2: conv width k3 p1
+    add shortcut from preact
 }
 """
 
@@ -52,11 +94,17 @@ def networks(draw) -> str:
     text += draw(stems())
     for i in range(draw(st.integers(0, 3))):
         text += draw(stages(i))
-    head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes"]))
+    head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes",
+                                 "avgpool; flatten; dropout 0.5; fc classes; softmax", "sigmoid; fc classes"]))
     return text + f"    head {{ {head} }}\n}}\n"
 
 
 MISTAKES = [
+    ("mul se", "mul sse"),  # a name that names no value
+    ("concat a b", "concat a"),
+    ("add shortcut from preact", "add shortcut from nothing"),
+    ("dropout 0.3", "dropout 1.3"),
+    ("conv1: conv width k3 s=stride p2", "conv1: conv width * 1.5 k3 s=stride p2"),
     ("shortcut B", "shortcut identity"),  # shapes that cannot be joined (when some stage changes them)
     ("classes", "classes 0 +"),
     ("fc classes", "fc classes k3"),
