@@ -33,6 +33,17 @@ def test_graph_dot_marks_stages_shapes_and_shortcuts(tmp_path) -> None:
     assert dot.count("color=\"#e65100\" penwidth=1.5 style=dashed") == 5 + 3 * 3  # 5 identity, 3 x (in, conv, bn)
 
 
+def test_graph_draws_branches_joins_and_user_policies(tmp_path) -> None:
+    out = tmp_path / "branches.dot"
+    assert main(["graph", "tests/specs/branches.rds", "-o", str(out)]) == 0
+    dot = out.read_text()
+    assert '"layer1.0.se.fc1" [label="se.fc1' in dot  # the SE branch's layers, with their labels
+    assert '-> "layer1.0.mul"' in dot and '"layer1.0.se.sigmoid" -> "layer1.0.mul"' in dot
+    assert '"layer3.0.b.bn" -> "layer3.0.cat"' in dot and '"layer3.0.a.bn" -> "layer3.0.cat"' in dot
+    assert '"layer2.0.downsample.0" [label="downsample.0\navgpool 2x2, /2' in dot  # avg_down's layers
+    assert 'label="32x16x16"' in dot and 'label="48x8x8"' in dot  # shapes on edges
+
+
 def test_graph_collapse_keeps_resnet1202_small(tmp_path) -> None:
     full, collapsed = tmp_path / "full.dot", tmp_path / "small.dot"
     assert main(["graph", "specs/cifar/resnet1202.rds", "-o", str(collapsed), "--collapse"]) == 0
