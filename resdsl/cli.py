@@ -466,6 +466,77 @@ def show(spec: Path) -> None:
     sys.stdout.write(highlight(text) if use_colour() else text)
 
 
+@app.command()
+@spec_argument
+@click.option("--data", required=True, help="cifar10:DIR, cifar100:DIR (python-version batches) or digits")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="the run directory: config, metrics.jsonl, checkpoint.pt, final.pt; rerun to resume")
+@click.option("--epochs", type=click.IntRange(1, 100000),
+              help="default: 164 for CIFAR (the paper's 64k iterations at batch 128), 30 for digits")
+@click.option("--batch", type=click.IntRange(1, 65536), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=0.1, show_default=True,
+              help="divided by 10 at 50% and 75% of the iterations")
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0, 1), default=1e-4, show_default=True)
+@click.option("--augment/--no-augment", default=None,
+              help="4-pixel padding, random crop, horizontal flip (default: on for CIFAR, off for digits)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists")
+def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: float, momentum: float,
+          weight_decay: float, augment: bool | None, seed: int, device: str) -> None:
+    """Train a spec on a dataset with the paper's recipe; resumable, with metrics per epoch."""
+    net = _load(spec)
+    from .diagnostics import read_source
+    from .training.data import load_dataset
+    from .training.loop import Recipe, train as train_loop
+    dataset = load_dataset(data)
+    cifar = dataset.name.startswith("cifar")
+    recipe = Recipe(epochs=epochs or (164 if cifar else 30), batch=batch, lr=lr, momentum=momentum,
+                    weight_decay=weight_decay, augment=cifar if augment is None else augment, seed=seed,
+                    device=device)
+
+    def epoch_line(row: dict) -> None:
+        print(f"epoch {row['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.3f} error "
+              f"{100 * row['train_error']:.2f}%, test error {100 * row['test_error']:.2f}%, lr {row['lr']:.3g}, "
+              f"{row['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
+    with _training_display(net.name, recipe.epochs) as (on_batch, on_epoch):
+        rows = train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, on_batch,
+                          lambda row: (on_epoch(row), epoch_line(row)))
+    last = rows[-1] if rows else None
+    print(f"wrote {out / 'final.pt'}" + (f"; test error {100 * last['test_error']:.2f}%" if last else ""),
+          file=sys.stderr)
+
+
+@contextmanager
+def _training_display(name: str, epochs: int):
+    """A live bar (epoch, loss, images/s, time left) on a terminal; epoch lines otherwise."""
+    if not sys.stderr.isatty():
+        yield (lambda *a: None), (lambda row: None)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(f"training {name}", total=epochs, info="")
+
+        def on_batch(epoch: int, i: int, loss: float) -> None:
+            bar.update(task, info=f"epoch {epoch}, batch {i}, loss {loss:.3f}")
+
+        def on_epoch(row: dict) -> None:
+            bar.update(task, completed=row["epoch"],
+                       info=f"test error {100 * row['test_error']:.2f}%, {row['images_per_s']:.0f} images/s")
+        yield on_batch, on_epoch
+
+
+@app.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="FILE.png, .svg or .pdf")
+def plot(runs: tuple[Path, ...], output: Path) -> None:
+    """Training (dashed) and test (solid) error of training runs against iterations, as in the paper."""
+    from .training.plot import plot_runs
+    plot_runs(list(runs), output)
+    print(f"wrote {output}", file=sys.stderr)
+
+
 def _progress_display(name: str, target: str):
     """Trials done, tasks, best latency so far, time left: a rich bar on a terminal, else log lines."""
     if not sys.stderr.isatty():

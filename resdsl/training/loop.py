@@ -1,0 +1,194 @@
+"""Training a spec's module: the paper's recipe, a run directory that resumes, metrics per epoch.
+
+The run directory (`--out`) holds
+    config.json     the network, the spec's text and hash, the data, every setting and the seed
+    metrics.jsonl   one line per epoch: train loss and error, test loss and error, learning rate,
+                    iterations, images/s, wall time
+    checkpoint.pt   model, optimizer, schedule, RNG state after the last finished epoch (atomic)
+    final.pt        the trained state_dict, which `resdsl compile --weights` takes for every target
+Rerun with the same `--out` and it resumes from the checkpoint; every random draw (init, shuffling,
+augmentation, dropout) is seeded per epoch or restored, so a resumed run ends with the same metrics
+as one never interrupted.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..diagnostics import ResdslError, printable
+from ..output import write_atomic
+from .data import Dataset, augment, fit, normalizer
+
+CONFIG, METRICS, CHECKPOINT, FINAL = "config.json", "metrics.jsonl", "checkpoint.pt", "final.pt"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """He et al. 2015, Sec. 4.2: SGD, momentum 0.9, weight decay 1e-4, batch 128, learning rate
+    0.1 divided by 10 at 50% and 75% of training (32k and 48k of 64k iterations)."""
+    epochs: int
+    batch: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+
+
+class Run:
+    """A run directory: what was trained, how far it got, and where to write."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        if out.exists() and not out.is_dir():
+            raise ResdslError(f"--out {printable(str(out))} is a file, not a run directory",
+                              hint="give a directory (it is created if missing)")
+
+    def start(self, config: dict) -> None:
+        """Check a rerun is the same training (same spec, data and settings), or begin a new one."""
+        path = self.out / CONFIG
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise ResdslError(f"{printable(str(path))} is damaged", hint="use a new --out") from None
+            if old.get("spec_sha256") != config["spec_sha256"]:
+                raise ResdslError(f"{printable(str(self.out))} holds a run of `{old.get('network')}` "
+                                  f"({old.get('spec_file')}), not of `{config['network']}` ({config['spec_file']})",
+                                  hint="use another --out for another spec")
+            for key in ("data", "recipe"):
+                if old.get(key) != json.loads(json.dumps(config[key])):  # as stored: tuples are lists
+                    raise ResdslError(f"{printable(str(self.out))} was trained with other {key} settings: "
+                                      f"{json.dumps(old.get(key))}", hint="rerun with the same settings, or a new --out")
+            return
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResdslError(f"cannot create {printable(str(self.out))}: {exc.strerror}") from None
+        write_atomic(path, json.dumps(config, indent=1) + "\n")
+
+    def metrics(self) -> list[dict]:
+        path = self.out / METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save_metrics(self, rows: list[dict]) -> None:
+        write_atomic(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, out: Path, recipe: Recipe,
+          on_batch: Callable[[int, int, float], None] | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
+    graph = net.graph
+    if not graph.outputs_classes():
+        raise ResdslError(f"`{net.name}` does not end in a class vector, so it cannot be trained to classify",
+                          hint="end the head with `fc classes`")
+    if graph.classes != data.classes:
+        raise ResdslError(f"`{net.name}` has {graph.classes} classes, {data.name} has {data.classes}",
+                          graph.classes_span, hint=f"write `classes {data.classes}` in the spec")
+    data = fit(data, graph.shape("<input>"))
+    run = Run(out)
+    config = {"network": net.name, "spec_file": spec_file, "spec": spec_text,
+              "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(), "data": data_name,
+              "recipe": asdict(recipe)}
+    run.start(config)
+
+    device = torch.device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    model = net.to_torch(seed=recipe.seed).to(device)
+    mean, std = (torch.from_numpy(v)[None, :, None, None].to(device) for v in normalizer(data))
+    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    test_x, test_y = torch.from_numpy(data.test_x).to(device), torch.from_numpy(data.test_y).to(device)
+    n = len(train_y)
+    per_epoch = math.ceil(n / recipe.batch)
+    total = per_epoch * recipe.epochs
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(  # stepped every iteration, as the paper counts
+        optimizer, milestones=[int(total * m) for m in recipe.milestones], gamma=0.1)
+
+    start, rows = 0, []
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists():
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            torch.set_rng_state(state["rng"])
+            start = state["epoch"]
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+            raise ResdslError(f"cannot resume from {printable(str(checkpoint))} ({type(exc).__name__})",
+                              hint="delete it to start over, or use a new --out") from None
+        rows = [r for r in run.metrics() if r["epoch"] <= start]
+
+    for epoch in range(start + 1, recipe.epochs + 1):
+        # Every draw of this epoch comes from a generator seeded by (seed, epoch): a resumed run
+        # shuffles and augments exactly as an uninterrupted one.
+        g = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g)
+        model.train()
+        began = time.perf_counter()
+        loss_sum = wrong = 0.0
+        for i in range(per_epoch):
+            idx = order[i * recipe.batch:(i + 1) * recipe.batch]
+            x = train_x[idx]
+            if recipe.augment:
+                x = augment(x, g)
+            x, y = ((x.to(device) - mean) / std), train_y[idx].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise ResdslError(f"the loss became {loss.item()} at epoch {epoch}, iteration {i + 1}; the last "
+                                  f"good checkpoint (epoch {start if epoch == start + 1 else epoch - 1}) is kept",
+                                  hint="lower --lr, or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.item() * len(idx)
+            wrong += (logits.argmax(1) != y).sum().item()
+            if on_batch:
+                on_batch(epoch, i + 1, loss.item())
+        seconds = time.perf_counter() - began
+        test_loss, test_wrong = _evaluate(model, (test_x - mean) / std, test_y)
+        row = {"epoch": epoch, "iteration": epoch * per_epoch, "train_loss": loss_sum / n, "train_error": wrong / n,
+               "test_loss": test_loss, "test_error": test_wrong, "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": n / seconds, "wall_s": seconds}
+        rows.append(row)
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch}, buffer)
+        run.save_metrics(rows)  # metrics first: a kill between the two writes repeats this epoch
+        write_atomic(checkpoint, buffer.getvalue())
+        if on_epoch:
+            on_epoch(row)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    write_atomic(out / FINAL, buffer.getvalue())
+    return rows
+
+
+def _evaluate(model, x, y, batch: int = 500) -> tuple[float, float]:
+    import torch
+    import torch.nn.functional as F
+    model.eval()
+    loss = wrong = 0.0
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            logits = model(x[i:i + batch])
+            loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
+            wrong += (logits.argmax(1) != y[i:i + batch]).sum().item()
+    return loss / max(len(y), 1), wrong / max(len(y), 1)
