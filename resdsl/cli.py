@@ -39,8 +39,15 @@ def _parse_sets(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
 
 def spec_argument(f):
     """The spec, and `--set NAME=EXPR` to replace its `let` constants (read by `_load`)."""
-    f = click.option("--set", "sets", multiple=True, callback=_parse_sets, expose_value=False, metavar="NAME=EXPR",
-                     help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18")(f)
+    f = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        callback=_parse_sets,
+        expose_value=False,
+        metavar="NAME=EXPR",
+        help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18",
+    )(f)
     return click.argument("spec", type=click.Path(path_type=Path))(f)
 
 
@@ -192,8 +199,11 @@ def _repair(work_dir) -> None:
         if repair.torn:
             print(f"note: dropped {repair.torn} line(s) a crash cut short in {part.path}", file=sys.stderr)
         if repair.set_aside:
-            print(f"note: set aside {repair.set_aside} unreadable line(s) of {part.path} in {repair.aside_path}",
-                  file=sys.stderr)
+            print(
+                f"note: set aside {repair.set_aside} unreadable line(s) of {part.path} "
+                f"in {repair.aside_path}",
+                file=sys.stderr,
+            )
 
 
 def _default_output(name: str, suffix: str) -> Path:
@@ -496,9 +506,14 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
                     device=device)
 
     def epoch_line(row: dict) -> None:
-        print(f"epoch {row['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.3f} error "
-              f"{100 * row['train_error']:.2f}%, test error {100 * row['test_error']:.2f}%, lr {row['lr']:.3g}, "
-              f"{row['images_per_s']:.0f} images/s", file=sys.stderr, flush=True)
+        print(
+            f"epoch {row['epoch']}/{recipe.epochs}: train loss {row['train_loss']:.3f} error "
+            f"{100 * row['train_error']:.2f}%, test error {100 * row['test_error']:.2f}%, "
+            f"lr {row['lr']:.3g}, "
+            f"{row['images_per_s']:.0f} images/s",
+            file=sys.stderr,
+            flush=True,
+        )
     with _training_display(net.name, recipe.epochs) as (on_batch, on_epoch):
         rows = train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, on_batch,
                           lambda row: (on_epoch(row), epoch_line(row)))

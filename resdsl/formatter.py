@@ -119,7 +119,9 @@ class _Printer:
         return "\n".join(self.out).strip("\n") + "\n"
 
     def block(self, b: ast.BlockDef | ast.PolicyDef) -> None:
-        params = ", ".join(p.name + (f" = {expr(p.default)}" if p.default is not None else "") for p in b.params)
+        params = ", ".join(
+            p.name + (f" = {expr(p.default)}" if p.default is not None else "") for p in b.params
+        )
         header_end = b.body[0].span.line - 1 if b.body else b.span.line
         keyword = "policy" if isinstance(b, ast.PolicyDef) else "block"
         self._emit("", f"{keyword} {b.name}({params}) {{", _line_span(b.span, header_end))

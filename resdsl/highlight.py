@@ -30,8 +30,14 @@ class RdsLexer(RegexLexer):
             (r'"[^"\n]*"', String),
             (r"\b[0-9]+x[0-9]+x[0-9]+\b", Number),
             (r"\b[ksgp][0-9]+\b", Name.Attribute),
-            (r"\b(block|network)(\s+)([A-Za-z_][A-Za-z0-9_]*)", bygroups(Keyword.Declaration, Whitespace, Name.Class)),
-            (r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(\s*)(:)", bygroups(Name.Label, Whitespace, Punctuation)),
+            (
+                r"\b(block|network)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
+                bygroups(Keyword.Declaration, Whitespace, Name.Class),
+            ),
+            (
+                r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(\s*)(:)",
+                bygroups(Name.Label, Whitespace, Punctuation),
+            ),
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(LAYERS, suffix=r"\b"), Name.Builtin),
             (words(POLICIES, prefix=r"\b", suffix=r"\b"), Name.Constant),

@@ -87,8 +87,12 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
             raise ResdslError(f"`{policy.name}` is a built-in shortcut policy", policy.span,
                               hint="give your policy another name")
         if policy.name in policies:
-            raise ResdslError(f"policy `{policy.name}` is defined twice", policy.span,
-                              notes=(("first defined here", policies[policy.name].span),), hint="rename one of them")
+            raise ResdslError(
+                f"policy `{policy.name}` is defined twice",
+                policy.span,
+                notes=(("first defined here", policies[policy.name].span),),
+                hint="rename one of them",
+            )
         policies[policy.name] = policy
     networks.extend(source.networks)
 

@@ -188,7 +188,9 @@ class _Lowering:
             raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
                               hint=f"add `stride = 1` to the parameters of `{definition.name}` "
                                    "and use it as a conv's `s=stride`")
-        policy = self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
+        policy = (
+            self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
+        )
         g.signatures.setdefault(definition.name, BlockSignature(
             definition.name, tuple((p.name, p.default) for p in definition.params)))
         g.stages[stage.name] = Stage(stage.name)
@@ -240,7 +242,11 @@ class _Lowering:
                     raise ResdslError(f"parameter `{arg.name}` is given twice", arg.span)
                 values[arg.name] = evaluate(arg.value, env)
         values.update(extra)
-        scope = {"classes": env["classes"], "block_index": env["block_index"], "num_blocks": env["num_blocks"]}
+        scope = {
+            "classes": env["classes"],
+            "block_index": env["block_index"],
+            "num_blocks": env["num_blocks"],
+        }
         for param in definition.params:  # defaults may refer to earlier parameters
             if param.name not in values:
                 if param.default is None:
@@ -259,11 +265,18 @@ class _Lowering:
         current = self._statements(layers, ctx, current, env, prefix="")
         for label, (node, span) in ctx.branches.items():
             if not self.graph.users(node):
-                self._located(ResdslError(f"branch `{label}` is never joined", span,
-                                          hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`"))
+                self._located(
+                    ResdslError(
+                        f"branch `{label}` is never joined",
+                        span,
+                        hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`",
+                    )
+                )
         return current
 
-    def _statements(self, layers: tuple, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> str:
+    def _statements(
+        self, layers: tuple, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+    ) -> str:
         for layer in layers:
             try:
                 if isinstance(layer, ast.Branch):
@@ -281,11 +294,16 @@ class _Lowering:
         if self.note is None or d.notes:
             raise exc
         if in_prelude(d.span):
-            note = (f"in {self.note[0]}, at `{d.span.source_line().strip()}` (prelude line {d.span.line})", None)
+            note = (
+                f"in {self.note[0]}, at `{d.span.source_line().strip()}` (prelude line {d.span.line})",
+                None,
+            )
             raise ResdslError(d.message, self.note[1], d.hint, (note,)) from None
         raise ResdslError(d.message, d.span, d.hint, ((f"in {self.note[0]}", self.note[1]),)) from None
 
-    def _branch(self, branch: ast.Branch, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> None:
+    def _branch(
+        self, branch: ast.Branch, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+    ) -> None:
         if ctx.block_input is None:
             raise ResdslError("branches belong in blocks", branch.span,
                               hint="write the branch in a `block`, and join it there")
@@ -296,7 +314,9 @@ class _Lowering:
                                   hint=_suggest(branch.source, ctx.values, "values defined before it"))
             source = ctx.values[branch.source]
         if not branch.body:
-            raise ResdslError(f"branch `{branch.label}` is empty", branch.span, hint="give it at least one layer")
+            raise ResdslError(
+                f"branch `{branch.label}` is empty", branch.span, hint="give it at least one layer"
+            )
         label = prefix + branch.label
         if label in ctx.used or label in ctx.values:
             self._claim(label, ctx.used, branch.span, ctx.scope)  # reports the collision
@@ -308,7 +328,9 @@ class _Lowering:
         ctx.values[label] = end
         ctx.branches[label] = (end, branch.span)
 
-    def _layer(self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Number], prefix: str) -> str:
+    def _layer(
+        self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+    ) -> str:
         g, scope = self.graph, ctx.scope
         if layer.op in STATEMENTS:
             return self._join(layer, ctx, current, prefix)
@@ -410,8 +432,11 @@ class _Lowering:
                                   span, hint=f"choose another name, e.g. `{part.strip('_') or 'layer'}_`")
         where = f"block {scope}" if scope else "the network"
         if label in used.containers:
-            raise ResdslError(f"`{label}` names a layer, but also holds `{used.containers[label]}` in {where}",
-                              span, hint="a name is either a layer or a container of layers (`x.0`, `x.1`)")
+            raise ResdslError(
+                f"`{label}` names a layer, but also holds `{used.containers[label]}` in {where}",
+                span,
+                hint="a name is either a layer or a container of layers (`x.0`, `x.1`)",
+            )
         if label in used:
             raise ResdslError(f"`{label}` names two layers in {where}", span,
                               hint="every layer in a block (and every stem/head layer and stage) "
@@ -489,9 +514,13 @@ class _Lowering:
     def check_policy(self, name: str, span: Span | None) -> str:
         if name not in POLICIES and name not in self.program.policies:
             close = difflib.get_close_matches(name, self._policies(), n=1)
-            raise ResdslError(f"unknown shortcut policy `{name}`", span,
-                              hint=f"did you mean `{close[0]}`?" if close else
-                              f"use one of {', '.join(self._policies())}, or define it with `policy {name}(...)`")
+            raise ResdslError(
+                f"unknown shortcut policy `{name}`",
+                span,
+                hint=f"did you mean `{close[0]}`?"
+                if close
+                else f"use one of {', '.join(self._policies())}, or define it with `policy {name}(...)`",
+            )
         return name
 
 
@@ -532,7 +561,9 @@ def lower_policy(graph: Graph, policy: ast.PolicyDef, scope: str, source: str, c
                               hint="a policy is a chain of layers applied to the shortcut")
         current = lowering._layer(layer, ctx, current, env, prefix="" if layer.label else "downsample.")
     if current == source:
-        raise ResdslError(f"policy `{policy.name}` has no layers", policy.span, hint="give it at least one layer")
+        raise ResdslError(
+            f"policy `{policy.name}` has no layers", policy.span, hint="give it at least one layer"
+        )
     return current
 
 

@@ -185,27 +185,55 @@ class OpInfo:
 
 OPS: dict[str, OpInfo] = {
     "input": OpInfo(lambda a, i: a["shape"], arity=(0,), user=False),
-    "conv": OpInfo(conv_shape, defaults={"out": None, "kernel": 1, "stride": 1, "padding": 0,
-                                         "groups": 1, "dilation": 1, "bias": 0},
-                   positional="out", params=conv_params, macs=conv_macs, flags=frozenset({"bias"})),
+    "conv": OpInfo(
+        conv_shape,
+        defaults={"out": None, "kernel": 1, "stride": 1, "padding": 0, "groups": 1, "dilation": 1, "bias": 0},
+        positional="out",
+        params=conv_params,
+        macs=conv_macs,
+        flags=frozenset({"bias"}),
+    ),
     "bn": OpInfo(map_shape("bn"), params=bn_params),
     "relu": OpInfo(same_shape),
-    "leaky_relu": OpInfo(same_shape, defaults={"slope": 0.01}, positional="slope", floats=frozenset({"slope"})),
+    "leaky_relu": OpInfo(
+        same_shape, defaults={"slope": 0.01}, positional="slope", floats=frozenset({"slope"})
+    ),
     "sigmoid": OpInfo(same_shape),
     "softmax": OpInfo(same_shape),  # over channels
-    "maxpool": OpInfo(pool_shape, defaults={"kernel": None, "stride": None, "padding": 0, "ceil": 0},
-                      flags=frozenset({"ceil"})),
+    "maxpool": OpInfo(
+        pool_shape,
+        defaults={"kernel": None, "stride": None, "padding": 0, "ceil": 0},
+        flags=frozenset({"ceil"}),
+    ),
     # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
-    "avgpool": OpInfo(avgpool_shape, defaults={"kernel": 0, "stride": 0, "padding": 0, "ceil": 0,
-                                               "count_pad": 1, "size": 1},
-                      flags=frozenset({"ceil", "count_pad"})),
-    "lrn": OpInfo(lrn_shape, defaults={"size": None, "alpha": 1e-4, "beta": 0.75, "k": 1.0}, positional="size",
-                  floats=frozenset({"alpha", "beta", "k"})),
-    "dropout": OpInfo(same_shape, defaults={"p": 0.5}, positional="p", floats=frozenset({"p"}),
-                      ranges={"p": (0.0, 1.0)}, train_only=True),
+    "avgpool": OpInfo(
+        avgpool_shape,
+        defaults={"kernel": 0, "stride": 0, "padding": 0, "ceil": 0, "count_pad": 1, "size": 1},
+        flags=frozenset({"ceil", "count_pad"}),
+    ),
+    "lrn": OpInfo(
+        lrn_shape,
+        defaults={"size": None, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
+        positional="size",
+        floats=frozenset({"alpha", "beta", "k"}),
+    ),
+    "dropout": OpInfo(
+        same_shape,
+        defaults={"p": 0.5},
+        positional="p",
+        floats=frozenset({"p"}),
+        ranges={"p": (0.0, 1.0)},
+        train_only=True,
+    ),
     # Stochastic depth: drops a sample's whole branch in training, with rate `rate`.
-    "drop_path": OpInfo(same_shape, defaults={"rate": None}, positional="rate", floats=frozenset({"rate"}),
-                        ranges={"rate": (0.0, 1.0)}, train_only=True),
+    "drop_path": OpInfo(
+        same_shape,
+        defaults={"rate": None},
+        positional="rate",
+        floats=frozenset({"rate"}),
+        ranges={"rate": (0.0, 1.0)},
+        train_only=True,
+    ),
     "flatten": OpInfo(flatten_shape),
     "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
     "add": OpInfo(same_shape, arity=(2, 3), user=False),

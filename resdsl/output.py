@@ -18,7 +18,9 @@ from typing import Iterable
 from .diagnostics import ResdslError, printable
 
 
-def destination(path: str | Path, *, inputs: Iterable[str | Path] = (), follow_symlinks: bool = False) -> Path:
+def destination(
+    path: str | Path, *, inputs: Iterable[str | Path] = (), follow_symlinks: bool = False
+) -> Path:
     """The file that writing `path` will replace, after refusing the destinations above."""
     path = Path(path)
     shown = printable(str(path))

@@ -15,11 +15,29 @@ SHORT_ATTRS = {"k": "kernel", "s": "stride", "p": "padding", "g": "groups"}
 
 # How parse errors name the terminals the parser expected.
 _TERMINAL_NAMES = {
-    "NAME": "a name", "INT": "a number", "FLOAT": "a number", "DOTTED_NAME": "a dotted name", "SHAPE": "a shape like 3x224x224", "STRING": 'a "path"',
-    "SHORT_ATTR": "an attribute like k3", "_NL": "a new line", "SEMICOLON": "`;`",
-    "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
-    "COMMA": "`,`", "EQUAL": "`=`", "BRANCH": "`branch`", "$END": "the end of the file", "MINUS": "`-`", "PLUS": "`+`",
-    "STAR": "`*`", "SLASH": "`/`", "__ANON_0": "`//`",
+    "NAME": "a name",
+    "INT": "a number",
+    "FLOAT": "a number",
+    "DOTTED_NAME": "a dotted name",
+    "SHAPE": "a shape like 3x224x224",
+    "STRING": 'a "path"',
+    "SHORT_ATTR": "an attribute like k3",
+    "_NL": "a new line",
+    "SEMICOLON": "`;`",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "COLON": "`:`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "BRANCH": "`branch`",
+    "$END": "the end of the file",
+    "MINUS": "`-`",
+    "PLUS": "`+`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "__ANON_0": "`//`",
 }
 
 
@@ -182,7 +200,9 @@ class _ToAst(Transformer):
     def float(self, meta, children):
         text = str(children[0])
         if len(text) > 40:
-            raise ResdslError(f"a number of {len(text)} characters is longer than resdsl reads", self._span(meta))
+            raise ResdslError(
+                f"a number of {len(text)} characters is longer than resdsl reads", self._span(meta)
+            )
         return ast.Float(float(text), self._span(meta), text)
 
     @v_args(meta=True)
@@ -327,7 +347,10 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def outputs_stmt(self, meta, children):
-        return ("outputs", ([(str(t), _span(t, self.text, self.filename)) for t in children], self._span(meta)))
+        return (
+            "outputs",
+            ([(str(t), _span(t, self.text, self.filename)) for t in children], self._span(meta)),
+        )
 
     def shortcut_stmt(self, children):
         return ("shortcut", self._policy(children[0]))

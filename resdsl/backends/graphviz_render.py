@@ -43,7 +43,9 @@ def describe(graph: Graph, name: str) -> str:
     elif op == "add":
         return "σ⊕" if a["gated"] else "+"
     elif op == "pad":
-        text = f"zero-pad +{a['pad_before'] + a['pad_after']}ch" + (f", /{a['stride']}" if a["stride"] != 1 else "")
+        text = f"zero-pad +{a['pad_before'] + a['pad_after']}ch" + (
+            f", /{a['stride']}" if a["stride"] != 1 else ""
+        )
     elif op == "input":
         return f"input {fmt_shape(node['shape'])}"
     else:
@@ -65,7 +67,11 @@ def _attrs(graph: Graph, name: str) -> dict[str, str]:
 def _shortcut(graph: Graph, source: str, target: str) -> bool:
     """Is the edge part of a shortcut path (into an add's operand 1/2, or off the block input)?"""
     target_node = graph.node(target)
-    if target_node["label"].startswith("downsample.") or target_node["op"] == "pad" or target_node["label"] == "gate":
+    if (
+        target_node["label"].startswith("downsample.")
+        or target_node["op"] == "pad"
+        or target_node["label"] == "gate"
+    ):
         return True
     if target_node["op"] == "add":
         return graph.inputs(target).index(source) > 0

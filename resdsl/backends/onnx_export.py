@@ -57,7 +57,9 @@ def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 
 def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     keys = ("weight", "bias", "running_mean", "running_var")
-    return b.op("BatchNormalization", [ins[0]] + [b.weight(f"{name}.{k}") for k in keys], name, epsilon=BN_EPS)
+    return b.op(
+        "BatchNormalization", [ins[0]] + [b.weight(f"{name}.{k}") for k in keys], name, epsilon=BN_EPS
+    )
 
 
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -101,8 +103,10 @@ def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     s = a["stride"]
     sliced = ins[0]
     if s != 1:
-        consts = {k: b.const(f"{name}.{k}", np.array(v, np.int64))
-                  for k, v in (("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [s, s]))}
+        consts = {
+            k: b.const(f"{name}.{k}", np.array(v, np.int64))
+            for k, v in (("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [s, s]))
+        }
         sliced = b.op("Slice", [ins[0], consts["starts"], consts["ends"], consts["axes"], consts["steps"]],
                       f"{name}.subsample")
     pads = b.const(f"{name}.pads", np.array([0, a["pad_before"], 0, 0, 0, a["pad_after"], 0, 0], np.int64))
@@ -141,7 +145,9 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
     for name in graph.order():
         node = graph.node(name)
         if node["op"] != "input":
-            values[name] = CONVERTERS[node["op"]](b, name, [values[i] for i in graph.inputs(name)], node["attrs"])
+            values[name] = CONVERTERS[node["op"]](
+                b, name, [values[i] for i in graph.inputs(name)], node["attrs"]
+            )
     outputs = []
     for name, node in graph.results():
         b.nodes.append(b.helper.make_node("Identity", [values[node]], [name], name=name))

@@ -200,10 +200,16 @@ CONSTRUCTORS: dict[str, Callable[[_Layer, dict], tuple[str, list[str]]]] = {
     "fc": _fc,
 }
 # Attributes whose values a converter writes: each is checked against every block.
-WRITTEN = {"conv": ("out", "kernel", "stride", "padding", "dilation", "groups"),
-           "maxpool": ("kernel", "stride", "padding"), "avgpool": ("kernel", "stride", "padding", "size"),
-           "leaky_relu": ("slope",), "lrn": ("size", "alpha", "beta", "k"), "dropout": ("p",), "drop_path": ("rate",),
-           "fc": ("out",)}
+WRITTEN = {
+    "conv": ("out", "kernel", "stride", "padding", "dilation", "groups"),
+    "maxpool": ("kernel", "stride", "padding"),
+    "avgpool": ("kernel", "stride", "padding", "size"),
+    "leaky_relu": ("slope",),
+    "lrn": ("size", "alpha", "beta", "k"),
+    "dropout": ("p",),
+    "drop_path": ("rate",),
+    "fc": ("out",),
+}
 INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
 
 
@@ -454,9 +460,14 @@ class _Generator:
             made = _shortcut_call(self.graph, path)
             if made:
                 self.helpers.add(made.split("(")[0])
-        self.policies = sorted({self.graph.node(a)["attrs"]["policy"] for p in self.calls
-                                for a in self.graph.scope_nodes(p)
-                                if self.graph.node(a)["op"] == "add" and self.graph.node(a)["attrs"].get("applied")})
+        self.policies = sorted(
+            {
+                self.graph.node(a)["attrs"]["policy"]
+                for p in self.calls
+                for a in self.graph.scope_nodes(p)
+                if self.graph.node(a)["op"] == "add" and self.graph.node(a)["attrs"].get("applied")
+            }
+        )
 
     def _params(self, definition: str) -> dict[str, str]:
         names = _Namespace()
@@ -522,7 +533,9 @@ class _Generator:
 
     def _real_param(self, definition: str, name: str) -> bool:
         """Whether a block parameter holds a float (a rate) in any block of the definition."""
-        return any(isinstance(b.args.get(name), float) for b in self.graph.blocks.values() if b.block == definition)
+        return any(
+            isinstance(b.args.get(name), float) for b in self.graph.blocks.values() if b.block == definition
+        )
 
     def _before(self, definition: str, name: str):
         params = self.graph.signatures[definition].params
@@ -606,7 +619,9 @@ class _Generator:
                 entries.append((item, STAGE, [self.calls[p] for p in g.stages[item].blocks]))
                 last = g.blocks[g.stages[item].blocks[-1]].output
                 captured = _captures(returned.get(last, []))
-                steps.append(_Step(item, ["x = {m}(x)"] + captured, item, "", None if captured else ("x", "x")))
+                steps.append(
+                    _Step(item, ["x = {m}(x)"] + captured, item, "", None if captured else ("x", "x"))
+                )
                 continue
             node = g.node(item)
             source = g.inputs(item)[0]
@@ -660,7 +675,9 @@ def _layer_step(label: str, op: str, name: str, source: str, arg: str, out: str,
     return _Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg))
 
 
-def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: list[_Step]) -> tuple[list, list]:
+def _assemble(
+    graph: Graph, entries: list[tuple[str, str, list[str]]], steps: list[_Step]
+) -> tuple[list, list]:
     """A class's `__init__` and `forward` lines from its layers, nesting dotted labels. An entry
     is (label, constructor, arguments), or ("", "", lines) for lines to write as they are.
 
@@ -709,7 +726,11 @@ def _assemble(graph: Graph, entries: list[tuple[str, str, list[str]]], steps: li
         if label not in made:
             made.add(label)
             ctor, args = ctors[label]
-            init += _sequential(reach(label), args) if ctor == STAGE else call(f"{reach(label)} = {ctor}", args, 8)
+            init += (
+                _sequential(reach(label), args)
+                if ctor == STAGE
+                else call(f"{reach(label)} = {ctor}", args, 8)
+            )
     forward: list[str] = []
     i = 0
     while i < len(steps):
@@ -733,7 +754,9 @@ def _keyed(keys: list[str]) -> bool:
     return any(not k.isidentifier() for k in keys)
 
 
-def _runs_in_sequence(graph: Graph, container: str, containers: dict[str, list[str]], steps: list[_Step]) -> bool:
+def _runs_in_sequence(
+    graph: Graph, container: str, containers: dict[str, list[str]], steps: list[_Step]
+) -> bool:
     """Its children are layers keyed 0..n-1 that run in that order, each reading only the one before
     and read only by the next, all plain calls: an nn.Sequential computes exactly that."""
     keys = containers[container]

@@ -66,4 +66,6 @@ def load_weights(graph: Graph, path: str | Path | None = None, seed: int = 0) ->
 def bn_scale_shift(weights: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:
     """Inference-mode BN as y = x * scale + shift, per channel."""
     scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + BN_EPS)
-    return scale.astype(np.float32), (weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale).astype(np.float32)
+    return scale.astype(np.float32), (weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale).astype(
+        np.float32
+    )

@@ -76,9 +76,13 @@ class LegalizeShortcuts:
                 end = lower_policy(graph, graph.policies[policy], scope, source, want[0], stride)
                 InferShapes().run(graph)
                 if graph.shape(end) != want:
-                    raise ResdslError(f"policy `{policy}` makes {fmt_shape(graph.shape(end))} of the shortcut, "
-                                      f"the residual branch {fmt_shape(want)}", where, notes=notes,
-                                      hint="its layers must map the input to `channels` channels at `stride`")
+                    raise ResdslError(
+                        f"policy `{policy}` makes {fmt_shape(graph.shape(end))} of the shortcut, "
+                        f"the residual branch {fmt_shape(want)}",
+                        where,
+                        notes=notes,
+                        hint="its layers must map the input to `channels` channels at `stride`",
+                    )
                 node["attrs"]["applied"] = (graph.shape(source)[0], want[0], stride)
                 graph.set_input(add, 1, end)
         elif policy == "A" and differ:
@@ -109,8 +113,12 @@ def _projection(graph: Graph, scope: str, source: str, channels: int, stride: in
 def _check_join(graph: Graph, add: str, a: str, b: str) -> None:
     if graph.shape(a) != graph.shape(b):
         where, notes = locate(graph, add)
-        raise ResdslError(f"add needs equal shapes: {fmt_shape(graph.shape(a))} and {fmt_shape(graph.shape(b))}",
-                          where, notes=notes, hint="make the branches agree, or use `add shortcut` and a policy")
+        raise ResdslError(
+            f"add needs equal shapes: {fmt_shape(graph.shape(a))} and {fmt_shape(graph.shape(b))}",
+            where,
+            notes=notes,
+            hint="make the branches agree, or use `add shortcut` and a policy",
+        )
 
 
 def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:

@@ -57,7 +57,12 @@ def _cifar(kind: str, root: Path) -> Dataset:
         raise ResdslError(f"{printable(str(root))} is not a directory",
                           hint=f"give the directory of the extracted {kind} python batches")
     if kind == "cifar10":
-        train_files, test_files, key, classes = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10
+        train_files, test_files, key, classes = (
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+            b"labels",
+            10,
+        )
     else:
         train_files, test_files, key, classes = ["train"], ["test"], b"fine_labels", 100
     train_x, train_y = _batches(root, train_files, key)
@@ -80,11 +85,23 @@ def _batches(root: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.n
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[key], dtype=np.int64)
         except FileNotFoundError:
-            raise ResdslError(f"missing {shown}", hint="extract the whole python-version archive there") from None
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError,
-                IndexError) as exc:
-            raise ResdslError(f"{shown} is not a CIFAR python batch ({type(exc).__name__})",
-                              hint="download the python version again; it may be damaged") from None
+            raise ResdslError(
+                f"missing {shown}", hint="extract the whole python-version archive there"
+            ) from None
+        except (
+            OSError,
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+        ) as exc:
+            raise ResdslError(
+                f"{shown} is not a CIFAR python batch ({type(exc).__name__})",
+                hint="download the python version again; it may be damaged",
+            ) from None
         if len(data) != len(labels):
             raise ResdslError(f"{shown} has {len(data)} images but {len(labels)} labels",
                               hint="the file is damaged")
@@ -98,8 +115,10 @@ def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
     c, h, w = shape
     have = data.shape
     if have[0] != c and not (have[0] == 1 and c == 3):
-        raise ResdslError(f"the spec takes {c}x{h}x{w} inputs, {data.name} has {'x'.join(map(str, have))} images",
-                          hint="change the spec's `input` channels to the data's")
+        raise ResdslError(
+            f"the spec takes {c}x{h}x{w} inputs, {data.name} has {'x'.join(map(str, have))} images",
+            hint="change the spec's `input` channels to the data's",
+        )
 
     def resize(x: np.ndarray) -> np.ndarray:
         import torch
@@ -111,7 +130,9 @@ def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
             t = t.repeat(1, c, 1, 1)
         return t.numpy()
 
-    return Dataset(data.name, resize(data.train_x), data.train_y, resize(data.test_x), data.test_y, data.classes)
+    return Dataset(
+        data.name, resize(data.train_x), data.train_y, resize(data.test_x), data.test_y, data.classes
+    )
 
 
 def normalizer(data: Dataset) -> tuple[np.ndarray, np.ndarray]:

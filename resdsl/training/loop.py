@@ -61,13 +61,18 @@ class Run:
             except (OSError, ValueError):
                 raise ResdslError(f"{printable(str(path))} is damaged", hint="use a new --out") from None
             if old.get("spec_sha256") != config["spec_sha256"]:
-                raise ResdslError(f"{printable(str(self.out))} holds a run of `{old.get('network')}` "
-                                  f"({old.get('spec_file')}), not of `{config['network']}` ({config['spec_file']})",
-                                  hint="use another --out for another spec")
+                raise ResdslError(
+                    f"{printable(str(self.out))} holds a run of `{old.get('network')}` "
+                    f"({old.get('spec_file')}), not of `{config['network']}` ({config['spec_file']})",
+                    hint="use another --out for another spec",
+                )
             for key in ("data", "recipe"):
                 if old.get(key) != json.loads(json.dumps(config[key])):  # as stored: tuples are lists
-                    raise ResdslError(f"{printable(str(self.out))} was trained with other {key} settings: "
-                                      f"{json.dumps(old.get(key))}", hint="rerun with the same settings, or a new --out")
+                    raise ResdslError(
+                        f"{printable(str(self.out))} was trained with other {key} settings: "
+                        f"{json.dumps(old.get(key))}",
+                        hint="rerun with the same settings, or a new --out",
+                    )
             return
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -151,9 +156,11 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                raise ResdslError(f"the loss became {loss.item()} at epoch {epoch}, iteration {i + 1}; the last "
-                                  f"good checkpoint (epoch {start if epoch == start + 1 else epoch - 1}) is kept",
-                                  hint="lower --lr, or check the data")
+                raise ResdslError(
+                    f"the loss became {loss.item()} at epoch {epoch}, iteration {i + 1}; the last "
+                    f"good checkpoint (epoch {start if epoch == start + 1 else epoch - 1}) is kept",
+                    hint="lower --lr, or check the data",
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -164,9 +171,17 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
                 on_batch(epoch, i + 1, loss.item())
         seconds = time.perf_counter() - began
         test_loss, test_wrong = _evaluate(model, (test_x - mean) / std, test_y)
-        row = {"epoch": epoch, "iteration": epoch * per_epoch, "train_loss": loss_sum / n, "train_error": wrong / n,
-               "test_loss": test_loss, "test_error": test_wrong, "lr": optimizer.param_groups[0]["lr"],
-               "images_per_s": n / seconds, "wall_s": seconds}
+        row = {
+            "epoch": epoch,
+            "iteration": epoch * per_epoch,
+            "train_loss": loss_sum / n,
+            "train_error": wrong / n,
+            "test_loss": test_loss,
+            "test_error": test_wrong,
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": n / seconds,
+            "wall_s": seconds,
+        }
         rows.append(row)
         buffer = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

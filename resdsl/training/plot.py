@@ -18,16 +18,22 @@ def plot_runs(runs: list[Path], output: Path) -> None:
             config = json.loads((run / CONFIG).read_text())
             rows = [json.loads(line) for line in (run / METRICS).read_text().splitlines() if line.strip()]
         except FileNotFoundError:
-            raise ResdslError(f"{printable(str(run))} is not a training run (no {CONFIG} or {METRICS})",
-                              hint="give directories written by `resdsl train --out`") from None
+            raise ResdslError(
+                f"{printable(str(run))} is not a training run (no {CONFIG} or {METRICS})",
+                hint="give directories written by `resdsl train --out`",
+            ) from None
         except (OSError, ValueError):
-            raise ResdslError(f"{printable(str(run))} has damaged metrics", hint="rerun its training") from None
+            raise ResdslError(
+                f"{printable(str(run))} has damaged metrics", hint="rerun its training"
+            ) from None
         if not rows:
             raise ResdslError(f"{printable(str(run))} has no finished epoch yet")
         curves.append((config["network"], run.name, rows))
     names = [c[0] for c in curves]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for color, (network, directory, rows) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, curves):
+    for color, (network, directory, rows) in zip(
+        plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, curves
+    ):
         label = network if names.count(network) == 1 else f"{network} ({directory})"
         its = [r["iteration"] for r in rows]
         ax.plot(its, [100 * r["train_error"] for r in rows], "--", color=color, linewidth=1)

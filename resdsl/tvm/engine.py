@@ -24,7 +24,9 @@ def tvm_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[Wo
                 target = make_target("llvm", cpu=cpu, cores=threads)
                 # The tuned row uses the lowering its records were tuned for; untuned, the default.
                 lowering = Lowering.resolve("llvm", work_dir=source)
-                executable = build(relax_module(net.graph, weights, x.shape[0], lowering), target, source, lowering)
+                executable = build(
+                    relax_module(net.graph, weights, x.shape[0], lowering), target, source, lowering
+                )
                 vm, dev = tvm.relax.VirtualMachine(executable, tvm.cpu()), tvm.cpu()
             tx = tvm.runtime.tensor(x, dev)
             return lambda: vm["main"](tx).numpy()

@@ -87,6 +87,8 @@ class Lowering:
         return {k: v for k, v in asdict(self).items() if asdict(default)[k] != v}
 
     def describe(self) -> str:
-        winograd = " with Winograd 3x3 convs" + (" up to 256 channels" if self.wide_winograd else " up to 128 channels")
+        winograd = " with Winograd 3x3 convs" + (
+            " up to 256 channels" if self.wide_winograd else " up to 128 channels"
+        )
         return (f"layout {self.layout}" + (winograd if self.winograd else "")
                 + (" and prepacked weights" if self.prepack else ""))

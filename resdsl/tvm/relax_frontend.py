@@ -225,8 +225,9 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
             for name in graph.order():
                 node = graph.node(name)
                 if node["op"] != "input":
-                    values[name] = CONVERTERS[node["op"]](ctx, bb, name, [values[i] for i in graph.inputs(name)],
-                                                          node["attrs"])
+                    values[name] = CONVERTERS[node["op"]](
+                        ctx, bb, name, [values[i] for i in graph.inputs(name)], node["attrs"]
+                    )
             results = []
             for _, node in graph.results():  # feature maps leave in PyTorch's NCHW, as the input came
                 value = values[node]

@@ -22,7 +22,9 @@ def make_target(kind: str, cpu: str | None = None, arch: str = DEFAULT_ARCH, cor
         return Target({"kind": "llvm", "mcpu": cpu, "num-cores": cores or os.cpu_count() or 1})
     if kind == "cuda":
         if not arch.startswith("sm_"):
-            raise OptionError(f"`{arch}` is not a CUDA architecture", ("arch",), hint="use a name like sm_90 or sm_80")
+            raise OptionError(
+                f"`{arch}` is not a CUDA architecture", ("arch",), hint="use a name like sm_90 or sm_80"
+            )
         return Target({"kind": "cuda", "arch": arch, "max_threads_per_block": 1024,
                        "max_shared_memory_per_block": 49152, "thread_warp_size": 32},
                       host={"kind": "llvm"})
@@ -40,7 +42,11 @@ def machine(target) -> tuple[str, str, int]:
     architecture) and its thread count. Records with another machine's times rank schedules for
     that machine: an AVX2 CPU's best vectorises 8 floats wide where an AVX-512 one wants 16."""
     attrs = target.attrs
-    return (target.kind.name, str(attrs.get("mcpu") or attrs.get("arch") or ""), int(attrs.get("num-cores") or 0))
+    return (
+        target.kind.name,
+        str(attrs.get("mcpu") or attrs.get("arch") or ""),
+        int(attrs.get("num-cores") or 0),
+    )
 
 
 def describe_machine(target) -> str:

@@ -102,9 +102,11 @@ def make_runner(target, rpc: RPC | None, cache: str = "hot"):
     if target.kind.name == "cuda":
         import tvm
         if not tvm.cuda().exist:
-            raise OptionError("no CUDA GPU on this machine to measure tuning candidates on",
-                              ("rpc_tracker", "rpc_key"),
-                              hint="tune on a machine with a GPU, or measure on remote GPUs through an RPC tracker")
+            raise OptionError(
+                "no CUDA GPU on this machine to measure tuning candidates on",
+                ("rpc_tracker", "rpc_key"),
+                hint="tune on a machine with a GPU, or measure on remote GPUs through an RPC tracker",
+            )
     return _synchronous(ms.runner.LocalRunner(evaluator_config=timing))
 
 
@@ -234,7 +236,9 @@ def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, reti
     plan = []
     for source in sources:
         if not source.has_records():
-            raise ResdslError(f"{source.path} holds no tuning records", hint="give a `resdsl tune` work directory")
+            raise ResdslError(
+                f"{source.path} holds no tuning records", hint="give a `resdsl tune` work directory"
+            )
         theirs = source.measurement(target.kind.name)
         database = source.database()
         for k, task in enumerate(tasks):
@@ -260,7 +264,9 @@ def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, reti
         timed = [(r, r.run_secs) for r in here]
         if elsewhere and retime:
             elsewhere = elsewhere[:RETIME_TOP]
-            timed += [(elsewhere[j], [secs]) for j, secs in selection.retime(elsewhere, target, cold=ours == "cold")]
+            timed += [
+                (elsewhere[j], [secs]) for j, secs in selection.retime(elsewhere, target, cold=ours == "cold")
+            ]
         elif elsewhere:
             reused.left_out += len(elsewhere)
         if not timed:
@@ -317,9 +323,16 @@ def tune_network(net, weights: dict, target, work_dir: WorkDir, options: TuneOpt
     results = search(mod, target, work_dir, lowering, options, on_progress, note)
     library = library or work_dir.library_path(net.name)
     export(build(mod, target, work_dir, lowering), library)
-    report = TuneReport(network=net.name, target=kind, batch=options.batch, trials_budget=options.trials,
-                        lowering=asdict(lowering), measurement=work_dir.measurement(kind), library=str(library),
-                        tasks=results)
+    report = TuneReport(
+        network=net.name,
+        target=kind,
+        batch=options.batch,
+        trials_budget=options.trials,
+        lowering=asdict(lowering),
+        measurement=work_dir.measurement(kind),
+        library=str(library),
+        tasks=results,
+    )
     if options.rpc is None and (kind == "llvm" or _has_gpu()):
         from ..ir import INPUT
         report.network_latency = measure(library, (options.batch, *net.graph.shape(INPUT)),
@@ -327,8 +340,9 @@ def tune_network(net, weights: dict, target, work_dir: WorkDir, options: TuneOpt
         if kind == "llvm":
             from .engine import versus_onnxruntime
             threads = machine(target)[2] or 1
-            report.versus_onnxruntime = versus_onnxruntime(net, weights, options.batch, library, target, threads,
-                                                           report.latency_ms)
+            report.versus_onnxruntime = versus_onnxruntime(
+                net, weights, options.batch, library, target, threads, report.latency_ms
+            )
     work_dir.save_report(report)
     return report
 
@@ -341,7 +355,9 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
     from tvm.s_tir import meta_schedule as ms
     # MetaSchedule logs every trial to the console at its logger's level; keep the console for
     # the progress display (the full log is in the work directory's logs/ either way).
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO if options.verbose else logging.WARNING)
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
+        logging.INFO if options.verbose else logging.WARNING
+    )
     trials, rpc = options.trials, options.rpc
     work_dir.path.mkdir(parents=True, exist_ok=True)
     done = _repair(work_dir, on_note)
@@ -363,7 +379,11 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
     if remaining > 0:
         work_dir.discard_selection()  # new records may beat the chosen ones
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=tasks, work_dir=str(work_dir.path), space="post-order-apply", strategy="evolutionary")
+            extracted_tasks=tasks,
+            work_dir=str(work_dir.path),
+            space="post-order-apply",
+            strategy="evolutionary",
+        )
         stop = threading.Event()
         watcher = threading.Thread(target=_watch, args=(work_dir, progress, stop, on_progress), daemon=True)
         watcher.start()
@@ -457,4 +477,9 @@ def measure(library: Path, shape: tuple[int, ...], device: str, repeat: int = 20
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape, dtype=np.float32), dev)
     timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
     results = sorted(float(r) * 1e3 for r in timer(x).results)
-    return {"median_ms": results[len(results) // 2], "min_ms": results[0], "max_ms": results[-1], "repeat": repeat}
+    return {
+        "median_ms": results[len(results) // 2],
+        "min_ms": results[0],
+        "max_ms": results[-1],
+        "repeat": repeat,
+    }

@@ -3,8 +3,9 @@
 F(4x4, 3x3) computes each 4x4 output tile from a 6x6 input tile with 36 multiplies per
 (input, output) channel pair instead of 144 (F(2x2, 3x3): 16 for 4 outputs instead of 36):
 fewer multiplies in the GEMM that dominates a ResNet's 3x3 layers, for the price of cheap
-linear transforms of the input and output tiles (Lavin & Gray 2015). The weight transform U = G g G^T is done once, here, in numpy, as the
-weights are constants: the compiled kernel only reads U.
+linear transforms of the input and output tiles (Lavin & Gray 2015). The weight transform
+U = G g G^T is done once, here, in numpy, as the weights are constants: the compiled kernel
+only reads U.
 
 The TE compute names its stages the way MetaSchedule's CPU winograd rules expect
 (`data_pack`, `inverse` with their `schedule_rule` attributes; `bgemm` is a plain batched GEMM
@@ -63,7 +64,12 @@ def tile_for(attrs: dict, weight_shape: tuple[int, ...], wide: bool = False) -> 
     Only 3x3, stride-1, ungrouped convs, up to MAX_CHANNEL_PAIRS (output x input channels):
     F(4, 3), or with `wide`, F(2, 3) for those a little wider.
     """
-    if weight_shape[2:] != (3, 3) or attrs["stride"] != 1 or attrs["groups"] != 1 or attrs.get("dilation", 1) != 1:
+    if (
+        weight_shape[2:] != (3, 3)
+        or attrs["stride"] != 1
+        or attrs["groups"] != 1
+        or attrs.get("dilation", 1) != 1
+    ):
         return None
     pairs = weight_shape[0] * weight_shape[1]
     for tile in (4, 2) if wide else (4,):

@@ -290,13 +290,20 @@ class WorkDir:
         dest = Path(dest)
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        for name, lines in ((WORKLOADS, [workloads[i].rstrip(b"\n") + b"\n" for i in keep]), (RECORDS, records)):
+        for name, lines in (
+            (WORKLOADS, [workloads[i].rstrip(b"\n") + b"\n" for i in keep]),
+            (RECORDS, records),
+        ):
             # mtime=0: the same records always give the same bytes
             with open(dest / (name + GZ), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
                 f.write(b"".join(lines))
         for name in (LOWERING, MEASUREMENT, REPORT):
             # The selection's measurement: its records are the ones shipped.
-            origin = source.path / name if name == MEASUREMENT and (source.path / name).exists() else self.path / name
+            origin = (
+                source.path / name
+                if name == MEASUREMENT and (source.path / name).exists()
+                else self.path / name
+            )
             if origin.exists():
                 shutil.copyfile(origin, dest / name)
         if self.lowering() is not None and not (dest / LOWERING).exists():
