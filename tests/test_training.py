@@ -161,3 +161,21 @@ def test_damaged_cifar_files_are_named(tmp_path: Path, capsys) -> None:
     (tmp_path / "cifar" / "data_batch_3").write_bytes(b"\x80\x04garbage")
     assert main(["train", SPEC, "--data", f"cifar10:{tmp_path / 'cifar'}", "--out", str(tmp_path / "r")]) == 1
     assert "data_batch_3 is not a CIFAR python batch" in capsys.readouterr().err
+
+
+def test_image_folders_load_one_class_a_directory(tmp_path: Path) -> None:
+    from PIL import Image
+    from resdsl.training.data import load_dataset
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 1)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    data = load_dataset(f"folder:{tmp_path}")
+    assert data.classes == 2 and data.train_x.shape == (6, 3, 10, 12) and list(data.train_y) == [0, 0, 0, 1, 1, 1]
+    first = np.asarray(Image.open(tmp_path / "train" / "cat" / "0.png"), dtype=np.float32).transpose(2, 0, 1) / 255
+    np.testing.assert_array_equal(data.train_x[0], first)
+    (tmp_path / "train" / "dog" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(Exception, match="bad.png is not an image"):
+        load_dataset(f"folder:{tmp_path}")

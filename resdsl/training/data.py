@@ -2,6 +2,7 @@
 
 `--data` names one:
     cifar10:DIR, cifar100:DIR   the "python version" batches (data_batch_1..5 / train, test_batch / test)
+    folder:DIR                  DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/*: one directory per class
     digits                      scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
                                 classes): real images that need no download, for demos and tests
 Images are resized to the spec's input resolution and grayscale is repeated to three channels
@@ -38,8 +39,10 @@ def load_dataset(spec: str) -> Dataset:
         return _digits()
     if kind in ("cifar10", "cifar100") and where:
         return _cifar(kind, Path(where).expanduser())
+    if kind == "folder" and where:
+        return _folder(Path(where).expanduser())
     raise ResdslError(f"unknown data `{printable(spec)}`",
-                      hint="use cifar10:DIR, cifar100:DIR (the python-version batches) or digits")
+                      hint="use cifar10:DIR, cifar100:DIR (the python-version batches), folder:DIR or digits")
 
 
 def _digits() -> Dataset:
@@ -108,6 +111,51 @@ def _batches(root: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.n
         xs.append(data.astype(np.float32) / 255.0)
         ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _folder(root: Path) -> Dataset:
+    """DIR/train/CLASS/* and DIR/test/CLASS/*; classes are the train directory's subdirectories,
+    sorted; every image is read as RGB at the first image's size."""
+    from PIL import Image, UnidentifiedImageError
+    shown = printable(str(root))
+    train_dir, test_dir = root / "train", root / "test"
+    if not train_dir.is_dir() or not test_dir.is_dir():
+        raise ResdslError(f"{shown} has no train/ and test/ directories",
+                          hint="lay it out as DIR/train/CLASS/IMAGE and DIR/test/CLASS/IMAGE")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise ResdslError(f"{printable(str(train_dir))} needs a directory per class, at least two")
+    size: tuple[int, int] | None = None
+
+    def read(split: Path) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal size
+        xs, ys = [], []
+        for label, name in enumerate(classes):
+            folder = split / name
+            files = (
+                sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if folder.is_dir()
+                else []
+            )
+            for path in files:
+                try:
+                    with Image.open(path) as image:
+                        image = image.convert("RGB")
+                        size = size or image.size
+                        xs.append(np.asarray(image.resize(size), dtype=np.float32).transpose(2, 0, 1) / 255.0)
+                except (OSError, UnidentifiedImageError):
+                    raise ResdslError(f"{printable(str(path))} is not an image resdsl can read",
+                                      hint="remove it, or convert it to PNG") from None
+                ys.append(label)
+        if not xs:
+            raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    train_x, train_y = read(train_dir)
+    test_x, test_y = read(test_dir)
+    return Dataset(f"folder {root.name}", train_x, train_y, test_x, test_y, len(classes))
 
 
 def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
