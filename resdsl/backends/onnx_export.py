@@ -7,6 +7,7 @@ import numpy as np
 
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
+from ..ops import OPS
 from .weights import BN_EPS
 
 OPSET = 17
@@ -124,8 +125,6 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "avgpool": _avgpool,
     "lrn": lambda b, name, ins, a: b.op("LRN", ins, name, size=a["size"], alpha=a["alpha"], beta=a["beta"],
                                         bias=a["k"]),
-    "dropout": lambda b, name, ins, a: ins[0],  # inference: the identity
-    "drop_path": lambda b, name, ins, a: ins[0],
     "flatten": lambda b, name, ins, a: b.op("Flatten", ins, name, axis=1),
     "fc": _fc,
     "add": _add,
@@ -144,7 +143,9 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
     values = {INPUT: "input"}
     for name in graph.order():
         node = graph.node(name)
-        if node["op"] != "input":
+        if OPS[node["op"]].train_only:  # dropout, drop-path: the identity at inference
+            values[name] = values[graph.inputs(name)[0]]
+        elif node["op"] != "input":
             values[name] = CONVERTERS[node["op"]](
                 b, name, [values[i] for i in graph.inputs(name)], node["attrs"]
             )

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir import INPUT, Graph
+from ..ops import OPS
 from ..backends.weights import bn_scale_shift
 from . import winograd
 
@@ -179,8 +180,6 @@ CONVERTERS: dict[str, Callable] = {
     "maxpool": _maxpool,
     "avgpool": _avgpool,
     "lrn": _lrn,
-    "dropout": lambda c, bb, name, ins, a: ins[0],  # inference: the identity
-    "drop_path": lambda c, bb, name, ins, a: ins[0],
     "flatten": _flatten,
     "fc": _fc,
     "add": _add,
@@ -202,7 +201,8 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     if winograd and layout != "NHWC":
         raise ValueError("winograd convolutions need the NHWC layout")
-    missing = sorted({graph.node(n)["op"] for n in graph.order()} - set(CONVERTERS) - {"input"})
+    missing = sorted({graph.node(n)["op"] for n in graph.order() if not OPS[graph.node(n)["op"]].train_only}
+                     - set(CONVERTERS) - {"input"})
     if missing:  # found before lowering starts, all at once
         raise NotImplementedError(f"the Relax backend has no converter for: {', '.join(missing)}")
     from tvm import tirx
@@ -224,7 +224,9 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
             values = {INPUT: x if layout == "NCHW" else bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))}
             for name in graph.order():
                 node = graph.node(name)
-                if node["op"] != "input":
+                if OPS[node["op"]].train_only:  # dropout, drop-path: the identity at inference
+                    values[name] = values[graph.inputs(name)[0]]
+                elif node["op"] != "input":
                     values[name] = CONVERTERS[node["op"]](
                         ctx, bb, name, [values[i] for i in graph.inputs(name)], node["attrs"]
                     )
