@@ -318,6 +318,7 @@ class _Lowering:
                 f"branch `{branch.label}` is empty", branch.span, hint="give it at least one layer"
             )
         label = prefix + branch.label
+        self._check_name(label, branch.span)  # its layers may all be unlabeled: check the container
         if label in ctx.used or label in ctx.values:
             self._claim(label, ctx.used, branch.span, ctx.scope)  # reports the collision
         outer, ctx.branch = ctx.branch, label
@@ -416,9 +417,8 @@ class _Lowering:
         self._claim(label, ctx.used, layer.span, ctx.scope)
         return label
 
-    def _claim(self, label: str, used: _Names, span: Span, scope: str) -> None:
-        """Take `label` in its scope. A dotted label (`conv1.0`) is a module inside containers
-        (`conv1`): a container cannot also be a layer, and each part must be a safe name."""
+    def _check_name(self, label: str, span: Span) -> None:
+        """Every part of a (dotted) name must be safe as a PyTorch module attribute."""
         parts = label.split(".")
         for i, part in enumerate(parts):
             if i and part.isdigit():  # `features.0`: a position in a container
@@ -430,6 +430,12 @@ class _Lowering:
             if part.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
                 raise ResdslError(f"`{part}` cannot name a layer: names starting with `_` belong to PyTorch",
                                   span, hint=f"choose another name, e.g. `{part.strip('_') or 'layer'}_`")
+
+    def _claim(self, label: str, used: _Names, span: Span, scope: str) -> None:
+        """Take `label` in its scope. A dotted label (`conv1.0`) is a module inside containers
+        (`conv1`): a container cannot also be a layer, and each part must be a safe name."""
+        parts = label.split(".")
+        self._check_name(label, span)
         where = f"block {scope}" if scope else "the network"
         if label in used.containers:
             raise ResdslError(
