@@ -478,8 +478,11 @@ def show(spec: Path) -> None:
 
 @app.command()
 @spec_argument
-@click.option("--data", required=True,
-              help="cifar10:DIR, cifar100:DIR (python-version batches), folder:DIR (DIR/train|test/CLASS/*) or digits")
+@click.option(
+    "--data",
+    required=True,
+    help="cifar10:DIR, cifar100:DIR (python-version batches), folder:DIR (DIR/train|test/CLASS/*) or digits",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="the run directory: config, metrics.jsonl, checkpoint.pt, final.pt; rerun to resume")
 @click.option("--epochs", type=click.IntRange(1, 100000),

@@ -68,7 +68,7 @@ def evaluate(expr: ast.Expr, env: dict[str, Number]) -> Number:
         value = lhs * rhs
     else:
         if rhs == 0:
-            raise ResdslError("division by zero", expr.span)
+            raise ResdslError("division by zero", expr.span, hint="check the divisor's value")
         if expr.op == "/" and real:
             value = lhs / rhs
         elif expr.op == "/" and lhs % rhs:
@@ -116,7 +116,9 @@ class _Lowering:
         env: dict[str, Number] = {}
         classes = evaluate_int(net.classes, env, "`classes`") if net.classes is not None else 0
         if classes < 1 and net.classes is not None:
-            raise ResdslError("a network needs at least one class", net.classes.span)
+            raise ResdslError(
+                "a network needs at least one class", net.classes.span, hint="write `classes N` with N >= 1"
+            )
         env["classes"] = classes
         lets = {name for name, _, _ in net.lets}
         for name in self.overrides:
@@ -175,11 +177,13 @@ class _Lowering:
                               hint=_suggest(stage.call.block, self.program.blocks))
         repeat = evaluate_int(stage.repeat, env, "a stage's block count")
         if repeat < 1:
-            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span)
+            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span,
+                              hint="write `x N` with N >= 1, or drop the stage")
         LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
         stride = evaluate_int(stage.stride, env, "a stage's stride") if stage.stride is not None else 1
         if stride < 1:
-            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span)
+            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span,
+                              hint="`stride 1` keeps the resolution, `stride 2` halves it")
         params = {p.name for p in definition.params}
         if "stride" in {a.name for a in stage.call.args if isinstance(a, ast.Keyword)}:
             raise ResdslError("the stage sets the stride of its first block", stage.call.span,
@@ -239,7 +243,9 @@ class _Lowering:
                     raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`",
                                       arg.span, hint=_suggest(arg.name, names))
                 if arg.name in values:
-                    raise ResdslError(f"parameter `{arg.name}` is given twice", arg.span)
+                    raise ResdslError(
+                        f"parameter `{arg.name}` is given twice", arg.span, hint="keep one of them"
+                    )
                 values[arg.name] = evaluate(arg.value, env)
         values.update(extra)
         scope = {
@@ -375,7 +381,7 @@ class _Lowering:
                     raise ResdslError(f"`{layer.op}` has no attribute `{key}`", arg.span,
                                       hint=_attr_hint(layer.op, defaults))
                 if key in attrs:
-                    raise ResdslError(f"attribute `{key}` is given twice", arg.span)
+                    raise ResdslError(f"attribute `{key}` is given twice", arg.span, hint="keep one of them")
             if key in info.floats:
                 attrs[key] = float(evaluate(arg.value, env))
             else:
@@ -400,11 +406,12 @@ class _Lowering:
                 continue
             if key in info.flags:
                 if value not in (0, 1):
-                    raise ResdslError(f"`{key}` is 0 or 1, not {value}", span)
+                    raise ResdslError(f"`{key}` is 0 or 1, not {value}", span, hint=f"`{key}=1` turns it on")
                 continue
             low = 0 if key == "padding" or (window and key in ("kernel", "stride")) else 1
             if value < low:
-                raise ResdslError(f"`{key}` must be at least {low}, not {value}", span)
+                raise ResdslError(f"`{key}` must be at least {low}, not {value}", span,
+                                  hint=_attr_hint(layer.op, defaults))
             LIMITS.check_attr(key, value, span)
         if window and attrs["kernel"] and not attrs["stride"]:
             attrs["stride"] = attrs["kernel"]  # as nn.AvgPool2d
@@ -468,7 +475,8 @@ class _Lowering:
         words = []
         for arg in layer.args:
             if not (isinstance(arg, ast.Positional) and isinstance(arg.value, ast.Var)):
-                raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", arg.span)
+                raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", arg.span,
+                                  hint="joins name values: `shortcut`, `input` or a label")
             words.append(arg.value)
         if not words or (layer.op != "concat" and len(words) > 1 and words[0].name != "shortcut"):
             raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", layer.span,
@@ -485,7 +493,8 @@ class _Lowering:
                 source = self._value(rest[-1], ctx)
                 rest = rest[:-2]
             if len(rest) > 1:
-                raise ResdslError(f"expected `{_JOIN_FORMS['add']}`", layer.span)
+                raise ResdslError(f"expected `{_JOIN_FORMS['add']}`", layer.span,
+                                  hint=f"POLICY is one of {', '.join(self._policies())}")
             if rest:
                 policy = self.check_policy(rest[0].name, rest[0].span)
             ctx.values[label] = name

@@ -201,7 +201,8 @@ class _ToAst(Transformer):
         text = str(children[0])
         if len(text) > 40:
             raise ResdslError(
-                f"a number of {len(text)} characters is longer than resdsl reads", self._span(meta)
+                f"a number of {len(text)} characters is longer than resdsl reads", self._span(meta),
+                hint="rates and coefficients are short decimals like 0.3 or 1e-4"
             )
         return ast.Float(float(text), self._span(meta), text)
 

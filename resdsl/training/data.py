@@ -127,7 +127,8 @@ def _folder(root: Path) -> Dataset:
                           hint="lay it out as DIR/train/CLASS/IMAGE and DIR/test/CLASS/IMAGE")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ResdslError(f"{printable(str(train_dir))} needs a directory per class, at least two")
+        raise ResdslError(f"{printable(str(train_dir))} needs a directory per class, at least two",
+                          hint="lay it out as DIR/train/CLASS/IMAGE")
     size: tuple[int, int] | None = None
 
     def read(split: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +152,8 @@ def _folder(root: Path) -> Dataset:
                                       hint="remove it, or convert it to PNG") from None
                 ys.append(label)
         if not xs:
-            raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                              hint="put each class's images in its own directory")
         return np.stack(xs), np.asarray(ys, dtype=np.int64)
     train_x, train_y = read(train_dir)
     test_x, test_y = read(test_dir)

@@ -77,7 +77,8 @@ class Run:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ResdslError(f"cannot create {printable(str(self.out))}: {exc.strerror}") from None
+            raise ResdslError(f"cannot create {printable(str(self.out))}: {exc.strerror}",
+                              hint="choose a --out you can write") from None
         write_atomic(path, json.dumps(config, indent=1) + "\n")
 
     def metrics(self) -> list[dict]:

@@ -27,7 +27,8 @@ def plot_runs(runs: list[Path], output: Path) -> None:
                 f"{printable(str(run))} has damaged metrics", hint="rerun its training"
             ) from None
         if not rows:
-            raise ResdslError(f"{printable(str(run))} has no finished epoch yet")
+            raise ResdslError(f"{printable(str(run))} has no finished epoch yet",
+                              hint="plot it after its first epoch")
         curves.append((config["network"], run.name, rows))
     names = [c[0] for c in curves]
     fig, ax = plt.subplots(figsize=(7, 4.5))
