@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("plain20", "plain56", "resnet20", "resnet56")
@@ -38,7 +38,7 @@ def main() -> None:
                                  str(args.epochs), "--batch", str(args.batch), "--out", str(out)], check=True)
         runs.append(out)
     subprocess.run(resdsl + ["plot", *map(str, runs), "-o", str(args.figure)], check=True)
-    table = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    table = {"machine": describe(),
              "data": args.data, "epochs": args.epochs, "batch": args.batch, "networks": {}}
     for name, run in zip(NETWORKS, runs):
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe
 
 
 def blocks(n: int) -> str:
@@ -55,7 +56,7 @@ def main() -> None:
                          "half_seconds": round(seconds[limit // 2], 2),
                          "ratio": round(seconds[limit] / seconds[limit // 2], 2)})
     if args.json:
-        print(json.dumps({"machine": platform.processor() or platform.machine(), "rows": rows}, indent=1))
+        print(json.dumps({"machine": describe(), "rows": rows}, indent=1))
         return
     print("| spec | command | seconds | at half the size | ratio |\n|---|---|---|---|---|")
     for r in rows:

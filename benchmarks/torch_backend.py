@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -123,16 +123,6 @@ def bench_training(rounds: int) -> dict:
                      "images_per_s_handwritten": 128 / result["b_median_s"]}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9)
@@ -140,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         results = {
-            "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "machine": describe(),
             "compile_resnet1202_vs_import_torch": bench_compile(args.rounds, Path(tmp)),
             "build_resnet1202_generated_vs_handwritten": bench_build(args.rounds, Path(tmp)),
             **{f"forward_{name}_generated_vs_handwritten": bench_forward(name, args.rounds) for name in FORWARD},

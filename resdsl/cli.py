@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .diagnostics import OptionError, ResdslError
+from .diagnostics import OptionError, ResdslError, printable
 
 TARGETS = ("torch", "onnx", "llvm", "cuda")
 SUFFIX = {"torch": ".py", "onnx": ".onnx", "llvm": ".so", "cuda": ".so"}
@@ -487,7 +487,8 @@ def show(spec: Path) -> None:
               help="the run directory: config, metrics.jsonl, checkpoint.pt, final.pt; rerun to resume")
 @click.option("--epochs", type=click.IntRange(1, 100000),
               help="default: 164 for CIFAR (the paper's 64k iterations at batch 128), 30 for digits")
-@click.option("--batch", type=click.IntRange(1, 65536), default=128, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 65536), default=128, show_default=True,
+              help="the global batch: under torchrun it is split over the processes")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=0.1, show_default=True,
               help="divided by 10 at 50% and 75% of the iterations")
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
@@ -498,11 +499,16 @@ def show(spec: Path) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists")
 def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: float, momentum: float,
           weight_decay: float, augment: bool | None, seed: int, device: str) -> None:
-    """Train a spec on a dataset with the paper's recipe; resumable, with metrics per epoch."""
+    """Train a spec on a dataset with the paper's recipe; resumable, with metrics per epoch.
+
+    Under `torchrun --nproc-per-node N -m resdsl train ...` it trains data-parallel (gloo on CPU,
+    NCCL with --device cuda)."""
     net = _load(spec)
     from .diagnostics import read_source
     from .training.data import load_dataset
+    from .training.distributed import World
     from .training.loop import Recipe, train as train_loop
+    world = World.from_env()
     dataset = load_dataset(data)
     cifar = dataset.name.startswith("cifar")
     recipe = Recipe(epochs=epochs or (164 if cifar else 30), batch=batch, lr=lr, momentum=momentum,
@@ -518,9 +524,12 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
             file=sys.stderr,
             flush=True,
         )
+    if not world.leader:  # the leader speaks for the run
+        train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, world=world)
+        return
     with _training_display(net.name, recipe.epochs) as (on_batch, on_epoch):
         rows = train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, on_batch,
-                          lambda row: (on_epoch(row), epoch_line(row)))
+                          lambda row: (on_epoch(row), epoch_line(row)), world)
     last = rows[-1] if rows else None
     print(f"wrote {out / 'final.pt'}" + (f"; test error {100 * last['test_error']:.2f}%" if last else ""),
           file=sys.stderr)
@@ -626,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ResdslError as exc:
         from .highlight import use_colour
-        print(exc.render(colour=use_colour(sys.stderr)), file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process reports, the leader plainly
+        print(("" if rank == "0" else f"[rank {printable(rank)}] ") + exc.render(colour=use_colour(sys.stderr)),
+              file=sys.stderr)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -110,9 +110,9 @@ def test_cifar_python_batches_load_and_train(tmp_path: Path) -> None:
 
 def test_augmentation_pads_crops_and_flips() -> None:
     import torch
-    from resdsl.training.data import augment
+    from resdsl.training.data import augment, crop_flip
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4) + 1
-    y = augment(x, torch.Generator().manual_seed(0), pad=1)
+    y = augment(x, crop_flip(2, torch.Generator().manual_seed(0), pad=1), pad=1)
     assert y.shape == x.shape
     for i in range(2):  # each image is a 4x4 window of its zero-padded self, maybe mirrored
         padded = torch.nn.functional.pad(x[i], (1, 1, 1, 1))

@@ -192,17 +192,26 @@ def normalizer(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def augment(x, generator, pad: int = 4):
-    """The paper's CIFAR augmentation: pad 4 pixels with zeros, crop back at random, flip half."""
+def crop_flip(n: int, generator, pad: int = 4):
+    """The random draws of the paper's CIFAR augmentation for a batch of n images: a shift in each
+    direction and whether to flip. Drawn for the whole batch, then sharded, so that processes
+    splitting a batch augment each image as one process would."""
     import torch
-    import torch.nn.functional as F
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def augment(x, draws, pad: int = 4):
+    """Pad 4 pixels with zeros, crop back at the drawn shift, flip where drawn."""
+    import torch
+    import torch.nn.functional as F
+    dy, dx, flip = draws
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
     cropped = torch.gather(padded, 2, rows)
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, x.shape[1], h, w)
     cropped = torch.gather(cropped, 3, cols)
-    flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
