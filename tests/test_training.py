@@ -127,6 +127,8 @@ def test_augmentation_pads_crops_and_flips() -> None:
     (["--data", "digits", "--epochs", "0", "--out", "{dir}"], "--epochs"),
     (["--data", "digits", "--lr", "0", "--out", "{dir}"], "--lr"),
     (["--data", "digits", "--batch", "-1", "--out", "{dir}"], "--batch"),
+    (["--data", "digits", "--device", "tpu", "--out", "{dir}"], "unknown device `tpu`"),
+    (["--data", "digits", "--device", "meta", "--out", "{dir}"], "training on `meta` is not supported"),
 ])
 def test_bad_training_input_is_a_clear_error(argv, message, tmp_path: Path, capsys) -> None:
     (tmp_path / "file").write_text("x")
@@ -134,7 +136,7 @@ def test_bad_training_input_is_a_clear_error(argv, message, tmp_path: Path, caps
     assert main(["train", SPEC, *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "run" / "final.pt").exists()
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_class_count_and_channels_must_fit_the_data(tmp_path: Path, capsys) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..diagnostics import ResdslError
+from ..diagnostics import ResdslError, printable
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,36 @@ class World:
         """The process that writes the run directory and prints."""
         return self.rank == 0
 
-    def join(self, device: str):
-        """Join the process group (gloo on CPU, NCCL on CUDA); the torch.device this process uses."""
+    def device(self, name: str):
+        """The torch.device this process trains on (a CUDA process takes the GPU of its local rank)."""
         import torch
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise ResdslError(f"unknown device `{printable(name)}`", hint="use cpu, or cuda where a GPU exists") from None
+        if device.type == "cpu":
+            return device
+        if device.type != "cuda":
+            raise ResdslError(f"training on `{printable(name)}` is not supported", hint="use cpu or cuda")
+        if not torch.cuda.is_available():
+            raise ResdslError("no CUDA GPU is available to this torch (a CPU build, or no GPU)",
+                              hint="train on cpu, or install a CUDA build of torch")
+        index = self.local_rank if self.distributed else (device.index or 0)
+        if index >= torch.cuda.device_count():
+            raise ResdslError(f"GPU {index} does not exist; this machine has {torch.cuda.device_count()}",
+                              hint="start at most one process per GPU")
+        return torch.device("cuda", index)
+
+    def join(self, device) -> None:
+        """Join the process group: gloo on CPU, NCCL on CUDA."""
         if not self.distributed:
-            return torch.device(device)
+            return
+        import torch
         import torch.distributed as dist
-        if device.startswith("cuda"):
-            torch.cuda.set_device(self.local_rank)
-            here, backend = torch.device("cuda", self.local_rank), "nccl"
-        else:
-            here, backend = torch.device(device), "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group(backend)
-        return here
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def leave(self) -> None:
         if self.distributed:

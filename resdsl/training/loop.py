@@ -109,6 +109,7 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
         raise ResdslError(f"a batch of {min(recipe.batch, len(data.train_y))} images cannot be split over "
                           f"{world.size} processes",
                           hint=f"use a batch of at least {world.size} (the batch is the global batch)")
+    device = world.device(recipe.device)
     data = fit(data, graph.shape("<input>"))
     run = Run(out)
     config = {"network": net.name, "spec_file": spec_file, "spec": spec_text,
@@ -116,7 +117,7 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
               "recipe": asdict(recipe)}
     run.start(config, write=world.leader)
 
-    device = world.join(recipe.device)
+    world.join(device)
     try:
         return _train(net, data, out, run, recipe, on_batch, on_epoch, world, device)
     finally:
