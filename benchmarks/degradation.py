@@ -4,7 +4,7 @@ Trains plain-20, plain-56, ResNet-20 and ResNet-56 with one recipe and one budge
 `resdsl train` (so every run resumes from disk if interrupted), draws their training and test
 error with `resdsl plot` and writes a table of final errors, with the machine and budget.
 
-Usage: python benchmarks/degradation.py [--data digits] [--epochs 10] [--runs runs/degradation]
+Usage: python benchmarks/degradation.py [--data digits] [--epochs 80] [--runs runs/degradation]
            [--figure docs/degradation.png] [--table benchmarks/results/degradation.json]
 """
 from __future__ import annotations
@@ -21,26 +21,28 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ("plain20", "plain56", "resnet20", "resnet56")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, name: str, epochs: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "degradation")
-    parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "degradation.png")
-    parser.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "results" / "degradation.json")
-    args = parser.parse_args()
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / name)
+    parser.add_argument("--figure", type=Path, default=ROOT / "docs" / f"{name}.png")
+    parser.add_argument("--table", type=Path, default=ROOT / "benchmarks" / "results" / f"{name}.json")
+    return parser.parse_args()
+
+
+def experiment(specs: dict[str, Path], args: argparse.Namespace) -> dict:
+    """Train each spec with one recipe, plot them together, and return (and write) the table."""
     resdsl = [sys.executable, "-m", "resdsl"]
-    runs = []
-    for name in NETWORKS:
-        out = args.runs / name
-        subprocess.run(resdsl + ["train", str(ROOT / f"specs/cifar/{name}.rds"), "--data", args.data, "--epochs",
-                                 str(args.epochs), "--batch", str(args.batch), "--out", str(out)], check=True)
-        runs.append(out)
-    subprocess.run(resdsl + ["plot", *map(str, runs), "-o", str(args.figure)], check=True)
-    table = {"machine": describe(),
-             "data": args.data, "epochs": args.epochs, "batch": args.batch, "networks": {}}
-    for name, run in zip(NETWORKS, runs):
+    runs = {}
+    for name, spec in specs.items():
+        runs[name] = args.runs / name
+        subprocess.run(resdsl + ["train", str(spec), "--data", args.data, "--epochs", str(args.epochs),
+                                 "--batch", str(args.batch), "--out", str(runs[name])], check=True)
+    subprocess.run(resdsl + ["plot", *map(str, runs.values()), "-o", str(args.figure)], check=True)
+    table = {"machine": describe(), "data": args.data, "epochs": args.epochs, "batch": args.batch, "networks": {}}
+    for name, run in runs.items():
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         last = rows[-1]
         table["networks"][name] = {
@@ -50,6 +52,12 @@ def main() -> None:
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(json.dumps(table, indent=1) + "\n")
     print(json.dumps(table, indent=1))
+    return table
+
+
+def main() -> None:
+    args = arguments(__doc__, "degradation", 80)
+    experiment({name: ROOT / f"specs/cifar/{name}.rds" for name in NETWORKS}, args)
 
 
 if __name__ == "__main__":

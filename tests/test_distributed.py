@@ -66,6 +66,7 @@ def test_with_batchnorm_two_processes_match_one_within_the_stated_tolerance(resn
     # seeds 0-2: test error within 1.4 points, training loss within 5%).
     one, two, stderr = resnet_runs
     a, b = metrics(one)[-1], metrics(two)[-1]
+    assert (a["processes"], b["processes"]) == (1, 2) and a["iteration"] == b["iteration"] == 5 * 23
     assert abs(a["test_error"] - b["test_error"]) <= 0.03
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.10)
     assert b["test_error"] < 0.1  # and it learned: chance is 0.9

@@ -3,7 +3,7 @@
 The run directory (`--out`) holds
     config.json     the network, the spec's text and hash, the data, every setting and the seed
     metrics.jsonl   one line per epoch: train loss and error, test loss and error, learning rate,
-                    iterations, images/s, wall time
+                    iterations, images/s, wall time, processes
     checkpoint.pt   model, optimizer, schedule, RNG state after the last finished epoch (atomic)
     final.pt        the trained state_dict, which `resdsl compile --weights` takes for every target
 Rerun with the same `--out` and it resumes from the checkpoint; every random draw (init, shuffling,
@@ -208,6 +208,7 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": seen / seconds,
             "wall_s": seconds,
+            "processes": world.size,
         }
         rows.append(row)
         if world.leader:
