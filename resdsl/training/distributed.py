@@ -81,10 +81,15 @@ class World:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
-    def leave(self) -> None:
+    def leave(self, finished: bool) -> None:
+        """Leave the process group. A finished run waits for every process first: one tearing its
+        group down while another still talks to it aborts in gloo ("terminate called without an
+        active exception"). A failed one does not wait, since the others may never arrive."""
         if self.distributed:
             import torch.distributed as dist
             if dist.is_initialized():
+                if finished:
+                    dist.barrier()
                 dist.destroy_process_group()
 
     def wrap(self, model, device):

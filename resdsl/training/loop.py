@@ -118,10 +118,13 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
     run.start(config, write=world.leader)
 
     world.join(device)
+    finished = False
     try:
-        return _train(net, data, out, run, recipe, on_batch, on_epoch, world, device)
+        rows = _train(net, data, out, run, recipe, on_batch, on_epoch, world, device)
+        finished = True
+        return rows
     finally:
-        world.leave()
+        world.leave(finished)
 
 
 def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on_epoch, world: World,
