@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 import resdsl
-from conftest import ROOT, SPECS, TEST_SPECS
+from conftest import SPECS, TEST_SPECS
 from resdsl.backends.onnx_export import to_onnx
 from resdsl.backends.weights import load_weights
 

@@ -2,7 +2,6 @@
 and the parameter count equal what the IR inferred; broken specs give clean errors."""
 from __future__ import annotations
 
-import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,7 +44,7 @@ def test_graph_draws_branches_joins_and_user_policies(tmp_path) -> None:
 
 
 def test_graph_collapse_keeps_resnet1202_small(tmp_path) -> None:
-    full, collapsed = tmp_path / "full.dot", tmp_path / "small.dot"
+    collapsed = tmp_path / "small.dot"
     assert main(["graph", "specs/cifar/resnet1202.rds", "-o", str(collapsed), "--collapse"]) == 0
     text = collapsed.read_text()
     assert "layer1.1 … layer1.199 (x 199)" in text

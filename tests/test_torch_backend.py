@@ -126,7 +126,7 @@ def test_gated_shortcut_computes_highway_formula() -> None:
     block = model.layer2[0]  # 16x32x32 -> 32x16x16: gate and projection
     x = torch.randn(1, 16, 32, 32)
     with torch.no_grad():
-        f = block.relu_1(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))
+        f = block.act2(block.bn2(block.conv2(block.act1(block.bn1(block.conv1(x))))))
         t = torch.sigmoid(block.gate(x))
         expected = f * t + block.downsample(x) * (1 - t)
         torch.testing.assert_close(block(x), expected)

@@ -26,25 +26,25 @@ class PreactBottleneck(nn.Module):
     ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.act1 = nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.relu_1 = nn.ReLU(inplace=True)
+        self.act2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(width)
-        self.relu_2 = nn.ReLU(inplace=True)
+        self.act3 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(width, width * expansion, kernel_size=1, bias=False)
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(x)
-        out = self.relu(out)
+        out = self.act1(out)
         out = self.conv1(out)
         out = self.bn2(out)
-        out = self.relu_1(out)
+        out = self.act2(out)
         out = self.conv2(out)
         out = self.bn3(out)
-        out = self.relu_2(out)
+        out = self.act3(out)
         out = self.conv3(out)
         identity = x
         if self.downsample is not None:

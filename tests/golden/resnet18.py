@@ -26,23 +26,23 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
+        self.act1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.relu_1 = nn.ReLU(inplace=True)
+        self.act2 = nn.ReLU(inplace=True)
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.relu(out)
+        out = self.act1(out)
         out = self.conv2(out)
         out = self.bn2(out)
         identity = x
         if self.downsample is not None:
             identity = self.downsample(x)
         out += identity
-        out = self.relu_1(out)
+        out = self.act2(out)
         return out
 
 

@@ -27,34 +27,34 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width * width_per_group // 64 * groups, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width * width_per_group // 64 * groups)
-        self.relu = nn.ReLU(inplace=True)
+        self.act1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(
             width * width_per_group // 64 * groups, width * width_per_group // 64 * groups, kernel_size=3,
             stride=stride, padding=1, groups=groups, bias=False,
         )
         self.bn2 = nn.BatchNorm2d(width * width_per_group // 64 * groups)
-        self.relu_1 = nn.ReLU(inplace=True)
+        self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(
             width * width_per_group // 64 * groups, width * expansion, kernel_size=1, bias=False,
         )
         self.bn3 = nn.BatchNorm2d(width * expansion)
-        self.relu_2 = nn.ReLU(inplace=True)
+        self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
         out = self.bn1(out)
-        out = self.relu(out)
+        out = self.act1(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = self.relu_1(out)
+        out = self.act2(out)
         out = self.conv3(out)
         out = self.bn3(out)
         identity = x
         if self.downsample is not None:
             identity = self.downsample(x)
         out += identity
-        out = self.relu_2(out)
+        out = self.act3(out)
         return out
 
 
