@@ -3,8 +3,8 @@
 The search records one measurement per candidate. Two things make its best record a poor pick
 on a small shared machine:
 - the machine's speed drifts (up to 2x over minutes here), so the minimum over hundreds of
-  single measurements is partly a lucky draw: re-timed, ResNet-18's chosen schedules ran
-  1.2-1.9x their recorded times, and the recorded best was often not the fastest of the top 8;
+  single measurements is partly a lucky draw: re-timed, the recorded bests ran well over their
+  recorded times, and were often not the fastest of the top few (benchmarks/RESULTS.md);
 - in a directory timed hot (`WorkDir.measurement`), the search saw the weights in cache, but in
   the network each conv reads them from memory (47 MB for ResNet-18 against a 32 MB L3), and
   schedules differ in how well they stream them.

@@ -50,11 +50,11 @@ MATRICES = {
 
 
 # Transformed weights are read from memory on every run (a network's weights do not fit in the
-# cache), and past a few MB a conv waits on them longer than the GEMM it saves: this machine
-# reads ~8 GB/s. F(4, 3)'s are 4x the 3x3 ones: 2.4 MB up to 128x128 channels (ResNet's layer1,
-# layer2), 9.4 MB at 256. F(2, 3)'s are 16/9: 4.2 MB at 256x256 (layer3), but 16.8 MB at 512x512,
-# where a layer4 conv spent 3.1 ms after 64 trials against ~2 ms direct (reading 16.8 MB alone
-# takes ~2 ms here).
+# cache), and past a few MB a conv waits on them longer than the GEMM it saves: the 2-core machines
+# it was measured on read ~8 GB/s. F(4, 3)'s are 4x the 3x3 ones: 2.4 MB up to 128x128 channels
+# (ResNet's layer1, layer2), 9.4 MB at 256. F(2, 3)'s are 16/9: 4.2 MB at 256x256 (layer3), but 16.8
+# MB at 512x512, where a layer4 conv ran slower than direct: reading its weights alone took as long
+# as the direct conv (benchmarks/RESULTS.md, "Why the CPU lowering is what it is").
 MAX_CHANNEL_PAIRS = {4: 128 * 128, 2: 256 * 256}
 
 
