@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +38,15 @@ def check_golden(path: Path, actual: str, regen: bool) -> None:
         path.write_text(actual, encoding="utf-8")
         return
     assert actual == path.read_text(encoding="utf-8"), f"{path} differs; rerun with --regen-golden if intended"
+
+
+def run_metrics(run: Path) -> list[dict]:
+    """A training run's metrics.jsonl, one dict per epoch."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# What torchrun gives each of its processes; one-process runs get it too so that both compute alike.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # CI must not fail on an example nobody has seen before: the default profile is derandomized.

@@ -2,7 +2,6 @@
 with the same global batch, on scikit-learn's digits."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ONE_THREAD, ROOT
+from conftest import run_metrics as metrics
 
 RESNET = str(ROOT / "tests/specs/digits_resnet.rds")  # BatchNorm and dropout
 CONVNET = str(ROOT / "tests/specs/digits_convnet.rds")  # neither
@@ -20,12 +20,8 @@ ONE = [sys.executable, "-m", "resdsl"]
 TWO = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "resdsl"]
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def train(launcher: list[str], args: list[str], out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each of its processes
+    env = ONE_THREAD
     result = subprocess.run(launcher + ["train", *args, "--out", str(out)], capture_output=True, text=True,
                             timeout=600, env=env)
     assert result.returncode == 0, result.stderr
@@ -78,7 +74,7 @@ def test_a_killed_distributed_run_resumes_as_if_uninterrupted(resnet_runs, tmp_p
     _, uninterrupted, _ = resnet_runs
     out = tmp_path / "killed"
     command = TWO + ["train", RESNET, "--data", "digits", "--epochs", "5", "--batch", "64", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = ONE_THREAD
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                start_new_session=True)
     deadline = time.monotonic() + 300

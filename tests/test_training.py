@@ -14,14 +14,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from conftest import run_metrics as metrics
 from resdsl.cli import main
 
 SPEC = str(ROOT / "tests/specs/digits_resnet.rds")
 FAST = ["--data", "digits", "--epochs", "3", "--batch", "64"]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
