@@ -85,6 +85,15 @@ class Branch:
 
 
 @dataclass(frozen=True)
+class Let:
+    """`let name = expr` in a block: a name its later layers may use."""
+
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     default: Expr | None
@@ -95,7 +104,7 @@ class Param:
 class BlockDef:
     name: str
     params: tuple[Param, ...]
-    body: tuple[Layer, ...]
+    body: tuple[Layer | Branch | Let, ...]
     span: Span
 
 

@@ -636,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     except ResdslError as exc:
         from .highlight import use_colour
         rank = os.environ.get("RANK", "0")  # under torchrun every process reports, the leader plainly
-        print(("" if rank == "0" else f"[rank {printable(rank)}] ") + exc.render(colour=use_colour(sys.stderr)),
-              file=sys.stderr)
+        prefix = "" if rank == "0" else f"[rank {printable(rank)}] "
+        print(prefix + exc.render(colour=use_colour(sys.stderr)), file=sys.stderr)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

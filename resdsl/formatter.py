@@ -137,6 +137,8 @@ class _Printer:
                 self._statements(item.body, indent + INDENT)
                 self._leading(item.span.end_line, indent + INDENT)
                 self.out.append(indent + "}" + self._trailing(item.span.end_line, item.span.end_line))
+            elif isinstance(item, ast.Let):
+                self._emit(indent, f"let {item.name} = {expr(item.value)}", item.span)
             else:
                 self._emit(indent, layer(item), item.span)
 

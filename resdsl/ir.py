@@ -56,9 +56,11 @@ class BlockInstance:
 @dataclass(frozen=True)
 class BlockSignature:
     """A block definition's name and parameters, each with its default (None: required); a
-    default is an expression that may use earlier parameters."""
+    default is an expression that may use earlier parameters. `lets` are the body's `let`s, in
+    order, each an expression of the parameters and earlier lets."""
     name: str
     params: tuple[tuple[str, Expr | None], ...]
+    lets: tuple[tuple[str, Expr], ...] = ()
 
 
 @dataclass

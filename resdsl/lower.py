@@ -196,7 +196,8 @@ class _Lowering:
             self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
         )
         g.signatures.setdefault(definition.name, BlockSignature(
-            definition.name, tuple((p.name, p.default) for p in definition.params)))
+            definition.name, tuple((p.name, p.default) for p in definition.params),
+            tuple((item.name, item.value) for item in definition.body if isinstance(item, ast.Let))))
         g.stages[stage.name] = Stage(stage.name)
         g.layout.append(("stage", stage.name))
         for arg in stage.first:
@@ -285,7 +286,9 @@ class _Lowering:
     ) -> str:
         for layer in layers:
             try:
-                if isinstance(layer, ast.Branch):
+                if isinstance(layer, ast.Let):
+                    env = {**env, layer.name: evaluate(layer.value, env)}  # for the layers after it
+                elif isinstance(layer, ast.Branch):
                     self._branch(layer, ctx, current, env, prefix)
                 else:
                     current = self._layer(layer, ctx, current, env, prefix)

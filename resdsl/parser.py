@@ -246,8 +246,13 @@ class _ToAst(Transformer):
         return tuple(c for c in children if c is not None)
 
     @v_args(meta=True)
+    def block_let(self, meta, children):
+        return ast.Let(str(children[0]), children[1], self._span(meta))
+
+    @v_args(meta=True)
     def branch(self, meta, children):
         label, source, body = children
+        _no_let(body, "a branch")
         return ast.Branch(str(label), str(source) if source is not None else None, body, self._span(meta),
                           _span(source, self.text, self.filename) if source is not None else None)
 
@@ -258,6 +263,7 @@ class _ToAst(Transformer):
         if len(params) != 2 or any(p.default is not None for p in params):
             raise ResdslError(f"policy `{name}` must take two parameters: the output channels and the stride",
                               self._span(meta), hint=f"write `policy {name}(channels, stride) {{ ... }}`")
+        _no_let(body, "a policy")
         for layer in body:
             if isinstance(layer, ast.Branch):
                 raise ResdslError("a policy is a chain of layers; it cannot hold a branch", layer.span,
@@ -276,6 +282,14 @@ class _ToAst(Transformer):
             if any(p.name == param.name for p in params[:i]):
                 raise ResdslError(f"block `{name}` has two parameters named `{param.name}`", param.span,
                                   hint="give each parameter its own name")
+        taken = {p.name for p in params} | {"classes", "block_index", "num_blocks"}
+        for let in (item for item in body if isinstance(item, ast.Let)):
+            if let.name in taken:
+                what = "a parameter of" if any(p.name == let.name for p in params) else "already a name in"
+                raise ResdslError(f"`let {let.name}` would rebind `{let.name}`, {what} block `{name}`",
+                                  let.span, hint="give the value a name of its own")
+            taken.add(let.name)
+        _lets_before_use(body)
         return ast.BlockDef(str(name), tuple(p for p in params if p is not None), body, self._span(meta))
 
     @v_args(meta=True)
@@ -362,10 +376,12 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def stem_stmt(self, meta, children):
+        _no_let(children[0], "a stem", network=True)
         return ("stem", (children[0], self._span(meta)))
 
     @v_args(meta=True)
     def head_stmt(self, meta, children):
+        _no_let(children[0], "a head", network=True)
         return ("head", (children[0], self._span(meta)))
 
     @v_args(meta=True)
@@ -410,3 +426,46 @@ class _ToAst(Transformer):
             elif isinstance(item, ast.Network):
                 source.networks.append(item)
         return source
+
+
+def _no_let(body: tuple, where: str, network: bool = False) -> None:
+    for item in body:
+        if isinstance(item, ast.Let):
+            raise ResdslError(f"`let` cannot stand in {where}", item.span,
+                              hint="write it in the network, before `stem`" if network
+                              else "write it at the top level of the block")
+
+
+def _lets_before_use(body: tuple) -> None:
+    """A layer may only use a `let` written above it: the error names the later one."""
+    lets = {item.name: item for item in body if isinstance(item, ast.Let)}
+    seen: set[str] = set()
+
+    def check(expr: ast.Expr) -> None:
+        for var in _vars(expr):
+            if var.name in lets and var.name not in seen:
+                raise ResdslError(f"`{var.name}` is used before its `let` (line {lets[var.name].span.line})",
+                                  var.span, hint=f"move `let {var.name} = ...` above its first use")
+
+    def walk(items: tuple) -> None:
+        for item in items:
+            if isinstance(item, ast.Let):
+                check(item.value)
+                seen.add(item.name)
+            elif isinstance(item, ast.Branch):
+                walk(item.body)
+            else:
+                for arg in item.args:
+                    check(arg.value)
+
+    walk(body)
+
+
+def _vars(expr: ast.Expr):
+    if isinstance(expr, ast.Var):
+        yield expr
+    elif isinstance(expr, ast.Neg):
+        yield from _vars(expr.operand)
+    elif isinstance(expr, ast.BinOp):
+        yield from _vars(expr.lhs)
+        yield from _vars(expr.rhs)

@@ -37,7 +37,8 @@ def check_golden(path: Path, actual: str, regen: bool) -> None:
             pytest.fail(f"{path} is missing; run pytest --regen-golden to create it")
         path.write_text(actual, encoding="utf-8")
         return
-    assert actual == path.read_text(encoding="utf-8"), f"{path} differs; rerun with --regen-golden if intended"
+    expected = path.read_text(encoding="utf-8")
+    assert actual == expected, f"{path} differs; rerun with --regen-golden if intended"
 
 
 def run_metrics(run: Path) -> list[dict]:

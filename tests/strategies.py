@@ -8,10 +8,11 @@ BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "
 POLICIES = ("A", "B", "B", "C", "gated", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2) {
-    conv1: conv width * groups k1
+    let inner = width * groups
+    conv1: conv inner k1
     bn1: bn
     relu
-    conv2: conv width * groups k3 s=stride p1 g=groups
+    conv2: conv inner k3 s=stride p1 g=groups
     add shortcut
 }
 
@@ -101,6 +102,8 @@ def networks(draw) -> str:
 
 MISTAKES = [
     ("mul se", "mul sse"),  # a name that names no value
+    ("let inner = width * groups", "let groups = width * groups"),  # a let rebinding a parameter
+    ("    conv1: conv inner k1\n", "    conv1: conv inner2 k1\n"),  # a name no let binds
     ("concat a b", "concat a"),
     ("add shortcut from preact", "add shortcut from nothing"),
     ("dropout 0.3", "dropout 1.3"),

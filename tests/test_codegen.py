@@ -12,6 +12,7 @@ import torch
 
 import resdsl
 from conftest import ROOT, SPECS, check_golden
+from resdsl.formatter import format_source
 from resdsl.lower import MODULE_MEMBERS
 
 GOLDEN = ["specs/resnet18.rds", "specs/resnet50.rds", "specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
@@ -133,3 +134,42 @@ def test_spec_parameter_names_cannot_shadow_python() -> None:
     source = generate(net.graph)
     assert "self, in_channels: int, self_: int, print_: int = 1, x_: int = 1, stride: int = 1," in source
     assert sum(p.numel() for p in model.parameters()) == net.params
+
+
+LET_BLOCK = """
+block bneck(width, stride = 1, groups = 1) {{
+    {let}
+    conv1: conv {mid}
+    bn1: bn
+    act1: relu
+    conv2: conv {mid} k3 s=stride p1 g=groups
+    bn2: bn
+    add shortcut
+    act2: relu
+}}
+network n {{
+    input 3x16x16
+    classes 5
+    stem {{ conv1: conv 8 k3 p1; bn1: bn; relu }}
+    stage layer1: bneck(8, groups=2) x 2
+    stage layer2: bneck(16, groups=4) x 2 stride 2
+    head {{ avgpool; fc classes }}
+}}
+"""
+
+
+def test_block_let_is_computed_once_and_builds_what_the_inline_expression_builds() -> None:
+    with_let = resdsl.loads(LET_BLOCK.format(let="let mid = width * groups  # inner width", mid="mid"))
+    inline = resdsl.loads(LET_BLOCK.format(let="", mid="width * groups"))
+    source = with_let.torch_source()
+    assert source.count("class BneckBlock") == 1  # one class for all four blocks, groups 2 and 4
+    assert "        mid = width * groups\n" in source
+    assert "nn.Conv2d(mid, mid, kernel_size=3, stride=stride, padding=1, groups=groups" in source
+    assert (with_let.params, with_let.macs) == (inline.params, inline.macs)
+    a, b = with_let.to_torch(seed=3).eval(), inline.to_torch(seed=3).eval()
+    assert a.state_dict().keys() == b.state_dict().keys()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+    assert format_source(LET_BLOCK.format(let="let  mid=width*groups", mid="mid")).count(
+        "    let mid = width * groups\n") == 1

@@ -75,6 +75,27 @@ def render(expr: ast.Expr, names: dict[str, str], env: dict[str, int | float] | 
     return Sym(f"{_wrap(lhs, prec)} {op} {_wrap(rhs, prec + 1)}", prec, expr)
 
 
+def block_env(graph: Graph, path: str) -> dict[str, int | float]:
+    """What a block's expressions may name, with its values: its parameters, its lets, the
+    input channels and `classes`."""
+    block = graph.blocks[path]
+    env = {**block.args, IN: graph.shape(block.input)[0], "classes": graph.classes}
+    for name, expr in graph.signatures[block.block].lets:
+        env[name] = evaluate(expr, env)
+    return env
+
+
+def _names(expr: ast.Expr) -> set[str]:
+    """The names an expression reads."""
+    if isinstance(expr, ast.Var):
+        return {expr.name}
+    if isinstance(expr, ast.Neg):
+        return _names(expr.operand)
+    if isinstance(expr, ast.BinOp):
+        return _names(expr.lhs) | _names(expr.rhs)
+    return set()
+
+
 def _real(expr: ast.Expr, env: dict[str, int | float] | None) -> bool:
     if env is not None:
         try:
@@ -96,7 +117,7 @@ def _wrap(sym: Sym, prec: int) -> str:
 
 # Names generated code uses or Python reserves: no class or parameter may take them.
 _RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
-    "self", "x", "out", "identity", "t", "torch", "nn", "F", "Tensor", "annotations"}
+    "self", "x", "out", "identity", "t", "torch", "nn", "F", "Tensor", "annotations", "downsample"}
 
 
 class _Namespace:
@@ -242,7 +263,7 @@ class _BlockEmitter:
     def emit(self, path: str, shortcut: bool) -> _Emitted:
         g = self.graph
         block = g.blocks[path]
-        self.env = {**block.args, IN: g.shape(block.input)[0], "classes": g.classes}
+        self.env = block_env(g, path)
         self.proto = path
         channels = {block.input: self._channels(path)}
         entries, steps, checks, structure = [], [], [], []
@@ -474,6 +495,8 @@ class _Generator:
         params = {}
         for name, _ in self.graph.signatures[definition].params:  # `self` -> `self_`, `print` -> `print_`
             params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
+        for name, _ in self.graph.signatures[definition].lets:
+            params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
         params[IN] = names.fresh("in_channels", "_")
         if "classes" not in params:
             params["classes"] = str(self.graph.classes)  # a network-level name: its value
@@ -493,7 +516,7 @@ class _Generator:
         try:
             emitted = emitter.emit(paths[0], shortcut)
             for path in paths:
-                env = {**g.blocks[path].args, IN: g.shape(g.blocks[path].input)[0], "classes": g.classes}
+                env = block_env(g, path)
                 if emitter.emit(path, shortcut).structure != emitted.structure:
                     return False
                 if any(sym.value(env) != actual(path) for sym, actual in emitted.checks):
@@ -501,8 +524,9 @@ class _Generator:
         except Exception:  # noqa: BLE001 - anything unexplained: the literal classes below
             return False
         signature = self._signature(definition, params, shortcut)
+        lets = self._lets(definition, params, paths[0])
         cls = _Class(self.names.fresh(class_name(definition)), self._doc(definition, paths),
-                     signature=signature, init=self._defaults(definition, params) + emitted.init
+                     signature=signature, init=self._defaults(definition, params) + lets + emitted.init
                      + (["self.downsample = downsample"] if shortcut else []), forward=emitted.forward)
         self.classes.append(cls)
         for path in paths:
@@ -549,6 +573,18 @@ class _Generator:
                 lines += [f"if {params[name]} is None:",
                           f"    {params[name]} = {render(default, params).text}"]
         return lines
+
+    def _lets(self, definition: str, params: dict[str, str], prototype: str) -> list[str]:
+        """`mid = width * groups` for each `let` the class's layers use, in the spec's order."""
+        g = self.graph
+        used = {name for n in g.scope_nodes(prototype) for e in g.node(n)["exprs"].values()
+                for name in _names(e)}
+        lets = g.signatures[definition].lets
+        for name, expr in reversed(lets):  # a let used makes the lets it reads used
+            if name in used:
+                used |= _names(expr)
+        env = block_env(g, prototype)
+        return [f"{params[name]} = {render(expr, params, env).text}" for name, expr in lets if name in used]
 
     def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: bool) -> str:
         g = self.graph

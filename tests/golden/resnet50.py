@@ -25,18 +25,14 @@ class Bottleneck(nn.Module):
         expansion: int = 4, downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width * width_per_group // 64 * groups, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width * width_per_group // 64 * groups)
+        mid = width * width_per_group // 64 * groups
+        self.conv1 = nn.Conv2d(in_channels, mid, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(
-            width * width_per_group // 64 * groups, width * width_per_group // 64 * groups, kernel_size=3,
-            stride=stride, padding=1, groups=groups, bias=False,
-        )
-        self.bn2 = nn.BatchNorm2d(width * width_per_group // 64 * groups)
+        self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(
-            width * width_per_group // 64 * groups, width * expansion, kernel_size=1, bias=False,
-        )
+        self.conv3 = nn.Conv2d(mid, width * expansion, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(width * expansion)
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
