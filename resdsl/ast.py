@@ -1,6 +1,7 @@
 """The abstract syntax tree of a `.rds` file: plain dataclasses, each with its source span."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -43,6 +44,17 @@ class Neg:
 
 
 Expr = Union[Int, Float, Var, BinOp, Neg]
+
+
+def variables(expr: Expr) -> Iterator[Var]:
+    """The names an expression reads, left to right."""
+    if isinstance(expr, Var):
+        yield expr
+    elif isinstance(expr, Neg):
+        yield from variables(expr.operand)
+    elif isinstance(expr, BinOp):
+        yield from variables(expr.lhs)
+        yield from variables(expr.rhs)
 
 
 # ---- layer and call arguments -----------------------------------------------------------------

@@ -442,7 +442,7 @@ def _lets_before_use(body: tuple) -> None:
     seen: set[str] = set()
 
     def check(expr: ast.Expr) -> None:
-        for var in _vars(expr):
+        for var in ast.variables(expr):
             if var.name in lets and var.name not in seen:
                 raise ResdslError(f"`{var.name}` is used before its `let` (line {lets[var.name].span.line})",
                                   var.span, hint=f"move `let {var.name} = ...` above its first use")
@@ -459,13 +459,3 @@ def _lets_before_use(body: tuple) -> None:
                     check(arg.value)
 
     walk(body)
-
-
-def _vars(expr: ast.Expr):
-    if isinstance(expr, ast.Var):
-        yield expr
-    elif isinstance(expr, ast.Neg):
-        yield from _vars(expr.operand)
-    elif isinstance(expr, ast.BinOp):
-        yield from _vars(expr.lhs)
-        yield from _vars(expr.rhs)

@@ -85,17 +85,6 @@ def block_env(graph: Graph, path: str) -> dict[str, int | float]:
     return env
 
 
-def _names(expr: ast.Expr) -> set[str]:
-    """The names an expression reads."""
-    if isinstance(expr, ast.Var):
-        return {expr.name}
-    if isinstance(expr, ast.Neg):
-        return _names(expr.operand)
-    if isinstance(expr, ast.BinOp):
-        return _names(expr.lhs) | _names(expr.rhs)
-    return set()
-
-
 def _real(expr: ast.Expr, env: dict[str, int | float] | None) -> bool:
     if env is not None:
         try:
@@ -493,9 +482,8 @@ class _Generator:
     def _params(self, definition: str) -> dict[str, str]:
         names = _Namespace()
         params = {}
-        for name, _ in self.graph.signatures[definition].params:  # `self` -> `self_`, `print` -> `print_`
-            params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
-        for name, _ in self.graph.signatures[definition].lets:
+        signature = self.graph.signatures[definition]
+        for name, _ in signature.params + signature.lets:  # `self` -> `self_`, `print` -> `print_`
             params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
         params[IN] = names.fresh("in_channels", "_")
         if "classes" not in params:
@@ -577,12 +565,12 @@ class _Generator:
     def _lets(self, definition: str, params: dict[str, str], prototype: str) -> list[str]:
         """`mid = width * groups` for each `let` the class's layers use, in the spec's order."""
         g = self.graph
-        used = {name for n in g.scope_nodes(prototype) for e in g.node(n)["exprs"].values()
-                for name in _names(e)}
+        used = {v.name for n in g.scope_nodes(prototype) for e in g.node(n)["exprs"].values()
+                for v in ast.variables(e)}
         lets = g.signatures[definition].lets
         for name, expr in reversed(lets):  # a let used makes the lets it reads used
             if name in used:
-                used |= _names(expr)
+                used |= {v.name for v in ast.variables(expr)}
         env = block_env(g, prototype)
         return [f"{params[name]} = {render(expr, params, env).text}" for name, expr in lets if name in used]
 
@@ -817,13 +805,7 @@ def _sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]
 
 def _constant(expr: ast.Expr) -> bool:
     """Whether a default needs no other parameter (so it can be Python's default)."""
-    if isinstance(expr, (ast.Int, ast.Float)):
-        return True
-    if isinstance(expr, ast.Var):
-        return False
-    if isinstance(expr, ast.Neg):
-        return _constant(expr.operand)
-    return _constant(expr.lhs) and _constant(expr.rhs)
+    return next(ast.variables(expr), None) is None
 
 
 def _pack(parts: list[str], indent: int) -> list[str]:
