@@ -24,6 +24,8 @@ SUFFIX = {"torch": ".py", "onnx": ".onnx", "llvm": ".so", "cuda": ".so"}
 @click.version_option(package_name="resdsl")
 def app() -> None:
     """resdsl: compile residual-network specs (.rds) to PyTorch, ONNX and TVM."""
+    from .limits import LIMITS
+    LIMITS.check_environment()  # a bad RESDSL_MAX_* is reported before any work starts
 
 
 def _parse_sets(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
@@ -413,7 +415,7 @@ def _flag(option: str, value) -> str:
 @click.option("--write", is_flag=True, help="rewrite the files in place")
 def fmt(specs: tuple[Path, ...], check: bool, write: bool) -> None:
     """Format .rds files in the one canonical style (comments kept); print them by default."""
-    from .diagnostics import read_source
+    from .files import read_source
     from .formatter import format_source
     from .output import write_atomic
     changed = []
@@ -470,7 +472,7 @@ def graph(spec: Path, output: Path, collapse: bool, follow_symlinks: bool) -> No
 @spec_argument
 def show(spec: Path) -> None:
     """Print a spec, syntax-highlighted on a colour terminal."""
-    from .diagnostics import read_source
+    from .files import read_source
     from .highlight import highlight, use_colour
     text = read_source(spec)
     sys.stdout.write(highlight(text) if use_colour() else text)
@@ -504,7 +506,7 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
     Under `torchrun --nproc-per-node N -m resdsl train ...` it trains data-parallel (gloo on CPU,
     NCCL with --device cuda)."""
     net = _load(spec)
-    from .diagnostics import read_source
+    from .files import read_source
     from .training.data import load_dataset
     from .training.distributed import World
     from .training.loop import Recipe, train as train_loop

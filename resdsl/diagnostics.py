@@ -6,9 +6,7 @@ escaping the pipeline is an internal bug.
 """
 from __future__ import annotations
 
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,56 +110,6 @@ class ResdslError(Exception):
 
     def render(self, colour: bool = False) -> str:
         return self.diagnostic.render(colour)
-
-
-MAX_SOURCE_BYTES = int(os.environ.get("RESDSL_MAX_SPEC_BYTES", 16 << 20))
-
-
-def read_source(path: str | Path, span: Span | None = None) -> str:
-    """Read a spec file, turning OS errors into located user errors.
-
-    Only a regular file is read, and at most MAX_SOURCE_BYTES of it: a FIFO would block forever
-    and /dev/zero never ends. Text with NUL bytes is not a spec (and /proc/self/environ is made of
-    them), so it is refused without being echoed.
-    """
-    shown = printable(str(path))
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ResdslError(f"file not found: {shown}", span,
-                          hint="check the path; includes are relative to the including file") from None
-    except OSError as exc:
-        raise ResdslError(f"cannot read {shown}: {exc.strerror}", span,
-                          hint="check the file's permissions") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ResdslError(f"{shown} is a directory, not a spec file", span,
-                              hint="name a .rds file")
-        raise ResdslError(f"{shown} is not a regular file", span,
-                          hint="resdsl reads specs from regular files only (not devices, FIFOs or sockets)")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(MAX_SOURCE_BYTES + 1)
-        except OSError as exc:
-            raise ResdslError(f"cannot read {shown}: {exc.strerror}", span) from None
-    if len(data) > MAX_SOURCE_BYTES:
-        raise ResdslError(f"{shown} is larger than resdsl reads ({MAX_SOURCE_BYTES >> 20} MiB)", span,
-                          hint="raise RESDSL_MAX_SPEC_BYTES if you really mean it")
-    if b"\0" in data:
-        if span is None:  # point at the byte, without echoing the line: this is not a spec's text
-            at = data.index(b"\0")
-            line, column = data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
-            span = Span(str(path), line, column, line, column + 1)
-        raise ResdslError(f"{shown} is not a spec: it holds NUL bytes", span,
-                          hint="a spec is UTF-8 text; include only .rds files")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ResdslError(f"{shown} is not UTF-8 text ({exc.reason})", span,
-                          hint="save the spec as UTF-8") from None
 
 
 class OptionError(ResdslError):

@@ -1,30 +1,81 @@
-"""Upper bounds that keep absurd specs from allocating absurd graphs or tensors.
+"""Upper bounds that keep absurd inputs from allocating absurd graphs, tensors or buffers.
 
-They are checked while lowering, before anything large exists. Change them with the
-environment variables named below (e.g. RESDSL_MAX_BLOCKS=100000) or by assigning to LIMITS.
+Graph bounds are checked while lowering, before anything large exists; file bounds before a
+file is read. Each is set by the environment variable named in BOUNDS (e.g.
+RESDSL_MAX_BLOCKS=100000) or by assigning to LIMITS (`LIMITS.max_blocks = 10`).
+
+A variable is read when its bound is first used, not at import: a bad value is a user error
+naming the variable (exit 1), never a traceback while resdsl is being imported, and never a
+silent fall-back to the default.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from .diagnostics import ResdslError, Span
+from .diagnostics import ResdslError, Span, printable
 
 
-def _env(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
+@dataclass(frozen=True)
+class Bound:
+    variable: str
+    default: int
+    maximum: int  # the largest value a variable may set: past it, a typo (1e9 -> 19) is likelier
+    what: str
 
 
-@dataclass
+_GIB = 1 << 30
+BOUNDS: dict[str, Bound] = {
+    "max_value": Bound("RESDSL_MAX_VALUE", 1 << 20, 1 << 62, "any evaluated integer"),
+    "max_channels": Bound("RESDSL_MAX_CHANNELS", 65536, 1 << 24, "channels, groups"),
+    "max_kernel": Bound("RESDSL_MAX_KERNEL", 64, 1 << 16, "kernel, stride, padding"),
+    "max_resolution": Bound("RESDSL_MAX_RESOLUTION", 8192, 1 << 20, "input resolution, a side"),
+    "max_blocks": Bound("RESDSL_MAX_BLOCKS", 20000, 1 << 24, "blocks"),
+    "max_spec_bytes": Bound("RESDSL_MAX_SPEC_BYTES", 16 << 20, _GIB, "size of a spec or include"),
+    "max_weights_bytes": Bound("RESDSL_MAX_WEIGHTS_BYTES", 4 * _GIB, 1 << 40,
+                               "size of a weights file or checkpoint"),
+    "max_data_bytes": Bound("RESDSL_MAX_DATA_BYTES", _GIB, 1 << 40, "size of one dataset file"),
+    "max_image_pixels": Bound("RESDSL_MAX_IMAGE_PIXELS", 4096 * 4096, 1 << 34,
+                              "pixels of one dataset image"),
+    "max_dataset_bytes": Bound("RESDSL_MAX_DATASET_BYTES", 8 * _GIB, 1 << 44,
+                               "a decoded dataset in memory"),
+    "max_record_bytes": Bound("RESDSL_MAX_RECORD_BYTES", 256 << 20, 1 << 40,
+                              "size of a tuning database or run file"),
+}
+
+
+def read_bound(bound: Bound) -> int:
+    """The bound's value from its environment variable, or its default where the variable is unset."""
+    raw = os.environ.get(bound.variable)
+    if raw is None:
+        return bound.default
+    text = raw.strip().replace("_", "")
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= bound.maximum:
+        return int(text)
+    raise ResdslError(
+        f"environment variable {bound.variable}={printable(repr(raw))} is not a whole number "
+        f"from 1 to {bound.maximum}",
+        hint=f"set {bound.variable} to a positive integer ({bound.what}; default {bound.default}), "
+             f"or unset it",
+    )
+
+
 class Limits:
-    max_value: int = _env("RESDSL_MAX_VALUE", 1 << 20)  # any evaluated integer (widths, counts...)
-    max_channels: int = _env("RESDSL_MAX_CHANNELS", 65536)
-    max_kernel: int = _env("RESDSL_MAX_KERNEL", 64)
-    max_resolution: int = _env("RESDSL_MAX_RESOLUTION", 8192)
-    max_blocks: int = _env("RESDSL_MAX_BLOCKS", 20000)
+    """The bounds in force. Attributes are BOUNDS' keys; each is read from the environment on
+    first use and kept, unless assigned."""
+
+    def __getattr__(self, name: str) -> int:
+        bound = BOUNDS.get(name)
+        if bound is None:
+            raise AttributeError(name)
+        value = read_bound(bound)
+        setattr(self, name, value)
+        return value
+
+    def check_environment(self) -> None:
+        """Read every bound now, so a bad variable is reported before any work starts."""
+        for name in BOUNDS:
+            getattr(self, name)
 
     def check_value(self, value: int, span: Span | None) -> None:
         if abs(value) > self.max_value:

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from . import ast
-from .diagnostics import PRELUDE, ResdslError, Span, read_source
+from .diagnostics import PRELUDE, ResdslError, Span
+from .files import read_source
 from .parser import POLICIES as BUILT_IN_POLICIES, parse
 from .resources import prelude_path
 

@@ -87,8 +87,8 @@ def test_include_of_a_device_is_refused(device: str, tmp_path: Path) -> None:
 
 
 def test_oversized_spec_is_refused_before_it_is_parsed(tmp_path: Path, monkeypatch) -> None:
-    from resdsl import diagnostics
-    monkeypatch.setattr(diagnostics, "MAX_SOURCE_BYTES", 1000)
+    from resdsl.limits import LIMITS
+    monkeypatch.setattr(LIMITS, "max_spec_bytes", 1000)
     (tmp_path / "big.rds").write_text("# padding\n" * 200)
     code, err = run(["check", str(tmp_path / "big.rds")])
     assert code == 1 and "larger than resdsl reads" in err
