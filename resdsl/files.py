@@ -138,7 +138,7 @@ def read_json(path: str | Path, limit: str = "max_record_bytes", *, what: str = 
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise DamagedFile(path, f"is not valid JSON ({_reason(exc)})", hint=hint) from None
+        raise DamagedFile(path, f"not valid JSON ({_reason(exc)})", hint=hint) from None
 
 
 def json_lines(path: str | Path, limit: str = "max_record_bytes", *,
