@@ -7,16 +7,28 @@
                                 classes): real images that need no download, for demos and tests
 Images are resized to the spec's input resolution and grayscale is repeated to three channels
 where the spec wants three; any other mismatch is an error naming both shapes.
+
+A dataset is a file a user did not write (a download, a colleague's folder), so none of it can
+run code: CIFAR's pickles go through an unpickler that builds only arrays, lists and numbers, and
+images only through Pillow's readers for the suffixes resdsl takes. Every file is read bounded
+(files.py), every image's pixels and the decoded dataset's bytes are checked before they are
+allocated (limits.py).
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
+import io
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..diagnostics import ResdslError, printable
+from ..files import DamagedFile, open_bytes, read_bytes
+from ..limits import BOUNDS, LIMITS
 
 
 @dataclass
@@ -55,6 +67,9 @@ def _digits() -> Dataset:
     return Dataset("digits", x[train], y[train], x[test], y[test], 10)
 
 
+REDOWNLOAD = "download the python version again; it may be damaged"
+
+
 def _cifar(kind: str, root: Path) -> Dataset:
     if not root.is_dir():
         raise ResdslError(f"{printable(str(root))} is not a directory",
@@ -63,101 +78,253 @@ def _cifar(kind: str, root: Path) -> Dataset:
         train_files, test_files, key, classes = (
             [f"data_batch_{i}" for i in range(1, 6)],
             ["test_batch"],
-            b"labels",
+            "labels",
             10,
         )
     else:
-        train_files, test_files, key, classes = ["train"], ["test"], b"fine_labels", 100
-    train_x, train_y = _batches(root, train_files, key)
-    test_x, test_y = _batches(root, test_files, key)
-    for labels in (train_y, test_y):
-        if labels.size and (labels.min() < 0 or labels.max() >= classes):
-            raise ResdslError(f"{printable(str(root))}: labels outside 0..{classes - 1}",
-                              hint=f"is this {kind}, not another dataset?")
-    return Dataset(kind, train_x, train_y, test_x, test_y, classes)
+        train_files, test_files, key, classes = ["train"], ["test"], "fine_labels", 100
+    train_x, train_y = _batches(root, train_files, key, classes, kind)
+    test_x, test_y = _batches(root, test_files, key, classes, kind)
+    check_dataset_bytes(len(train_y) + len(test_y), (3, 32, 32), f"{kind} in {printable(str(root))}",
+                        "train on fewer batches")
+    return Dataset(kind, train_x.astype(np.float32) / 255.0, train_y, test_x.astype(np.float32) / 255.0,
+                   test_y, classes)
 
 
-def _batches(root: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _batches(root: Path, names: list[str], key: str, classes: int,
+             kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The batches' images (uint8, N x 3 x 32 x 32) and labels, each batch checked for shape."""
     xs, ys = [], []
     for name in names:
         path = root / name
-        shown = printable(str(path))
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")  # noqa: S301 - the dataset's own format
-            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            labels = np.asarray(batch[key], dtype=np.int64)
-        except FileNotFoundError:
-            raise ResdslError(
-                f"missing {shown}", hint="extract the whole python-version archive there"
-            ) from None
-        except (
-            OSError,
-            pickle.UnpicklingError,
-            EOFError,
-            KeyError,
-            ValueError,
-            TypeError,
-            AttributeError,
-            IndexError,
-        ) as exc:
-            raise ResdslError(
-                f"{shown} is not a CIFAR python batch ({type(exc).__name__})",
-                hint="download the python version again; it may be damaged",
-            ) from None
+        fields = _batch_fields(path, _unpickle(path))
+        for field in ("data", key):
+            if field not in fields:
+                raise DamagedFile(path, f"has no `{field}`", hint=f"is this the python version of {kind}?")
+        data = fields["data"]
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)):
+            raise DamagedFile(path, f"`data` is {_described(data)}, not N x 3072 bytes (N images of 3x32x32)",
+                              hint=REDOWNLOAD)
+        labels = _labels(path, key, fields[key], classes, kind)
         if len(data) != len(labels):
-            raise ResdslError(f"{shown} has {len(data)} images but {len(labels)} labels",
-                              hint="the file is damaged")
-        xs.append(data.astype(np.float32) / 255.0)
+            raise DamagedFile(path, f"has {len(data)} images but {len(labels)} labels", hint=REDOWNLOAD)
+        xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _unpickle(path: Path):
+    stream = open_bytes(path, "max_data_bytes", what="CIFAR batch",
+                        missing_hint="extract the whole python-version archive there")
+    try:
+        return _BatchUnpickler(stream, path).load()
+    except ResdslError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises nearly any type; none may crash
+        raise ResdslError(f"{printable(str(path))} is not a CIFAR python batch ({type(exc).__name__})",
+                          hint=REDOWNLOAD) from None
+
+
+def _batch_fields(path: Path, batch) -> dict:
+    """The batch's dict, keyed by text: Python 2 wrote its keys as bytes, a re-saved batch may not."""
+    if not isinstance(batch, dict):
+        raise DamagedFile(path, f"holds {_described(batch)}, not a CIFAR batch's dict", hint=REDOWNLOAD)
+    return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _labels(path: Path, key: str, value, classes: int, kind: str) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise DamagedFile(path, f"`{key}` is {_described(value)}, not a list of classes", hint=REDOWNLOAD)
+    for i, label in enumerate(value):
+        # Checked here, as Python ints: numpy would overflow at 2**63 rather than say which label.
+        label = int(label) if isinstance(label, np.integer) else label
+        if type(label) is not int or not 0 <= label < classes:
+            raise DamagedFile(path, f"label {i} is {_described(label)}, not a class from 0 to {classes - 1}",
+                              hint=f"is this {kind}, not another dataset?")
+    return np.asarray(value, dtype=np.int64)
+
+
+def _described(value) -> str:
+    """A value from a file, shown briefly: its type, or itself where it is a short number."""
+    if isinstance(value, np.ndarray):
+        return printable(f"a {value.dtype.str[:20]} array of {'x'.join(map(str, value.shape[:8]))}")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else f"a {value.bit_length()}-bit number"
+    return f"a {printable(type(value).__name__)}"
+
+
+def _latin1(text, encoding="latin1"):
+    """_codecs.encode as Python 3 pickles bytes at protocol 2, and only that: latin-1 text."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode of anything but latin-1 text")
+    return codecs.encode(text, "latin-1")
+
+
+# Stands for numpy.ndarray inside a batch: _reconstruct takes it, nothing can call it. Handing
+# out ndarray itself would let a pickle allocate an array of any shape.
+_NDARRAY = object()
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's _reconstruct, of an empty ndarray only: its data comes with the state, bounded by
+    the file."""
+    if subtype is not _NDARRAY:
+        raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    return _NUMPY_RECONSTRUCT(np.ndarray, (0,), dtype)
+
+
+_NUMPY_RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """What a real CIFAR batch names (numpy's array and dtype reconstruction), plus what numpy and
+    Python 3 write when a batch is saved again; nothing that acts on the world."""
+    frombuffer = np.ndarray(0).__reduce_ex__(5)[0]  # numpy's own, wherever this numpy keeps it
+    scalar = np.int64(0).__reduce__()[0]
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1}
+    for package in ("numpy.core", "numpy._core"):  # numpy 1 wrote the first, numpy 2 the second
+        allowed[(f"{package}.multiarray", "_reconstruct")] = _reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+_CIFAR_GLOBALS = _cifar_globals()
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """pickle.load for CIFAR batches: a batch that names any other global is refused, by name,
+    before anything is called. Python 2 strings come back as bytes, as CIFAR's own reader asks."""
+
+    def __init__(self, stream: io.BytesIO, path: Path) -> None:
+        super().__init__(stream, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            wanted = f"{module}.{name}"
+            wanted = wanted if len(wanted) <= 80 else wanted[:79] + "…"
+            raise ResdslError(
+                f"{printable(str(self.path))} asks to run `{printable(wanted)}`; a CIFAR batch holds "
+                f"only arrays, lists and numbers",
+                hint="this is not a CIFAR batch (it may be made to run code): delete it, and download "
+                     "the python version from the CIFAR page")
+        return found
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Pillow's readers for those suffixes and no others: a file is identified by its bytes, not its
+# name, and some readers run programs (EPS starts Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")
 
 
 def _folder(root: Path) -> Dataset:
     """DIR/train/CLASS/* and DIR/test/CLASS/*; classes are the train directory's subdirectories,
     sorted; every image is read as RGB at the first image's size."""
-    from PIL import Image, UnidentifiedImageError
     shown = printable(str(root))
     train_dir, test_dir = root / "train", root / "test"
     if not train_dir.is_dir() or not test_dir.is_dir():
         raise ResdslError(f"{shown} has no train/ and test/ directories",
                           hint="lay it out as DIR/train/CLASS/IMAGE and DIR/test/CLASS/IMAGE")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = [p.name for p in _listing(train_dir) if p.is_dir()]
     if len(classes) < 2:
         raise ResdslError(f"{printable(str(train_dir))} needs a directory per class, at least two",
                           hint="lay it out as DIR/train/CLASS/IMAGE")
-    size: tuple[int, int] | None = None
-
-    def read(split: Path) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal size
-        xs, ys = [], []
-        for label, name in enumerate(classes):
-            folder = split / name
-            files = (
-                sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if folder.is_dir()
-                else []
-            )
-            for path in files:
-                try:
-                    with Image.open(path) as image:
-                        image = image.convert("RGB")
-                        size = size or image.size
-                        xs.append(np.asarray(image.resize(size), dtype=np.float32).transpose(2, 0, 1) / 255.0)
-                except (OSError, UnidentifiedImageError):
-                    raise ResdslError(f"{printable(str(path))} is not an image resdsl can read",
-                                      hint="remove it, or convert it to PNG") from None
-                ys.append(label)
-        if not xs:
-            raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})",
-                              hint="put each class's images in its own directory")
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
-    train_x, train_y = read(train_dir)
-    test_x, test_y = read(test_dir)
+    splits = [_image_files(split, classes) for split in (train_dir, test_dir)]
+    with _pixel_cap():
+        first = _decode(splits[0][0][0])
+        check_dataset_bytes(sum(map(len, splits)), first.shape, f"{shown} at its first image's size",
+                            "make the images smaller (every image is read at the first one's size)")
+        (train_x, train_y), (test_x, test_y) = (_decode_all(files, first.shape) for files in splits)
     return Dataset(f"folder {root.name}", train_x, train_y, test_x, test_y, len(classes))
+
+
+def _listing(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise ResdslError(f"cannot list {printable(str(folder))}: {exc.strerror}",
+                          hint="check the directory's permissions") from None
+
+
+def _image_files(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = [(path, label) for label, name in enumerate(classes)
+             for path in _listing(split / name) if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                          hint="put each class's images in its own directory")
+    return files
+
+
+def _decode_all(files: list[tuple[Path, int]], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.empty((len(files), *shape), dtype=np.float32)  # its size was checked up front
+    for i, (path, _) in enumerate(files):
+        x[i] = _decode(path, (shape[2], shape[1]))
+    return x, np.asarray([label for _, label in files], dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _pixel_cap():
+    """Pillow's decompression-bomb check at resdsl's bound. Pillow only warns between one and two
+    times its bound; resdsl refuses there itself, by name, from the header (`_decode`)."""
+    from PIL import Image
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = LIMITS.max_image_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image as 3 x H x W floats in [0, 1], resized to `size` (width, height) where given."""
+    from PIL import Image
+    shown = printable(str(path))
+    data = read_bytes(path, "max_data_bytes", what="dataset image",
+                      directory_hint="move it out of the class directory, or rename it")
+    limit, variable = LIMITS.max_image_pixels, BOUNDS["max_image_pixels"].variable
+    too_large = f"shrink it, or raise {variable} if you really mean it"
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+            if width * height > limit:  # known from the header: nothing is decoded yet
+                raise ResdslError(f"{shown} has {width}x{height} pixels, more than resdsl decodes "
+                                  f"({limit:,})", hint=too_large)
+            image = image.convert("RGB")
+    except ResdslError:
+        raise
+    except Image.DecompressionBombError:
+        raise ResdslError(f"{shown} has more pixels than resdsl decodes ({limit:,})", hint=too_large) from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a damaged file
+        raise ResdslError(f"{shown} is not an image resdsl can read ({type(exc).__name__})",
+                          hint="remove it, or convert it to PNG") from None
+    if size is not None and image.size != size:
+        image = image.resize(size)
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def check_dataset_bytes(images: int, shape: tuple[int, ...], what: str, advice: str) -> None:
+    """Refuse, before allocating, a decoded dataset larger than RESDSL_MAX_DATASET_BYTES."""
+    need, limit = images * int(np.prod(shape, dtype=object)) * 4, LIMITS.max_dataset_bytes
+    if need > limit:
+        raise ResdslError(
+            f"{what}: {images:,} images of {'x'.join(map(str, shape))} take {_gib(need)} as float32, "
+            f"more than resdsl holds in memory ({_gib(limit)})",
+            hint=f"{advice}, or raise {BOUNDS['max_dataset_bytes'].variable} if you really mean it")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
 def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
@@ -169,6 +336,8 @@ def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
             f"the spec takes {c}x{h}x{w} inputs, {data.name} has {'x'.join(map(str, have))} images",
             hint="change the spec's `input` channels to the data's",
         )
+    check_dataset_bytes(len(data.train_y) + len(data.test_y), shape, f"{data.name} at the spec's input",
+                        "give the spec a smaller `input`")
 
     def resize(x: np.ndarray) -> np.ndarray:
         import torch
