@@ -103,7 +103,7 @@ def _batches(root: Path, names: list[str], key: str, classes: int,
                 raise DamagedFile(path, f"has no `{field}`", hint=f"is this the python version of {kind}?")
         data = fields["data"]
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape[1:] == (3072,)):
-            raise DamagedFile(path, f"`data` is {_described(data)}, not N x 3072 bytes (N images of 3x32x32)",
+            raise DamagedFile(path, f"`data` is {described(data)}, not N x 3072 bytes (N images of 3x32x32)",
                               hint=REDOWNLOAD)
         labels = _labels(path, key, fields[key], classes, kind)
         if len(data) != len(labels):
@@ -128,7 +128,7 @@ def _unpickle(path: Path):
 def _batch_fields(path: Path, batch) -> dict:
     """The batch's dict, keyed by text: Python 2 wrote its keys as bytes, a re-saved batch may not."""
     if not isinstance(batch, dict):
-        raise DamagedFile(path, f"holds {_described(batch)}, not a CIFAR batch's dict", hint=REDOWNLOAD)
+        raise DamagedFile(path, f"holds {described(batch)}, not a CIFAR batch's dict", hint=REDOWNLOAD)
     return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
@@ -136,24 +136,27 @@ def _labels(path: Path, key: str, value, classes: int, kind: str) -> np.ndarray:
     if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
-        raise DamagedFile(path, f"`{key}` is {_described(value)}, not a list of classes", hint=REDOWNLOAD)
+        raise DamagedFile(path, f"`{key}` is {described(value)}, not a list of classes", hint=REDOWNLOAD)
     for i, label in enumerate(value):
         # Checked here, as Python ints: numpy would overflow at 2**63 rather than say which label.
         label = int(label) if isinstance(label, np.integer) else label
         if type(label) is not int or not 0 <= label < classes:
-            raise DamagedFile(path, f"label {i} is {_described(label)}, not a class from 0 to {classes - 1}",
+            raise DamagedFile(path, f"label {i} is {described(label)}, not a class from 0 to {classes - 1}",
                               hint=f"is this {kind}, not another dataset?")
     return np.asarray(value, dtype=np.int64)
 
 
-def _described(value) -> str:
-    """A value from a file, shown briefly: its type, or itself where it is a short number."""
+def described(value) -> str:
+    """A value from a file, shown briefly: itself where it is a number or short text, else its
+    type (a file's int may have a million digits, its text control characters)."""
     if isinstance(value, np.ndarray):
         return printable(f"a {value.dtype.str[:20]} array of {'x'.join(map(str, value.shape[:8]))}")
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return repr(value)
     if isinstance(value, int):
         return str(value) if value.bit_length() <= 64 else f"a {value.bit_length()}-bit number"
+    if isinstance(value, str):
+        return printable(repr(value if len(value) <= 40 else value[:40] + "…"))
     return f"a {printable(type(value).__name__)}"
 
 

@@ -9,6 +9,10 @@ The run directory (`--out`) holds
 Rerun with the same `--out` and it resumes from the checkpoint; every random draw (init, shuffling,
 augmentation, dropout) is seeded per epoch, so a resumed run ends with the same metrics as one never
 interrupted. Under torchrun the same loop runs data-parallel (distributed.py); only the leader writes.
+
+A run directory may come from elsewhere (copied, downloaded, tampered with), so resuming trusts none
+of it: each file is read bounded (files.py), the checkpoint with torch's weights-only unpickler, and
+every field is checked before use. A damaged one is refused by file and line, never retrained over.
 """
 from __future__ import annotations
 
@@ -16,17 +20,79 @@ import hashlib
 import io
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..diagnostics import ResdslError, printable
+from ..files import DamagedFile, json_lines, open_bytes, read_json
 from ..output import write_atomic
-from .data import Dataset, augment, crop_flip, fit, normalizer
+from .data import Dataset, augment, crop_flip, described, fit, normalizer
 from .distributed import World
 
 CONFIG, METRICS, CHECKPOINT, FINAL = "config.json", "metrics.jsonl", "checkpoint.pt", "final.pt"
+RESUME_HINT = f"delete {CHECKPOINT} and {METRICS} to train from the start, or use a new --out"
+
+# What config.json holds, as `train` writes it.
+CONFIG_FIELDS: dict[str, type] = {"network": str, "spec_file": str, "spec": str, "spec_sha256": str,
+                                  "data": str, "recipe": dict}
+
+
+def _fraction(value) -> bool:
+    return type(value) in (int, float) and 0 <= value <= 1  # NaN fails the comparison
+
+
+# The fields of a metrics row that resdsl reads back, and what each must be.
+ROW_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "epoch": (lambda v: type(v) is int and v >= 1, "an epoch number (1, 2, ...)"),
+    "iteration": (lambda v: type(v) is int and 0 <= v <= 1 << 53, "a count of iterations"),
+    "train_error": (_fraction, "an error rate from 0 to 1"),
+    "test_error": (_fraction, "an error rate from 0 to 1"),
+}
+
+
+def brief(text: str, at: int = 80) -> str:
+    """Text from a file, made safe to show: control characters escaped, cut at `at` characters."""
+    text = printable(text[:4 * at])
+    return text if len(text) <= at else text[:at - 1] + "…"
+
+
+def read_config(path: Path, hint: str) -> dict:
+    """A run's config.json, each field of the kind `train` writes."""
+    config = read_json(path, what="run configuration", hint=hint)
+    if not isinstance(config, dict):
+        raise DamagedFile(path, f"holds {described(config)}, not the object resdsl writes", hint=hint)
+    for key, kind in CONFIG_FIELDS.items():
+        if key not in config:
+            raise DamagedFile(path, f"has no `{key}`", hint=hint)
+        if not isinstance(config[key], kind):
+            raise DamagedFile(path, f"`{key}` is {described(config[key])}, not a {kind.__name__}", hint=hint)
+    return config
+
+
+def read_metrics(path: Path, fields: tuple[str, ...], hint: str) -> list[tuple[int, dict]]:
+    """(line, row) for each epoch in metrics.jsonl, each of `fields` checked. A torn last line (a
+    kill mid-write, which atomic writes make unlikely) is dropped; damage anywhere else is refused
+    by line, never skipped: a run read wrong would be retrained or drawn wrong."""
+    lines = list(json_lines(path, what="metrics file"))
+    rows = []
+    for index, (number, _, row) in enumerate(lines):
+        if isinstance(row, ValueError):
+            if index == len(lines) - 1:
+                break
+            raise DamagedFile(path, f"is not JSON ({row})", number, hint=hint)
+        if not isinstance(row, dict):
+            raise DamagedFile(path, f"holds {described(row)}, not a row of metrics", number, hint=hint)
+        for field in fields:
+            valid, meaning = ROW_FIELDS[field]
+            if field not in row:
+                raise DamagedFile(path, f"the row has no `{field}`", number, hint=hint)
+            if not valid(row[field]):
+                raise DamagedFile(path, f"`{field}` is {described(row[field])}, not {meaning}", number, hint=hint)
+        rows.append((number, row))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -58,21 +124,18 @@ class Run:
         (where `write`: the other processes of a distributed run only check)."""
         path = self.out / CONFIG
         if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, ValueError):
-                raise ResdslError(f"{printable(str(path))} is damaged", hint="use a new --out") from None
-            if old.get("spec_sha256") != config["spec_sha256"]:
+            old = read_config(path, hint="use a new --out")
+            if old["spec_sha256"] != config["spec_sha256"]:
                 raise ResdslError(
-                    f"{printable(str(self.out))} holds a run of `{old.get('network')}` "
-                    f"({old.get('spec_file')}), not of `{config['network']}` ({config['spec_file']})",
+                    f"{printable(str(self.out))} holds a run of `{brief(old['network'])}` "
+                    f"({brief(old['spec_file'])}), not of `{config['network']}` ({config['spec_file']})",
                     hint="use another --out for another spec",
                 )
             for key in ("data", "recipe"):
-                if old.get(key) != json.loads(json.dumps(config[key])):  # as stored: tuples are lists
+                if old[key] != json.loads(json.dumps(config[key])):  # as stored: tuples are lists
                     raise ResdslError(
                         f"{printable(str(self.out))} was trained with other {key} settings: "
-                        f"{json.dumps(old.get(key))}",
+                        f"{brief(json.dumps(old[key]), 200)}",
                         hint="rerun with the same settings, or a new --out",
                     )
             return
@@ -85,11 +148,23 @@ class Run:
                               hint="choose a --out you can write") from None
         write_atomic(path, json.dumps(config, indent=1) + "\n")
 
-    def metrics(self) -> list[dict]:
+    def resumed_rows(self, start: int) -> list[dict]:
+        """The metrics of epochs 1 to `start`, where the checkpoint stands. A row past it is
+        dropped (metrics are written before the checkpoint); a missing row is refused."""
         path = self.out / METRICS
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if start and not path.exists():
+            raise ResdslError(f"{printable(str(path))} is missing, though {CHECKPOINT} is at epoch {start}",
+                              hint=RESUME_HINT)
+        rows = [(line, row) for line, row in (read_metrics(path, ("epoch", "test_error"), RESUME_HINT)
+                                               if path.exists() else []) if row["epoch"] <= start]
+        for expected, (line, row) in enumerate(rows, 1):
+            if row["epoch"] != expected:
+                raise DamagedFile(path, f"epoch {row['epoch']} stands where epoch {expected} should", line,
+                                  hint=RESUME_HINT)
+        if len(rows) < start:
+            raise DamagedFile(path, f"has no row for epoch {len(rows) + 1}, though {CHECKPOINT} is at "
+                                    f"epoch {start}", hint=RESUME_HINT)
+        return [row for _, row in rows]
 
     def save_metrics(self, rows: list[dict]) -> None:
         write_atomic(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
@@ -150,16 +225,8 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
     start, rows = 0, []
     checkpoint = out / CHECKPOINT
     if checkpoint.exists():
-        try:
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
-            module.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            start = state["epoch"]
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-            raise ResdslError(f"cannot resume from {printable(str(checkpoint))} ({type(exc).__name__})",
-                              hint="delete it to start over, or use a new --out") from None
-        rows = [r for r in run.metrics() if r["epoch"] <= start]
+        start = _resume(checkpoint, device, recipe.epochs, module, optimizer, schedule)
+        rows = run.resumed_rows(start)
 
     model = world.wrap(module, device)
     for epoch in range(start + 1, recipe.epochs + 1):
@@ -227,6 +294,91 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
         torch.save(module.state_dict(), buffer)
         write_atomic(out / FINAL, buffer.getvalue())
     return rows
+
+
+def _resume(path: Path, device, epochs: int, module, optimizer, schedule) -> int:
+    """Load a checkpoint into the fresh module, optimizer and schedule; the epoch it stands at."""
+    state = _read_checkpoint(path, device, epochs)
+    fresh_groups = optimizer.state_dict()["param_groups"]
+    # torch takes any keys and values into a schedule (its __dict__) or an optimizer's groups and
+    # fails only mid-training, so they are checked against fresh ones.
+    _conforms(path, "schedule", state["schedule"], schedule.state_dict(), schedule)
+    try:
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a mismatched state
+        raise ResdslError(f"cannot resume from {printable(str(path))} ({type(exc).__name__})",
+                          hint="delete it to start over, or use a new --out") from None
+    for group, fresh in zip(optimizer.param_groups, fresh_groups):
+        _conforms(path, "optimizer", {k: v for k, v in group.items() if k != "params"},
+                  {k: v for k, v in fresh.items() if k != "params"})
+        for param in group["params"]:
+            _check_momentum(path, optimizer.state.get(param, {}), param)
+    return state["epoch"]
+
+
+def _read_checkpoint(path: Path, device, epochs: int) -> dict:
+    """checkpoint.pt through torch's weights-only unpickler: tensors, numbers and containers, no code."""
+    import torch
+    stream = open_bytes(path, "max_weights_bytes", what="checkpoint")
+    try:
+        state = torch.load(stream, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise DamagedFile(path, f"asks to run `{brief(refused[1])}`; a checkpoint resdsl writes holds "
+                                    f"only tensors, numbers and dicts",
+                              hint="resdsl did not write it (it may be made to run code): delete it, "
+                                   "or use a new --out") from None
+        raise ResdslError(f"cannot resume from {printable(str(path))} ({type(exc).__name__})",
+                          hint="delete it to start over, or use a new --out") from None
+    if not isinstance(state, dict):
+        raise DamagedFile(path, f"holds {described(state)}, not the dict resdsl writes", hint=RESUME_HINT)
+    for key in ("model", "optimizer", "schedule"):
+        if not isinstance(state.get(key), dict):
+            raise DamagedFile(path, f"`{key}` is {described(state.get(key))}, not a state dict",
+                              hint=RESUME_HINT)
+    epoch = state.get("epoch")
+    if type(epoch) is not int or not 0 <= epoch <= epochs:
+        raise DamagedFile(path, f"`epoch` is {described(epoch)}, not an epoch from 0 to {epochs}",
+                          hint=RESUME_HINT)
+    return state
+
+
+def _kind(value) -> str:
+    """What a setting is, as far as training cares: ints and floats alike are numbers."""
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "numbers" if all(_kind(v) == "number" for v in value) else "list"
+    if isinstance(value, dict):
+        return "table" if all(_kind(k) == _kind(v) == "number" for k, v in value.items()) else "dict"
+    return type(value).__name__
+
+
+def _conforms(path: Path, what: str, loaded: dict, fresh: dict, owner=None) -> None:
+    """Each of `loaded`'s settings that a fresh one has is of the same kind; one it lacks may not
+    replace an attribute of `owner` (a schedule loads its state into its __dict__). Others are
+    let be: another torch version may write a setting this one does not know."""
+    for key, value in loaded.items():
+        if key not in fresh:
+            if isinstance(key, str) and hasattr(owner, key):
+                raise DamagedFile(path, f"the {what} would replace its `{brief(key)}`", hint=RESUME_HINT)
+            continue
+        if _kind(value) != _kind(fresh[key]):
+            raise DamagedFile(path, f"the {what}'s `{key}` is {described(value)}, not what resdsl writes",
+                              hint=RESUME_HINT)
+
+
+def _check_momentum(path: Path, state, param) -> None:
+    import torch
+    buffer = state.get("momentum_buffer") if isinstance(state, dict) else state
+    if buffer is not None and not (isinstance(buffer, torch.Tensor) and buffer.shape == param.shape):
+        raise DamagedFile(path, f"the optimizer holds {described(buffer)} where a momentum of shape "
+                                f"{tuple(param.shape)} should be", hint=RESUME_HINT)
 
 
 def _evaluate(model, x, y, batch: int = 500) -> list[float]:
