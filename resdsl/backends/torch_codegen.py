@@ -257,7 +257,10 @@ class _BlockEmitter:
         channels = {block.input: self._channels(path)}
         entries, steps, checks, structure = [], [], [], []
         var = {block.input: "x"}
-        for name in g.scope_nodes(path):
+        nodes = g.scope_nodes(path)
+        # Gathered once: asking every node whether some add reads it was quadratic in the block's size.
+        self.add_sources = {g.node(a)["attrs"].get("source") for a in nodes if g.node(a)["op"] == "add"}
+        for name in nodes:
             node = g.node(name)
             label, op, a = node["label"], node["op"], node["attrs"]
             if label.startswith(INSERTED):
@@ -302,8 +305,7 @@ class _BlockEmitter:
         g = self.graph
         node = g.node(name)
         readers = [u for u in g.users(name) if g.node(u)["scope"] == path]
-        kept = len(readers) > 1 or any(g.node(a)["attrs"].get("source") == name for a in g.scope_nodes(path)
-                                       if g.node(a)["op"] == "add")
+        kept = len(readers) > 1 or name in self.add_sources
         if kept:
             return _variable(node["label"])
         if node["branch"]:
@@ -719,7 +721,11 @@ def _assemble(
             if parts[i] not in keys:
                 keys.append(parts[i])
     stages = {label for label, ctor, _ in entries if ctor == STAGE}
-    sequential = {c for c in containers if _runs_in_sequence(graph, c, containers, steps)
+    at: dict[str, list[int]] = {}  # container -> where its layers' steps are
+    for i, step in enumerate(steps):
+        if step.label:
+            at.setdefault(step.label.rpartition(".")[0], []).append(i)
+    sequential = {c for c in containers if _runs_in_sequence(graph, c, containers, steps, at.get(c, []))
                   and not any(f"{c}.{key}" in stages for key in containers[c])}
 
     def reach(path: str) -> str:
@@ -779,14 +785,14 @@ def _keyed(keys: list[str]) -> bool:
 
 
 def _runs_in_sequence(
-    graph: Graph, container: str, containers: dict[str, list[str]], steps: list[_Step]
+    graph: Graph, container: str, containers: dict[str, list[str]], steps: list[_Step], at: list[int]
 ) -> bool:
     """Its children are layers keyed 0..n-1 that run in that order, each reading only the one before
-    and read only by the next, all plain calls: an nn.Sequential computes exactly that."""
+    and read only by the next, all plain calls: an nn.Sequential computes exactly that. `at`: where
+    its children's steps are."""
     keys = containers[container]
     if keys != [str(i) for i in range(len(keys))] or any(f"{container}.{k}" in containers for k in keys):
         return False
-    at = [i for i, s in enumerate(steps) if s.label and s.label.rpartition(".")[0] == container]
     if len(at) != len(keys) or at != list(range(at[0], at[0] + len(keys))):
         return False
     run = [steps[i] for i in at]
