@@ -47,7 +47,8 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str
     import torch
     torch.set_num_threads(threads)
     model = net.to_torch().eval()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    # `weights` holds every key of the module's state_dict (load_weights checked them): strict.
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     tx = torch.from_numpy(x)
 
     def eager():

@@ -1,20 +1,38 @@
 """Weights for the compiled targets, as numpy arrays keyed by state_dict name.
 
-Either a state_dict saved from the generated torch module (`--weights FILE`), checked against
-the graph name by name and shape, or the torch backend's own seeded initialisation, so every
-target computes the same function for the same seed.
+Either a state_dict saved from the generated torch module (`--weights FILE`), or the torch
+backend's own seeded initialisation, so every target computes the same function for the same
+seed.
+
+A weights file is a file someone else may have made, so it is read as Pillow or safetensors
+read theirs: bounded in size, unpickled only by torch's `weights_only` loader (which builds
+tensors and containers and calls nothing else), and checked as strictly as
+`load_state_dict(strict=True)` and more: every key the network owns and no other, each a dense
+real floating-point tensor of the right shape, finite, with no negative BN variance. What
+passes is handed on as contiguous float32, so no target meets a NaN, a complex number or a
+sparse tensor it was never written for.
 """
 from __future__ import annotations
 
+import io
+import re
+import warnings
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..diagnostics import ResdslError
+from ..diagnostics import printable
+from ..files import DamagedFile, open_bytes
 from ..ir import Graph
 from ..ops import fmt_shape
 
 BN_EPS = 1e-5  # nn.BatchNorm2d's default, which the torch backend uses
+COUNTER = "num_batches_tracked"  # a BN buffer no target computes with; 0-d int64 in a state_dict
+SAVE_HINT = ("save them with torch.save(model.state_dict(), PATH) from the module resdsl generates "
+             "for this spec")
+MAX_SHOWN = 120  # characters of a key a message quotes: a key may be a megabyte long
 
 
 def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
@@ -36,31 +54,168 @@ def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def counters(graph: Graph) -> list[str]:
+    """The BN layers' `num_batches_tracked` keys: in every state_dict torch saves, used by none."""
+    return [f"{name}.{COUNTER}" for name in graph.order() if graph.node(name)["op"] == "bn"]
+
+
 def load_weights(graph: Graph, path: str | Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    import torch
+    """Every key of the generated module's state_dict: the parameters and BN statistics as
+    float32, the BN counters as 0-d int64 (0 where the file leaves them out)."""
     if path is None:
         from .torch_codegen import instantiate
         state = instantiate(graph, seed=seed).state_dict()
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ResdslError(f"weights file not found: {path}") from None
-        except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-            raise ResdslError(f"cannot read weights from {path}: {exc}",
-                              hint="save them with torch.save(model.state_dict(), PATH)") from None
-        if not isinstance(state, dict):
-            raise ResdslError(f"{path} does not hold a state_dict",
-                              hint="save them with torch.save(model.state_dict(), PATH)")
-    weights = {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
-    for key, shape in expected_shapes(graph).items():
-        if key not in weights:
-            raise ResdslError(f"the weights lack `{key}`",
-                              hint="use a state_dict saved from the module resdsl generates for this spec")
-        if tuple(weights[key].shape) != shape:
-            raise ResdslError(f"`{key}` has shape {fmt_shape(weights[key].shape)}, the network needs "
-                              f"{fmt_shape(shape)}")
+        return check_state(graph, state, f"the seeded initialisation of {graph.name}")
+    return check_state(graph, read_state(path), path)
+
+
+def read_state(path: str | Path) -> dict:
+    """The object a weights file holds, loaded without running any of it."""
+    import torch
+    buffer = open_bytes(path, "max_weights_bytes", what="weights file",
+                        missing_hint="check the path; `resdsl train` writes RUN/final.pt")
+    _check_archive(path, buffer)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the file is judged here
+            warnings.simplefilter("ignore")
+            return torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        # Never torch's own advice to retry with weights_only=False: that is how a file runs code.
+        refused = re.search(r"unsupported GLOBAL (\S+)", str(exc))
+        if refused:
+            problem = (f"refers to `{_short(refused.group(1))}`, which no state_dict holds; resdsl loads "
+                       "tensors only, and ran nothing")
+        else:
+            problem = f"is not a state_dict torch can read ({type(exc).__name__}: {_short(str(exc))})"
+        raise DamagedFile(path, problem, hint=SAVE_HINT) from None
+
+
+def _check_archive(path: str | Path, buffer: io.BytesIO) -> None:
+    """torch.save's zip archive, bounded before torch reads it.
+
+    torch.load would inflate a compressed record to the size the archive claims, so a
+    megabyte could ask for a terabyte; torch.save stores records uncompressed, so a compressed
+    one is refused, and so are records claiming more bytes than the file has. The pre-1.6 format (no
+    archive) allocates whatever sizes its pickle names, before reading them: refused too.
+    """
+    head = buffer.read(4)
+    buffer.seek(0)
+    if head != b"PK\x03\x04":
+        raise DamagedFile(path, "is not a file torch.save writes (a zip archive)",
+                          hint=f"{SAVE_HINT}; a file saved by PyTorch before 1.6 must be saved again "
+                               "with a current one")
+    try:
+        with zipfile.ZipFile(buffer) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        raise DamagedFile(path, f"is a damaged zip archive ({_short(str(exc))})", hint=SAVE_HINT) from None
+    finally:
+        buffer.seek(0)
+    if any(r.compress_type != zipfile.ZIP_STORED for r in records):
+        raise DamagedFile(path, "holds compressed records, which torch.save never writes",
+                          hint=SAVE_HINT)
+    claimed, held = sum(r.file_size for r in records), buffer.seek(0, io.SEEK_END)
+    buffer.seek(0)
+    if claimed > held:
+        raise DamagedFile(path, f"is a damaged zip archive: its records claim {claimed:,} bytes, "
+                                f"the file holds {held:,}", hint=SAVE_HINT)
+
+
+def check_state(graph: Graph, state: Any, source: str | Path) -> dict[str, np.ndarray]:
+    """`state` checked against the graph, as arrays; each refusal names the key and the file."""
+    def refuse(problem: str, hint: str | None = SAVE_HINT) -> DamagedFile:
+        return DamagedFile(source, problem, hint=hint)
+
+    if not isinstance(state, dict):
+        raise refuse(f"holds a {type(state).__name__}, not a state_dict (a dict of tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise refuse(f"has a key that is not a name: {_short(repr(key))}")
+        if isinstance(value, dict):  # a training checkpoint: {"model": state_dict, "optimizer": ...}
+            raise refuse(f"`{_short(key)}` holds a dict, not a tensor: a checkpoint, not a state_dict",
+                         hint=f"pass the state_dict itself (`resdsl train` writes RUN/final.pt), or save "
+                              f"one with torch.save(checkpoint[{_short(repr(key))}], PATH)")
+    shapes = expected_shapes(graph)
+    optional = set(counters(graph))
+    extra = [key for key in state if key not in shapes and key not in optional]
+    missing = [key for key in shapes if key not in state]
+    if missing:
+        raise refuse(f"the weights lack `{_short(missing[0])}`" + _more(missing),
+                     hint="use a state_dict saved from the module resdsl generates for this spec")
+    if extra:
+        raise refuse(f"`{_short(extra[0])}` is not a parameter or buffer of {graph.name}" + _more(extra),
+                     hint="use a state_dict saved from the module resdsl generates for this spec; "
+                          "resdsl takes every key or none, as load_state_dict(strict=True) does")
+    weights = {key: _array(state[key], key, shape, refuse) for key, shape in shapes.items()}
+    for key in optional:
+        weights[key] = _counter(state.get(key), key, refuse)
     return weights
+
+
+def _array(value: Any, key: str, shape: tuple[int, ...], refuse) -> np.ndarray:
+    import torch
+    shown = _short(key)
+    if not isinstance(value, torch.Tensor):
+        raise refuse(f"`{shown}` holds a {type(value).__name__}, not a tensor")
+    if value.layout != torch.strided or value.is_nested or value.device.type != "cpu":
+        kind = ("nested" if value.is_nested else _name(value.layout) if value.layout != torch.strided
+                else value.device.type)
+        raise refuse(f"`{shown}` is a {kind} tensor; resdsl takes dense tensors that hold their data")
+    if value.is_quantized or value.is_complex() or not value.is_floating_point():
+        raise refuse(f"`{shown}` is {_name(value.dtype)}; a weight must be a real "
+                     "floating-point tensor (float32, float16, bfloat16 or float64)")
+    if tuple(value.shape) != shape:
+        raise refuse(f"`{shown}` has shape {_shape(value.shape)}, the network needs {_shape(shape)}",
+                     hint=None)
+    array = value.detach().to(torch.float32).contiguous().numpy()
+    finite = np.isfinite(array)
+    if not finite.all():
+        at = int(np.flatnonzero(~finite)[0])
+        wide = value.dtype == torch.float64 and bool(torch.isfinite(value).all())
+        bad = float(array.flat[at])
+        what = "a value beyond float32's range" if wide else "NaN" if np.isnan(bad) else f"{bad:+}"
+        raise refuse(f"`{shown}` holds {what} at index {_index(at, shape)}; weights must be finite",
+                     hint="weights from a run whose loss diverged are not a network; use an earlier "
+                          "checkpoint's")
+    if key.endswith(".running_var") and (array < 0).any():
+        at = int(np.flatnonzero(array < 0)[0])
+        raise refuse(f"`{shown}` holds the negative variance {array.flat[at]:g} at channel {at}",
+                     hint="a BN layer's running_var is a variance: never negative")
+    return array
+
+
+def _counter(value: Any, key: str, refuse) -> np.ndarray:
+    import torch
+    if value is None:
+        return np.zeros((), np.int64)
+    if (not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.device.type != "cpu"
+            or value.is_quantized or value.is_floating_point() or value.is_complex()
+            or value.dtype == torch.bool or value.shape != ()):
+        what = (f"{_name(value.dtype)} tensor of shape {_shape(value.shape)}" if isinstance(value, torch.Tensor)
+                else type(value).__name__)
+        raise refuse(f"`{_short(key)}` holds a {what}; BN's batch counter is a 0-d integer tensor")
+    return value.detach().to(torch.int64).numpy().copy()
+
+
+def _name(torch_thing) -> str:
+    return str(torch_thing).removeprefix("torch.")
+
+
+def _shape(shape) -> str:
+    return fmt_shape(tuple(shape)) if len(shape) else "()"
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> str:
+    return ",".join(map(str, np.unravel_index(flat, shape))) if len(shape) > 1 else str(flat)
+
+
+def _more(keys: list[str]) -> str:
+    return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+
+
+def _short(text: str) -> str:
+    text = printable(text)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
 
 
 def bn_scale_shift(weights: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:
