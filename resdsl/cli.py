@@ -18,6 +18,7 @@ from .diagnostics import OptionError, ResdslError, printable
 
 TARGETS = ("torch", "onnx", "llvm", "cuda")
 SUFFIX = {"torch": ".py", "onnx": ".onnx", "llvm": ".so", "cuda": ".so"}
+WRITES = {".py": "Python source", ".onnx": "an ONNX model", ".so": "a shared library"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,9 +107,24 @@ follow_option = click.option("--follow-symlinks", is_flag=True,
 
 def weight_options(f):
     f = click.option("--weights", type=click.Path(path_type=Path),
-                     help="a state_dict saved from the generated torch module (default: seeded init)")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="seed of the random init")(f)
+                     help="a state_dict saved from the generated torch module, checked against the spec "
+                          "(every key and shape; finite real floats) before anything is written (default: "
+                          "seeded init); --target torch checks it only, as its source holds no weights")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True,
+                     help="seed of the random init (not with --weights)")(f)
     return f
+
+
+def _weights(net, weights: Path | None, seed: int) -> dict:
+    """The weights every target runs: FILE checked against the network, or the seeded init.
+    A --seed beside --weights would be ignored, so it is refused rather than silently dropped."""
+    from click.core import ParameterSource
+    if weights is not None and click.get_current_context().get_parameter_source("seed") \
+            is ParameterSource.COMMANDLINE:
+        raise ResdslError("--seed and --weights both set the weights",
+                          hint="give --weights FILE for trained weights, or --seed N for a seeded init")
+    from .backends.weights import load_weights
+    return load_weights(net.graph, weights, seed)
 
 
 def tvm_options(f):
@@ -148,28 +164,44 @@ def tvm_options(f):
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int | None,
             cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
             prepack: bool | None, tuned: str | None, cuda_source: Path | None, follow_symlinks: bool) -> None:
-    """Compile a spec for a target."""
+    """Compile a spec for a target.
+
+    The onnx, llvm and cuda outputs carry the weights of --weights FILE (checked against the spec
+    first). The torch target writes source, which holds no weights: FILE is checked the same way,
+    and the module loads it with model.load_state_dict(torch.load(FILE, weights_only=True)).
+    """
     net = _load(spec)
     from functools import partial
     from .output import destination, write_atomic
     write_atomic = partial(write_atomic, inputs=net.files, follow_symlinks=follow_symlinks)
+    if output is not None and str(output) != "-":
+        _check_suffix(output, target)
     if target == "torch":
+        from click.core import ParameterSource
         from .backends.torch_codegen import generate
+        if click.get_current_context().get_parameter_source("seed") is ParameterSource.COMMANDLINE:
+            raise ResdslError("--seed does not apply to --target torch: the generated module holds no "
+                              "weights", hint="seed its initialisation in Python: build(seed=N)")
+        if weights is not None:
+            _weights(net, weights, seed)  # refused before anything is written
         source = generate(net.graph, source_name=spec.name)
         if output is not None and str(output) == "-":
             sys.stdout.write(source)
-            return
-        path = output or _default_output(net.name, ".py")
-        write_atomic(path, source)
-        print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
+        else:
+            path = output or _default_output(net.name, ".py")
+            write_atomic(path, source)
+            print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
+        if weights is not None:
+            print(f"note: checked {printable(str(weights))}: it fits {net.name}; the module holds no "
+                  f"weights, so load them: model.load_state_dict(torch.load("
+                  f"{printable(repr(str(weights)))}, weights_only=True))", file=sys.stderr)
         return
     if output is not None and str(output) == "-":
         raise ResdslError(f"--target {target} writes a binary file, not text for stdout",
                           hint=f"give a file name, e.g. -o {net.name}{SUFFIX[target]}")
     path = output or _default_output(net.name, SUFFIX[target])
     destination(path, inputs=net.files, follow_symlinks=follow_symlinks)  # refuse before a long build
-    from .backends.weights import load_weights
-    state = load_weights(net.graph, weights, seed)
+    state = _weights(net, weights, seed)
     if target == "onnx":
         from .backends.onnx_export import to_onnx
         write_atomic(path, to_onnx(net.graph, state).SerializeToString())
@@ -192,6 +224,18 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     if cuda_source is not None:
         write_atomic(cuda_source, "\n".join(tvm_build.cuda_sources(executable)))
     print(f"wrote {path} (TVM {tvm_target.kind.name}, batch {batch or 'any'}, {net.name})", file=sys.stderr)
+
+
+def _check_suffix(path: Path, target: str) -> None:
+    """An output named for another target (`-o net.onnx` with the default torch) would get a
+    file of the wrong kind, and exit 0: refused, naming the target the name asks for."""
+    suffix = path.suffix.lower()
+    owners = [t for t, s in SUFFIX.items() if s == suffix]
+    if owners and target not in owners:
+        raise ResdslError(f"-o {printable(path.name)} asks for {WRITES[suffix]}, but --target {target} "
+                          f"writes {WRITES[SUFFIX[target]]}",
+                          hint=f"pass --target {' or --target '.join(owners)}, or name the output "
+                               f"{printable(path.with_suffix(SUFFIX[target]).name)}")
 
 
 def _repair(work_dir) -> None:
@@ -272,7 +316,6 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
          winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
-    from .backends.weights import load_weights
     from .tvm.target import make_target
     from .tvm.tuning import RPC, TuneOptions, tune_network
     from .tvm.workdir import WorkDir
@@ -284,7 +327,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
                                     ("wide_winograd", wide_winograd), ("prepack", prepack)) if v is not None})
     work_dir = WorkDir(work_dir or Path(f"tune-{net.name}-{target}"))
     tvm_target = make_target(target, cpu=cpu, arch=arch)
-    state = load_weights(net.graph, weights, seed)
+    state = _weights(net, weights, seed)
 
     def note(message: str) -> None:
         print(f"note: {message}", file=sys.stderr)
@@ -329,8 +372,7 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, 
     net = _load(spec)
     if "tvm-tuned" in selected:
         tuned = _tuned_for_bench(spec, net.name, tuned, cpu, threads)
-    from .backends.weights import load_weights
-    state = load_weights(net.graph, weights, seed)
+    state = _weights(net, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))
     results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds,
                                  on_ready=say)
