@@ -316,6 +316,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
          winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
+    state = _weights(net, weights, seed)  # a bad file is refused before TVM loads (seconds)
     from .tvm.target import make_target
     from .tvm.tuning import RPC, TuneOptions, tune_network
     from .tvm.workdir import WorkDir
@@ -327,7 +328,6 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
                                     ("wide_winograd", wide_winograd), ("prepack", prepack)) if v is not None})
     work_dir = WorkDir(work_dir or Path(f"tune-{net.name}-{target}"))
     tvm_target = make_target(target, cpu=cpu, arch=arch)
-    state = _weights(net, weights, seed)
 
     def note(message: str) -> None:
         print(f"note: {message}", file=sys.stderr)
@@ -370,9 +370,9 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, 
                                  f"choose from {', '.join(benchmod.ENGINES)}",
                                  param_hint="--engines")
     net = _load(spec)
+    state = _weights(net, weights, seed)
     if "tvm-tuned" in selected:
         tuned = _tuned_for_bench(spec, net.name, tuned, cpu, threads)
-    state = _weights(net, weights, seed)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))
     results = benchmod.run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds,
                                  on_ready=say)
