@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -477,6 +478,11 @@ class _Lowering:
                               hint="residual joins belong in a `block` definition")
         words = []
         for arg in layer.args:
+            written = _written(arg.span)
+            if isinstance(arg, ast.Keyword) and SHORT_ATTR.fullmatch(written):
+                raise ResdslError(f"`{written}` reads as the attribute `{arg.name}={written[1:]}` here, not as a "
+                                  "name", arg.span, hint=f"a join cannot name a label that looks like `k3`, `s2`, "
+                                                         f"`p1` or `g32`: rename `{written}`")
             if not (isinstance(arg, ast.Positional) and isinstance(arg.value, ast.Var)):
                 raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", arg.span,
                                   hint="joins name values: `shortcut`, `input` or a label")
@@ -509,11 +515,13 @@ class _Lowering:
             if len(operands) < 2:
                 raise ResdslError("`concat` joins two or more named values", layer.span,
                                   hint="`concat a b` (name `input` or a layer's label to include it)")
+            _concat_operands(layer, words, operands)
             inputs = operands
         elif len(operands) != 1:
             raise ResdslError(f"`{layer.op}` joins one named value with the current one", layer.span,
                               hint=f"`{_JOIN_FORMS[layer.op]}`")
         else:
+            _not_itself(layer, words[0], operands[0], current)
             inputs = [current, *operands]
         ctx.values[label] = name
         attrs = {"policy": "join", "gated": False, "source": operands[0]} if layer.op == "add" else {}
@@ -540,6 +548,46 @@ class _Lowering:
                 else f"use one of {', '.join(self._policies())}, or define it with `policy {name}(...)`",
             )
         return name
+
+
+MAX_CONCAT = max(OPS["concat"].arity)
+SHORT_ATTR = re.compile(r"[ksgp][0-9]+")  # as the grammar's SHORT_ATTR, which wins over a name
+
+
+def _written(span: Span) -> str:
+    """The text of a one-line span, as the user wrote it."""
+    if span.end_line != span.line:
+        return ""
+    return span.source_line()[span.column - 1:span.end_column - 1]
+
+
+
+
+def _concat_operands(layer: ast.Layer, words: list[ast.Var], operands: list[str]) -> None:
+    """At most MAX_CONCAT values, each once: the graph holds one edge per pair of nodes, so a value
+    named twice would silently become one operand."""
+    if len(words) > MAX_CONCAT:
+        raise ResdslError(f"`concat` joins at most {MAX_CONCAT} values, not {len(words)}", words[MAX_CONCAT].span,
+                          hint=f"concatenate in steps: label a `concat` of the first ones, then `concat` that "
+                               f"label and the rest (the same channels in the same order). {MAX_CONCAT} is "
+                               f"resdsl's own bound, not PyTorch's, ONNX's or TVM's")
+    seen: dict[str, str] = {}  # node -> the first name given for it
+    for word, node in zip(words, operands):
+        if node in seen:
+            what = "twice" if seen[node] == word.name else f"as well as `{seen[node]}`, its value"
+            raise ResdslError(f"`concat` names `{word.name}` {what}", word.span,
+                              hint="name each value once: a join takes distinct values")
+        seen[node] = word.name
+
+
+def _not_itself(layer: ast.Layer, word: ast.Var, operand: str, current: str) -> None:
+    """`mul conv1` right after `conv1`: the graph cannot join a value with itself (one edge per
+    pair of nodes), and squaring is not what a join of a branch means."""
+    if operand == current:
+        verb = f"multiply `{word.name}` by" if layer.op == "mul" else f"add `{word.name}` to"
+        raise ResdslError(f"`{layer.op} {word.name}` would {verb} itself: it is the current value",
+                          word.span, hint=f"`{layer.op} NAME` joins the current value with another one: "
+                                          f"a branch, `input` or an earlier layer's label")
 
 
 _JOIN_FORMS = {"add": "add shortcut [POLICY] [from LABEL]` or `add NAME", "mul": "mul NAME",
