@@ -402,11 +402,10 @@ class _Lowering:
         for key, value in attrs.items():
             span = spans.get(key, layer.span)
             if key in info.floats:
-                low, high = info.ranges.get(key, (None, None))
-                if low is not None and not low <= value < high:
-                    raise ResdslError(f"`{key}` must be in [{low:g}, {high:g}), not {value:g}", span,
-                                      hint=f"`{key}` of `{layer.op}` is a probability: at least {low:g}, "
-                                           f"below {high:g}")
+                bounds = info.ranges.get(key)
+                if bounds is not None and value not in bounds:
+                    raise ResdslError(f"`{key}` must be {bounds.describe()}, not {value:g}", span,
+                                      hint=f"`{key}` of `{layer.op}` is {bounds.why}")
                 continue
             if key in info.flags:
                 if value not in (0, 1):

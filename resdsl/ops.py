@@ -6,7 +6,7 @@ converter tables keyed by the same op names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
+from math import inf, log2, prod
 from typing import Any, Callable
 
 Shape = tuple[int, ...]
@@ -102,10 +102,18 @@ def map_shape(what: str):
     return shape
 
 
+FLOAT32_TINY_LOG2 = -126  # float32's smallest normal number is 2 ** -126: below, precision drains to 0
+
+
 def lrn_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     if attrs["size"] % 2 == 0:
         raise ShapeError(f"lrn size must be odd, not {attrs['size']}",
                          hint="an odd window is centred on its channel (AlexNet uses 5)")
+    k, beta = attrs["k"], attrs["beta"]
+    if k > 0 and beta * log2(k) < FLOAT32_TINY_LOG2:  # in logs: k ** beta itself may overflow a float
+        raise ShapeError(f"lrn's k ** beta ({k:g} ** {beta:g}) is below float32's smallest normal number "
+                         f"(about 1.2e-38)", hint="the output would divide by (nearly) 0 where a window is "
+                                                  "zero, NaN or inf: raise k (AlexNet uses k=2) or lower beta")
     return _spatial(ins[0], "lrn")
 
 
@@ -161,13 +169,34 @@ def _zero(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
 
 
 @dataclass(frozen=True)
+class Range:
+    """Where a float attribute means something: from `low` (left out where `open`) to below `high`.
+    `why` says what the attribute is, for the hint of a value outside."""
+    low: float
+    high: float = inf
+    open: bool = False
+    why: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.open else value >= self.low) and value < self.high
+
+    def describe(self) -> str:
+        if self.high == inf:
+            return f"{'greater than' if self.open else 'at least'} {self.low:g}"
+        return f"in {'(' if self.open else '['}{self.low:g}, {self.high:g})"
+
+
+PROBABILITY = Range(0.0, 1.0, why="a probability: at least 0, below 1")
+
+
+@dataclass(frozen=True)
 class OpInfo:
     """What the table knows about one op.
 
     `positional` names the attribute a bare expression sets (`conv 64` sets `out`);
     `defaults` lists the user-settable attributes (None: required); those in `floats` are
     real numbers (rates, coefficients), the rest integers; `flags` are 0 or 1; `ranges` bound
-    a float attribute to [low, high).
+    a float attribute to where PyTorch computes something finite with it.
     """
 
     shape: Callable[[Attrs, list[Shape]], Shape]
@@ -179,7 +208,7 @@ class OpInfo:
     user: bool = True  # may appear in a spec
     floats: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ranges: dict[str, Range] = field(default_factory=dict)
     train_only: bool = False  # acts in training only: gone in eval, ONNX and TVM
 
 
@@ -216,13 +245,20 @@ OPS: dict[str, OpInfo] = {
         defaults={"size": None, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
         positional="size",
         floats=frozenset({"alpha", "beta", "k"}),
+        # nn.LocalResponseNorm divides by (k + alpha / size * sum of squares) ** beta.
+        ranges={"k": Range(0.0, open=True, why="added to the window's squares before the power: at 0 a "
+                                                 "window of zeros gives 0 / 0 = NaN (AlexNet uses k=2)"),
+                "alpha": Range(0.0, why="the weight of the window's squares: a negative one can make the power's "
+                                        "base negative, and the output NaN (AlexNet uses alpha=1e-4)"),
+                "beta": Range(0.0, why="the power the input is divided by: a negative one multiplies instead, "
+                                       "and overflows (AlexNet uses beta=0.75)")},
     ),
     "dropout": OpInfo(
         same_shape,
         defaults={"p": 0.5},
         positional="p",
         floats=frozenset({"p"}),
-        ranges={"p": (0.0, 1.0)},
+        ranges={"p": PROBABILITY},
         train_only=True,
     ),
     # Stochastic depth: drops a sample's whole branch in training, with rate `rate`.
@@ -231,7 +267,7 @@ OPS: dict[str, OpInfo] = {
         defaults={"rate": None},
         positional="rate",
         floats=frozenset({"rate"}),
-        ranges={"rate": (0.0, 1.0)},
+        ranges={"rate": PROBABILITY},
         train_only=True,
     ),
     "flatten": OpInfo(flatten_shape),
