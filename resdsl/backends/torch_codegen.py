@@ -260,6 +260,8 @@ class _BlockEmitter:
         nodes = g.scope_nodes(path)
         # Gathered once: asking every node whether some add reads it was quadratic in the block's size.
         self.add_sources = {g.node(a)["attrs"].get("source") for a in nodes if g.node(a)["op"] == "add"}
+        self.variables: dict[str, str] = {}  # label (of a kept value or a branch) -> its variable
+        self.locals = _Namespace()
         for name in nodes:
             node = g.node(name)
             label, op, a = node["label"], node["op"], node["attrs"]
@@ -307,10 +309,16 @@ class _BlockEmitter:
         readers = [u for u in g.users(name) if g.node(u)["scope"] == path]
         kept = len(readers) > 1 or name in self.add_sources
         if kept:
-            return _variable(node["label"])
+            return self._variable(node["label"])
         if node["branch"]:
-            return _variable(node["branch"])
+            return self._variable(node["branch"])
         return "out"
+
+    def _variable(self, label: str) -> str:
+        """One variable per label, never another label's: `out` and `out_` would both be `out_`."""
+        if label not in self.variables:
+            self.variables[label] = self.locals.fresh(_variable(label))
+        return self.variables[label]
 
     def _channels(self, path: str) -> Sym:
         block = self.graph.blocks[path]
