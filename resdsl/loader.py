@@ -15,6 +15,7 @@ from . import ast
 from .diagnostics import PRELUDE, ResdslError, Span
 from .files import read_source
 from .parser import POLICIES as BUILT_IN_POLICIES, parse
+from .reserved import HELPERS, python_private
 from .resources import prelude_path
 
 MAX_INCLUDE_DEPTH = 64
@@ -84,9 +85,7 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen, policies)
     _add_blocks(blocks, source.blocks, user=True)
     for policy in source.policies:
-        if policy.name in BUILT_IN_POLICIES:
-            raise ResdslError(f"`{policy.name}` is a built-in shortcut policy", policy.span,
-                              hint="give your policy another name")
+        _check_policy_name(policy)
         if policy.name in policies:
             raise ResdslError(
                 f"policy `{policy.name}` is defined twice",
@@ -96,6 +95,22 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
             )
         policies[policy.name] = policy
     networks.extend(source.networks)
+
+
+def _check_policy_name(policy: ast.PolicyDef) -> None:
+    """A policy becomes a function of the generated module, named after it: it must not replace
+    one of the module's own names (the option-A `ZeroPadShortcut` taking over every option-A
+    shortcut) or be one that Python mangles inside the network's class."""
+    name = policy.name
+    if name in BUILT_IN_POLICIES:
+        raise ResdslError(f"`{name}` is a built-in shortcut policy", policy.span,
+                          hint="give your policy another name")
+    if name in HELPERS:
+        raise ResdslError(f"`{name}` cannot name a policy: the generated PyTorch module has its own `{name}`",
+                          policy.span, hint=f"give your policy another name, e.g. `{name}_`")
+    if python_private(name):
+        raise ResdslError(f"`{name}` cannot name a policy: names starting with `__` are Python's", policy.span,
+                          hint=f"give your policy another name, e.g. `{name.strip('_') or 'policy'}_`")
 
 
 def display_path(path: Path) -> str:

@@ -19,22 +19,7 @@ from .limits import LIMITS
 from .loader import Program
 from .ops import OPS, STATEMENTS
 from .parser import POLICIES, SHORT_ATTRS
-
-# Labels become Python attributes of an nn.Module in the generated source: these would shadow
-# nn.Module's own members (tests/test_naming.py checks the list against torch).
-MODULE_MEMBERS = frozenset("""
-T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
-dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule
-half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters
-parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
-register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
-register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
-register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict
-to to_empty train training type xpu zero_grad
-""".split())
-# Shortcut legalization owns these submodule names.
-GENERATED_NAMES = frozenset({"downsample", "gate"})
-
+from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
 def lower(program: Program, overrides: dict[str, ast.Expr] | None = None) -> Graph:
     """The graph of `program`'s network; `overrides` replace its `let` constants by name
@@ -43,6 +28,8 @@ def lower(program: Program, overrides: dict[str, ast.Expr] | None = None) -> Gra
 
 
 Number = int | float
+# What a block's expressions may read of its place in the network, beside its parameters.
+POSITION = ("block_index", "num_blocks")
 
 
 def evaluate(expr: ast.Expr, env: dict[str, Number]) -> Number:
@@ -433,10 +420,15 @@ class _Lowering:
         for i, part in enumerate(parts):
             if i and part.isdigit():  # `features.0`: a position in a container
                 continue
-            generated = i == 0 and part in GENERATED_NAMES and not self.inserting
+            generated = i == 0 and part in SHORTCUT_MODULES and not self.inserting
             if keyword.iskeyword(part) or part in MODULE_MEMBERS or generated:
                 raise ResdslError(f"`{part}` cannot name a layer: the generated PyTorch code uses it",
                                   span, hint=f"choose another name, e.g. `{part}_`")
+            if i and part in CONTAINER_MEMBERS:  # a key of nn.ModuleDict or nn.Sequential
+                container = ".".join(parts[:i])
+                raise ResdslError(f"`{part}` cannot name a layer inside `{container}`: PyTorch's containers "
+                                  f"have a method `{part}`", span,
+                                  hint=f"choose another name, e.g. `{container}.{part}_`")
             if part.startswith("_"):  # nn.Module keeps its state in _modules, _parameters, _version...
                 raise ResdslError(f"`{part}` cannot name a layer: names starting with `_` belong to PyTorch",
                                   span, hint=f"choose another name, e.g. `{part.strip('_') or 'layer'}_`")

@@ -8,6 +8,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from . import ast
 from .diagnostics import ResdslError, Span
+from .reserved import python_private
 from .resources import grammar_path
 
 POLICIES = ("identity", "A", "B", "C", "gated")
@@ -257,7 +258,16 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def block_let(self, meta, children):
+        self._python_name(children[0], "a `let`")
         return ast.Let(str(children[0]), children[1], self._span(meta))
+
+    def _python_name(self, token: Token, what: str) -> None:
+        """Parameters and lets become names in the generated Python: most that Python reserves are
+        renamed there (`self` -> `self_`), but not these."""
+        if python_private(str(token)):
+            raise ResdslError(f"`{token}` cannot name {what}: names starting with `__` are Python's",
+                              _span(token, self.text, self.filename),
+                              hint=f"choose another name, e.g. `{str(token).strip('_') or 'value'}_`")
 
     @v_args(meta=True)
     def branch(self, meta, children):
@@ -282,6 +292,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def param(self, meta, children):
+        self._python_name(children[0], "a parameter")
         return ast.Param(str(children[0]), children[1], self._span(meta))
 
     @v_args(meta=True)

@@ -15,9 +15,7 @@ class per distinct body instead, with literal integers.
 """
 from __future__ import annotations
 
-import builtins
 import hashlib
-import keyword
 import linecache
 import sys
 import types
@@ -30,8 +28,9 @@ import jinja2
 
 from .. import ast
 from ..ir import INPUT, Graph
-from ..lower import evaluate
+from ..lower import POSITION, evaluate
 from ..ops import fmt_shape
+from ..reserved import HELPERS, LOCALS, PYTHON
 from ..resources import templates_dir
 from ..stats import totals
 
@@ -104,16 +103,15 @@ def _wrap(sym: Sym, prec: int) -> str:
     return sym.text if sym.prec >= prec else f"({sym.text})"
 
 
-# Names generated code uses or Python reserves: no class or parameter may take them.
-_RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
-    "self", "x", "out", "identity", "t", "torch", "nn", "F", "Tensor", "annotations", "downsample"}
+# Names generated code uses or Python reserves: no class, parameter or variable may take them.
+_RESERVED = PYTHON | LOCALS | HELPERS | {"downsample"}
 
 
 class _Namespace:
     """Hands out names that are unique and shadow nothing the generated module uses."""
 
     def __init__(self, taken=()) -> None:
-        self.used = _RESERVED | set(taken)
+        self.used = set(_RESERVED) | set(taken)
 
     def fresh(self, base: str, sep: str = "") -> str:
         name, n = base, 1
@@ -410,8 +408,9 @@ def _shortcut_call(graph: Graph, path: str) -> str | None:
 
 
 def _policy_function(policy: str) -> str:
-    """A user policy's helper: `avg_down` as itself, kept clear of the module's own names."""
-    return policy + "_" if policy in _RESERVED or policy in ("build", "projection") else policy
+    """A user policy's helper: `avg_down` as itself, kept clear of Python's names (the module's
+    own, HELPERS, are refused as policy names when the spec is loaded)."""
+    return policy + "_" if policy in _RESERVED else policy
 
 
 def policy_helper(graph: Graph, name: str) -> list[str]:
@@ -462,8 +461,7 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
 class _Generator:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.names = _Namespace({"build", "projection", "ZeroPadShortcut", "OrderedDict", "DropPath",
-                                 *(_policy_function(p) for p in graph.policies)})
+        self.names = _Namespace({_policy_function(p) for p in graph.policies})
         self.classes: list[_Class] = []
         self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
         self.helpers: set[str] = set()
@@ -534,7 +532,7 @@ class _Generator:
     def _signature(self, definition: str, params: dict[str, str], shortcut: bool) -> list[str]:
         parts = ["self", f"{params[IN]}: int"]
         keyword_only = False
-        for name, default in self.graph.signatures[definition].params:
+        for name, default in self._class_params(definition):
             earlier = self._before(definition, name)
             if default is None and not keyword_only and any(d is not None for _, d in earlier):
                 parts.append("*")  # a required parameter after one with a default: keyword-only
@@ -553,6 +551,13 @@ class _Generator:
             return [head]
         return ["def __init__("] + ["    " + line.strip() for line in _pack(parts, 8)] + [") -> None:"]
 
+    def _class_params(self, definition: str) -> tuple[tuple[str, ast.Expr | None], ...]:
+        """The definition's parameters as its class takes them. A default that reads the block's
+        place in the network (`rate = 0.2 * block_index / num_blocks`) is no default there: the
+        class cannot know its place, so the network passes that value to every block."""
+        return tuple((name, None if default is not None and _reads_position(default) else default)
+                     for name, default in self.graph.signatures[definition].params)
+
     def _real_param(self, definition: str, name: str) -> bool:
         """Whether a block parameter holds a float (a rate) in any block of the definition."""
         return any(
@@ -560,13 +565,13 @@ class _Generator:
         )
 
     def _before(self, definition: str, name: str):
-        params = self.graph.signatures[definition].params
+        params = self._class_params(definition)
         return params[:[n for n, _ in params].index(name)]
 
     def _defaults(self, definition: str, params: dict[str, str]) -> list[str]:
         """`if p is None: p = <expr>` for defaults that use earlier parameters."""
         lines = []
-        for name, default in self.graph.signatures[definition].params:
+        for name, default in self._class_params(definition):
             if default is not None and not _constant(default):
                 lines += [f"if {params[name]} is None:",
                           f"    {params[name]} = {render(default, params).text}"]
@@ -590,7 +595,7 @@ class _Generator:
         args = [str(g.shape(block.input)[0])]
         scope = {"classes": g.classes}
         keyword = False
-        for name, default in g.signatures[definition].params:
+        for name, default in self._class_params(definition):
             value = block.args[name]
             if default is not None:
                 keyword = True
@@ -815,6 +820,10 @@ def _sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]
         inner = call(ctor, args, 12)
         lines += [f"    {line}" for line in inner[:-1]] + [f"    {inner[-1]},"]
     return lines + [")"]
+
+
+def _reads_position(expr: ast.Expr) -> bool:
+    return any(var.name in POSITION for var in ast.variables(expr))
 
 
 def _constant(expr: ast.Expr) -> bool:
