@@ -107,7 +107,7 @@ def _check_archive(path: str | Path, buffer: io.BytesIO) -> None:
     try:
         with zipfile.ZipFile(buffer) as archive:
             records = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+    except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, struct.error... for damage
         raise DamagedFile(path, f"is a damaged zip archive ({_short(str(exc))})", hint=SAVE_HINT) from None
     finally:
         buffer.seek(0)
