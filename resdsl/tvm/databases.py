@@ -13,6 +13,7 @@ import re
 from functools import cache
 from pathlib import Path
 
+from ..diagnostics import ResdslError
 from .target import machine
 from .workdir import WorkDir
 
@@ -106,7 +107,10 @@ def _tuned_cpu(work_dir: WorkDir) -> str | None:
 def _ranking(work_dir: WorkDir) -> tuple[float, float]:
     """(ratio to ONNX Runtime, latency in ms) from its tuning run's report; inf where it has none,
     so any measured one is a safer default than one never measured whole."""
-    report = work_dir.report()
+    try:
+        report = work_dir.report()
+    except ResdslError:  # damaged: ranked as unmeasured; building from it reads the rest
+        report = None
     if report is None:
         return math.inf, math.inf
     return report.ratio or math.inf, report.latency_ms or math.inf

@@ -6,10 +6,10 @@ lowering (`WorkDir.lowering`) and every later build from it reuses it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Iterable
 
-from ..diagnostics import OptionError
+from ..diagnostics import OptionError, printable
 
 if TYPE_CHECKING:
     from .workdir import WorkDir
@@ -79,7 +79,23 @@ class Lowering:
 
     @classmethod
     def from_json(cls, text: str) -> "Lowering":
-        return cls(**json.loads(text))
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: object) -> "Lowering":
+        """A lowering as `to_json` writes it; a field left out (a directory from before it
+        existed) takes its default. ValueError says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("a lowering is an object of layout, winograd, prepack and wide_winograd")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"{printable(repr(key)[:40])} is not a lowering option")
+            if key == "layout" and value not in ("NCHW", "NHWC"):
+                raise ValueError('its layout is neither "NCHW" nor "NHWC"')
+            if key != "layout" and not isinstance(value, bool):
+                raise ValueError(f"its {key} is not true or false")
+        return cls(**data)
 
     def options(self, target_kind: str = "llvm") -> dict[str, object]:
         """The options (`layout`, `winograd`, ...) that differ from the target's default."""

@@ -407,11 +407,25 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
 
 
 def _repair(work_dir: WorkDir, on_note: Callable[[str], None] | None) -> int:
+    """Set damaged lines of the search's database and of its selection aside (`WorkDir.repair`),
+    saying which; the number of records the search keeps. A selection that lost lines no longer
+    holds what it chose: it is dropped, and made again."""
+    note = on_note or (lambda message: None)
     repair = work_dir.repair()
-    if repair.set_aside and on_note:
-        on_note(f"set aside {repair.set_aside} unreadable line(s) of the database in {repair.aside_path}; "
-                f"{repair.records} records remain")
+    if repair.set_aside:
+        note(f"set aside {repair.set_aside} unreadable line(s) of the database in {repair.aside_path}; "
+             f"{repair.records} records remain")
+    selected = work_dir.selected.repair()
+    if selected.set_aside:
+        note(f"set aside {selected.set_aside} unreadable line(s) of the selection in {selected.aside_path}; "
+             "it is made again")
+        work_dir.discard_selection()
+    for problem in (*repair.problems, *selected.problems)[:_PROBLEMS_SHOWN]:
+        note(problem)
     return repair.records
+
+
+_PROBLEMS_SHOWN = 5
 
 
 def _seed(work_dir: WorkDir, sources: tuple[WorkDir, ...], tasks, target, rpc: RPC | None, progress: Progress,
@@ -452,8 +466,11 @@ def _select(work_dir: WorkDir, target, tasks, top_k: int, results: list[TaskResu
 
 def _watch(work_dir: WorkDir, progress: Progress, stop: threading.Event, on_progress) -> None:
     while not stop.wait(1.0):
-        progress.done = work_dir.count_records()
-        progress.best_ms = work_dir.best_estimate_ms()
+        try:
+            progress.done = work_dir.count_records()
+            progress.best_ms = work_dir.best_estimate_ms()
+        except ResdslError:  # the file replaced mid-search: the search itself will say so
+            continue
         if on_progress:
             on_progress(progress)
 

@@ -13,21 +13,36 @@ This class is the one owner of the on-disk format; no other module spells a file
 
 A shipped database (`resdsl.tvm.databases`) has the same layout with the two MetaSchedule files
 gzipped (`*.json.gz`) and only each kernel's chosen record in them.
+
+Nothing here trusts these files: each is read through `resdsl.files` (a regular file, capped at
+RESDSL_MAX_RECORD_BYTES, a gzipped one decompressed to the same cap), resdsl's own JSON files are
+checked for shape, and MetaSchedule's are checked line by line (`records`) before TVM opens
+them. `repair` sets a damaged line of a work directory aside; anything else that reads the
+database (`database`, `check`) refuses it, naming the file and line. A shipped database is never
+rewritten: a damaged line in it is refused, since its records were chosen together and building
+from part of them would quietly differ from what was shipped.
 """
 from __future__ import annotations
 
 import atexit
 import gzip
+import hashlib
 import json
+import math
+import os
 import shutil
+import stat
 import tempfile
+import zlib
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .. import files
 from ..diagnostics import ResdslError, printable
+from ..limits import BOUNDS, LIMITS
 from ..output import write_atomic
+from . import records as schema
 
 if TYPE_CHECKING:
     from .lowering import Lowering
@@ -46,11 +61,17 @@ GZ = ".gz"
 
 @dataclass(frozen=True)
 class Repair:
-    """What `WorkDir.repair` did: records that survive, a torn last line dropped, lines set aside."""
+    """What `WorkDir.repair` did: records that survive, a torn last line dropped, lines set aside
+    (`problems`: `FILE:LINE: what was wrong`, one per line set aside)."""
     records: int
     torn: int = 0
     set_aside: int = 0
     aside_path: Path | None = None
+    problems: tuple[str, ...] = ()
+
+
+_DAMAGED_HINT = ("resdsl sets damaged lines of a work directory aside when it tunes or builds from it; "
+                 "move this one out of the file, or tune into a new directory")
 
 
 class WorkDir:
@@ -58,6 +79,7 @@ class WorkDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._unpacked: Path | None = None
 
     def __repr__(self) -> str:
         return f"WorkDir({str(self.path)!r})"
@@ -78,31 +100,76 @@ class WorkDir:
         """Gzipped and read-only: a database that ships with resdsl."""
         return (self.path / (RECORDS + GZ)).exists()
 
-    @cached_property
-    def _files(self) -> tuple[Path, Path]:
-        """(workloads, records) as plain files MetaSchedule can open; a shipped database is
-        unpacked once per process into a temporary directory."""
+    def _data(self, name: str) -> bytes | None:
+        """WORKLOADS' or RECORDS' contents (a shipped database's decompressed), None where the
+        file is absent. A FIFO, a device, a directory or a file past the cap is refused."""
+        if self.shipped:
+            return _gunzip(self.path / (name + GZ))
+        path = self.path / name
+        if not (path.exists() or path.is_symlink()):  # a dangling link is refused, not created through
+            return None
+        return files.read_bytes(path, "max_record_bytes", what="tuning database file",
+                                directory_hint=f"MetaSchedule keeps {name} in a file; move this away")
+
+    def _shown(self, name: str) -> Path:
+        return self.path / (name + GZ if self.shipped else name)
+
+    def check(self) -> tuple[bytes, bytes]:
+        """The two files' contents, once every line of them is known good; else a user error
+        naming the first damaged line. A torn last line counts: only `repair` drops one.
+        Contents checked clean once are not checked again in this process."""
+        workloads, records = self._data(WORKLOADS) or b"", self._data(RECORDS) or b""
+        key = _digest(workloads, records)
+        if key in _CLEAN:
+            return workloads, records
+        found = schema.scan(workloads, records)
+        damaged = [(WORKLOADS if kind == "workloads" else RECORDS, line.number, line.problem)
+                   for kind, line in found.damaged]
+        damaged += [(name, number, "the line is blank, which MetaSchedule cannot read")
+                    for name, number in found.blank]
+        damaged += [(name, number, "the last line was cut short (by a killed run?)")
+                    for name, number in found.torn]
+        if damaged:
+            name, number, problem = min(damaged, key=lambda d: (d[0] != WORKLOADS, d[1]))
+            more = f" (and {len(damaged) - 1} more damaged line(s))" if len(damaged) > 1 else ""
+            raise files.DamagedFile(self._shown(name), problem + more, number,
+                                    hint=_SHIPPED_HINT if self.shipped else _DAMAGED_HINT)
+        _CLEAN.add(key)
+        return workloads, records
+
+    def _open_files(self) -> tuple[Path, Path]:
+        """(workloads, records) as plain files MetaSchedule can open, once `check` passed; a
+        shipped database is unpacked, from the very bytes checked, once per instance."""
+        workloads, records = self.check()
         if not self.shipped:
             return self.path / WORKLOADS, self.path / RECORDS
-        out = Path(tempfile.mkdtemp(prefix=f"resdsl-{self.name}-"))
-        atexit.register(shutil.rmtree, out, True)
-        for name in (WORKLOADS, RECORDS):
-            with gzip.open(self.path / (name + GZ), "rb") as src, open(out / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        return out / WORKLOADS, out / RECORDS
+        if self._unpacked is None:
+            out = Path(tempfile.mkdtemp(prefix=f"resdsl-{self.name}-"))
+            atexit.register(shutil.rmtree, out, True)
+            (out / WORKLOADS).write_bytes(workloads)
+            (out / RECORDS).write_bytes(records)
+            self._unpacked = out
+        return self._unpacked / WORKLOADS, self._unpacked / RECORDS
 
     def has_records(self) -> bool:
-        """Whether it holds measured records (MetaSchedule creates the file empty)."""
+        """Whether it holds measured records (MetaSchedule creates the file empty). Anything in
+        place of the file but an empty regular file counts, so that reading it refuses it."""
         if self.shipped:
             return True
         path = self.path / RECORDS
-        return path.exists() and path.stat().st_size > 0
+        if not (path.exists() or path.is_symlink()):
+            return False
+        return not (files.is_regular(path) and path.stat().st_size == 0)
 
     def database(self, allow_missing: bool = True):
-        """MetaSchedule's JSONDatabase over this directory's records."""
+        """MetaSchedule's JSONDatabase over this directory's records, once every line is checked."""
+        workloads, records = self._open_files()
         from tvm.s_tir import meta_schedule as ms
-        workloads, records = self._files
-        return ms.database.JSONDatabase(str(workloads), str(records), allow_missing=allow_missing)
+        try:
+            return ms.database.JSONDatabase(str(workloads), str(records), allow_missing=allow_missing)
+        except Exception as exc:  # noqa: BLE001 - changed since checked, or cannot be created
+            raise ResdslError(f"MetaSchedule cannot open the database in {printable(str(self.path))}: "
+                              f"{schema.first_line(exc)}", hint=_DAMAGED_HINT) from None
 
     def build_database(self):
         """The records a build applies: the selection where `tune` made one, else the search's."""
@@ -110,13 +177,11 @@ class WorkDir:
         return source.database()
 
     def record_lines(self) -> Iterator[bytes]:
-        """The raw record lines, for cheap reads while a search appends to them."""
-        path = self._files[1] if self.shipped else self.path / RECORDS
-        try:
-            with open(path, "rb") as f:
-                yield from (line for line in f if line.strip())
-        except FileNotFoundError:
-            return
+        """The raw record lines, unchecked, for cheap reads while a search appends to them:
+        callers take what parses and skip the rest."""
+        data = self._data(RECORDS)
+        if data:
+            yield from (line for line in data.split(b"\n") if line.strip())
 
     def count_records(self) -> int:
         return sum(1 for _ in self.record_lines())
@@ -127,66 +192,72 @@ class WorkDir:
         best: dict[int, float] = {}
         for line in self.record_lines():
             try:
-                workload, record = json.loads(line)
-                secs = [float(s) for s in record[1] or []]
-            except (ValueError, TypeError, IndexError):
+                value = schema.loads(line)
+            except schema.Bad:
                 continue
-            if secs and secs[0] < 1e9:
-                best[workload] = min(best.get(workload, float("inf")), sum(secs) / len(secs))
+            secs = schema.run_secs(value)
+            if secs and secs[0] < 1e9 and type(value[0]) is int:
+                best[value[0]] = min(best.get(value[0], math.inf), sum(secs) / len(secs))
         return sum(best.values()) * 1e3 if best else None
 
     def tuned_for(self):
         """The target its records were measured for (the first record's), or None."""
         from tvm.target import Target
         try:
-            line = next(self.record_lines(), b"")
-            return Target(json.loads(line)[1][2]) if line.strip() else None
-        # TVM raises ValueError for a bad target
-        except (OSError, ValueError, IndexError, TypeError, AttributeError):
+            line = next(self.record_lines(), None)
+            if line is None:
+                return None
+            target = schema.loads(line)[1][2]
+            schema.check_target(target)
+            return Target(target)
+        except (ResdslError, schema.Bad, IndexError, TypeError, KeyError):
             return None  # not a readable database: building from it says what is wrong
+        except Exception:  # noqa: BLE001 - TVM's refusal of a target: the same
+            return None
 
     def repair(self) -> Repair:
         """Make both MetaSchedule files readable again after a crash or damage.
 
-        A kill mid-write leaves at most the last line torn: that line is dropped. A line that
-        does not parse anywhere else is not what a crash leaves, so it is moved, with everything
-        unreadable, to `NAME.corrupt` beside the file (appended, never overwritten) and
-        reported; MetaSchedule would otherwise refuse the whole file.
+        A kill mid-write leaves at most the last line torn: that line is dropped. Any other line
+        that is not what MetaSchedule writes (`records`), or that TVM cannot read, is moved to
+        `NAME.corrupt` beside the file (appended, never overwritten) and reported, with the
+        records of a workload set aside: TVM would otherwise refuse the whole file, or crash.
+        Records point at their workload's line, so when workload lines go, the records after
+        them are rewritten to point at the same workloads' new lines; the set-aside lines keep
+        the numbers they had. A shipped database is only checked: it is never rewritten.
         """
         if self.shipped:
+            self.check()
             return Repair(self.count_records())
-        records = torn = aside = 0
-        aside_path = None
-        for name in (WORKLOADS, RECORDS):
-            path = self.path / name
-            if not path.exists():
+        workloads, records = self._data(WORKLOADS), self._data(RECORDS)
+        if workloads is None and records is None:
+            return Repair(0)
+        found = schema.scan(workloads or b"", records or b"")
+        kept = dict(zip((WORKLOADS, RECORDS), found.renumbered()))
+        rewrite = {}
+        for name, data in ((WORKLOADS, workloads), (RECORDS, records)):
+            repaired = b"".join(line + b"\n" for line in kept[name])
+            if data is not None and repaired != data:
+                rewrite[name] = repaired
+        aside_path, problems = None, []
+        for name, lines in ((WORKLOADS, found.workloads), (RECORDS, found.records)):
+            bad = [line for line in lines if line.problem is not None]
+            if not bad:
                 continue
-            data = path.read_bytes()
-            lines = data.split(b"\n")
-            good, bad = [], []
-            for i, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except ValueError:
-                    if i == len(lines) - 1:  # no newline after it: a write cut short
-                        torn += 1
-                    else:
-                        bad.append(line)
-                    continue
-                good.append(line)
-            repaired = b"".join(line + b"\n" for line in good)
-            if bad:
-                aside_path = path.with_name(name + CORRUPT)
-                with open(aside_path, "ab") as f:
-                    f.write(b"".join(line + b"\n" for line in bad))
-                aside += len(bad)
-            if repaired != data:
-                write_atomic(path, repaired)
-            if name == RECORDS:
-                records = len(good)
-        return Repair(records, torn, aside, aside_path)
+            path = self.path / name
+            if path.is_symlink():
+                raise files.DamagedFile(path, bad[0].problem, bad[0].number,
+                                        hint="resdsl does not rewrite a file through a symbolic link; "
+                                             "move the line out of the file it points to")
+            aside_path = path.with_name(name + CORRUPT)
+            _append(aside_path, b"".join(line.raw + b"\n" for line in bad))  # kept before anything goes
+            problems += [f"{printable(str(path))}:{line.number}: {line.problem}" for line in bad]
+        for name, data in rewrite.items():
+            write_atomic(self.path / name, data)
+        if not problems:
+            _CLEAN.add(_digest(*(rewrite.get(name, data or b"") for name, data in ((WORKLOADS, workloads),
+                                                                                  (RECORDS, records)))))
+        return Repair(len(kept[RECORDS]), len(found.torn), len(problems), aside_path, tuple(problems))
 
     # ---- what resdsl keeps beside the records
     def lowering(self) -> "Lowering | None":
@@ -194,8 +265,8 @@ class WorkDir:
         from before resdsl recorded it hold NCHW direct convs."""
         from .lowering import Lowering
         for path in (self.path / LOWERING, self.path.parent / LOWERING if self.name == SELECTED else None):
-            if path is not None and path.exists():
-                return _read(path, Lowering.from_json)
+            if path is not None and _present(path):
+                return _read(path, Lowering.from_dict)
         return Lowering() if self.has_records() else None
 
     def save_lowering(self, lowering: "Lowering") -> None:
@@ -212,8 +283,8 @@ class WorkDir:
         setting existed, are hot. The two never mix in one database: times are compared.
         """
         path = self.path / MEASUREMENT
-        if path.exists():
-            return _read(path, lambda text: json.loads(text)["cache"])
+        if _present(path):
+            return _read(path, _cache)
         if self.has_records():
             return "hot"
         return "cold" if target_kind == "llvm" else "hot"
@@ -228,7 +299,7 @@ class WorkDir:
     def choices(self) -> dict | None:
         """The last selection's summary (`top_k`, `choices`), if it is still in force."""
         path = self.selected.path / CHOICES
-        return _read(path, json.loads) if path.exists() else None
+        return _read(path, _choices) if _present(path) else None
 
     def discard_selection(self) -> None:
         shutil.rmtree(self.selected.path, ignore_errors=True)
@@ -248,11 +319,10 @@ class WorkDir:
         staging.path.rename(self.selected.path)
 
     def report(self) -> "TuneReport | None":
+        """The last tuning run's report; None where there is none, a user error where it is damaged."""
         from .report import TuneReport
-        try:
-            return TuneReport.from_json((self.path / REPORT).read_text())
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        path = self.path / REPORT
+        return _read(path, TuneReport.from_dict) if _present(path) else None
 
     def save_report(self, report: "TuneReport") -> Path:
         write_atomic(self.path / REPORT, report.to_json())
@@ -271,29 +341,23 @@ class WorkDir:
         record of the selection (else of the search), its workload, the lowering, the
         measurement and the report, with the two MetaSchedule files gzipped."""
         source = self.selected if self.selected.has_records() else self
-        best: dict[int, tuple[float, bytes]] = {}
-        for line in source.record_lines():
-            workload, record = json.loads(line)
+        found = schema.scan(*source.check())  # verdicts known from the check: cheap
+        best: dict[int, tuple[float, list]] = {}
+        for line in found.records:
+            workload, record = line.value
             secs = [float(s) for s in record[1] or []]
             if secs and secs[0] < 1e9:
                 mean = sum(secs) / len(secs)
                 if workload not in best or mean < best[workload][0]:
-                    best[workload] = (mean, line)
-        with open(source._files[0], "rb") as f:
-            workloads = [line for line in f if line.strip()]
+                    best[workload] = (mean, record)
+        workloads = {line.number - 1: line.raw for line in found.workloads}
         keep = sorted(best)
-        renumber = {old: new for new, old in enumerate(keep)}
-        records = []
-        for old in keep:
-            record = json.loads(best[old][1])[1]
-            records.append(json.dumps([renumber[old], record], separators=(",", ":")).encode() + b"\n")
+        records = [json.dumps([new, best[old][1]], separators=(",", ":")).encode() + b"\n"
+                   for new, old in enumerate(keep)]
         dest = Path(dest)
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        for name, lines in (
-            (WORKLOADS, [workloads[i].rstrip(b"\n") + b"\n" for i in keep]),
-            (RECORDS, records),
-        ):
+        for name, lines in ((WORKLOADS, [workloads[i] + b"\n" for i in keep]), (RECORDS, records)):
             # mtime=0: the same records always give the same bytes
             with open(dest / (name + GZ), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
                 f.write(b"".join(lines))
@@ -305,17 +369,103 @@ class WorkDir:
                 else self.path / name
             )
             if origin.exists():
-                shutil.copyfile(origin, dest / name)
+                (dest / name).write_bytes(files.read_bytes(origin, "max_record_bytes", what="tuning file"))
         if self.lowering() is not None and not (dest / LOWERING).exists():
             WorkDir(dest).save_lowering(self.lowering())
         return WorkDir(dest)
 
 
-def _read(path: Path, parse):
-    """One of resdsl's own JSON files, parsed; damage (a half-written file, an edit) is a user
-    error naming the file, not a traceback."""
+# Digests of (workloads, records) contents checked clean in this process.
+_CLEAN: set[bytes] = set()
+
+_SHIPPED_HINT = ("a shipped database is read as a whole and never rewritten: reinstall resdsl, "
+                 "or point RESDSL_DATABASES at an intact copy")
+
+
+def _digest(workloads: bytes, records: bytes) -> bytes:
+    return hashlib.sha256(len(workloads).to_bytes(8, "little") + workloads + records).digest()
+
+
+def _present(path: Path) -> bool:
+    """Whether something is there: a FIFO or a dangling link is, to be refused when read."""
+    return path.exists() or path.is_symlink()
+
+
+def _gunzip(path: Path) -> bytes:
+    """A gzipped file's contents, decompressed no further than the cap: a few kilobytes of
+    gzip can hold gigabytes of zeros."""
+    data = files.read_bytes(path, "max_record_bytes", what="gzipped tuning database file")
+    cap = LIMITS.max_record_bytes
+    out = bytearray()
     try:
-        return parse(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise ResdslError(f"{printable(str(path))} is damaged and cannot be read ({type(exc).__name__})",
-                          hint="restore it, or delete it and rerun `resdsl tune` on this directory") from None
+        while data:  # one gzip member after another, as gzip itself reads them
+            member = zlib.decompressobj(wbits=31)
+            while not member.eof:
+                chunk = member.decompress(data, _STEP)
+                data = member.unconsumed_tail
+                if not chunk and not data:
+                    break  # the input ran out before the member's end
+                out += chunk
+                if len(out) > cap:
+                    variable = BOUNDS["max_record_bytes"].variable
+                    raise ResdslError(f"{printable(str(path))} decompresses to more than resdsl reads "
+                                      f"({cap:,} bytes)", hint=f"raise {variable} if you really mean it")
+            if not member.eof:
+                raise files.DamagedFile(path, "the gzip data ends early", hint=_SHIPPED_HINT)
+            data = member.unused_data
+    except zlib.error as exc:
+        raise files.DamagedFile(path, f"not valid gzip data ({exc})", hint=_SHIPPED_HINT) from None
+    return bytes(out)
+
+
+_STEP = 1 << 20  # decompressed bytes at a time
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append to a `.corrupt` file: a regular file or none, never through a link or into a FIFO."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT
+             | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise ResdslError(f"cannot set damaged lines aside in {printable(str(path))}: {exc.strerror}",
+                          hint="it must be a regular file, or not exist") from None
+    with os.fdopen(fd, "ab") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ResdslError(f"cannot set damaged lines aside in {printable(str(path))}: not a regular file",
+                              hint="it must be a regular file, or not exist")
+        f.write(data)
+
+
+def _read(path: Path, parse: Callable[[Any], Any]):
+    """One of resdsl's own JSON files, read bounded and checked for shape by `parse` (which
+    raises ValueError saying what is wrong): damage is a user error naming the file."""
+    value = files.read_json(path, "max_record_bytes", what="tuning file", hint=_REWRITE_HINT)
+    try:
+        return parse(value)
+    except (ValueError, TypeError) as exc:
+        raise files.DamagedFile(path, str(exc), hint=_REWRITE_HINT) from None
+
+
+_REWRITE_HINT = "restore it, or delete it and rerun `resdsl tune` on this directory"
+
+
+def _cache(value: Any) -> str:
+    if not (isinstance(value, dict) and value.get("cache") in ("cold", "hot")):
+        raise ValueError('it should be {"cache": "cold"} or {"cache": "hot"}')
+    return value["cache"]
+
+
+def _choices(value: Any) -> dict:
+    """`{"top_k": K, "choices": [{"name", "rank", "selected_ms", ...}, ...]}`, as `selection` writes it."""
+    if not (isinstance(value, dict) and type(value.get("top_k")) is int
+            and isinstance(value.get("choices"), list)):
+        raise ValueError('it should be {"top_k": K, "choices": [...]}')
+    for i, choice in enumerate(value["choices"]):
+        ms = choice.get("selected_ms") if isinstance(choice, dict) else None
+        if not (isinstance(choice, dict) and isinstance(choice.get("name"), str)
+                and type(choice.get("rank")) is int and choice["rank"] >= 0
+                and isinstance(ms, (int, float)) and not isinstance(ms, bool)
+                and math.isfinite(ms) and ms >= 0):
+            raise ValueError(f"choice {i} is not {{\"name\": ..., \"rank\": N, \"selected_ms\": T, ...}}")
+    return value
