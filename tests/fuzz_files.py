@@ -266,7 +266,7 @@ def case_weights(rng: random.Random, work: Path) -> list[str]:
         if kind == 0:
             state[key] = state[key].to(rng.choice((torch.complex64, torch.int8, torch.bool, torch.float16)))
         elif kind == 1:
-            state[key] = state[key].clone().fill_(rng.choice((float("nan"), float("inf"), -1.0)))
+            state[key] = state[key].float().fill_(rng.choice((float("nan"), float("inf"), -1.0)))
         elif kind == 2:
             state[key] = state[key].reshape(-1)[:-1] if state[key].numel() > 1 else state[key].reshape(2, 0)
         elif kind == 3:
