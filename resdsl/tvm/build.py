@@ -52,8 +52,9 @@ def schedule(mod, target, work_dir: WorkDir | None = None, lowering: Lowering = 
     import tvm
     from tvm import relax
     if work_dir is not None and work_dir.has_records():
+        database = work_dir.build_database()  # checked and read before any work on the module
         mod = kernels(mod, target, lowering)
-        with target, work_dir.build_database():
+        with target, database:
             mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if lowering.prepack:
             # Each tuned kernel now starts with a block that repacks its weight; split those
