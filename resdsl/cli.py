@@ -250,6 +250,8 @@ def _repair(work_dir) -> None:
                 f"in {repair.aside_path}",
                 file=sys.stderr,
             )
+        for problem in repair.problems[:5]:  # file:line: why, for the first few
+            print(f"note: {problem}", file=sys.stderr)
 
 
 def _default_output(name: str, suffix: str) -> Path:

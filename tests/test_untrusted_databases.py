@@ -219,6 +219,17 @@ def test_a_line_that_crashes_tvm_is_found_in_a_child(tmp_path) -> None:
     assert len(work.database()) == 2
 
 
+def test_resdsls_own_failure_is_not_blamed_on_the_lines(tmp_path, monkeypatch) -> None:
+    from resdsl.tvm import records
+    monkeypatch.setattr(records, "_VERDICTS", {})
+    monkeypatch.setattr(records, "_child", lambda *args: None)  # the child leaves before reading a line
+    work = WorkDir(write_dir(tmp_path / "work", WORKLOAD_LINES, RECORD_LINES))
+    with pytest.raises(RuntimeError, match="checking tuning records with TVM stopped"):
+        work.repair()
+    assert (work.path / RECORDS).read_bytes().splitlines() == RECORD_LINES
+    assert not list(work.path.glob("*.corrupt"))
+
+
 def test_a_torn_last_line_is_dropped_and_blank_lines_go(tmp_path) -> None:
     work = write_dir(tmp_path / "work", WORKLOAD_LINES, [RECORD_LINES[0], b"", RECORD_LINES[1]])
     (work / RECORDS).write_bytes((work / RECORDS).read_bytes() + RECORD_LINES[0][:30])  # a kill mid-write
@@ -325,6 +336,7 @@ def test_compile_and_tune_set_damaged_lines_aside(tiny, tmp_path) -> None:
     for work, (code, err) in zip(works, results):
         assert code == 0, err
         assert f"set aside {len(damage) + 1} unreadable line(s)" in err and f"{work / RECORDS}.corrupt" in err
+        assert f"{work / WORKLOADS}:3: its module says it is {7 << 30} bytes long" in err  # and why
         assert (work / RECORDS).read_bytes().splitlines()[:2] == RECORD_LINES
 
 
