@@ -22,6 +22,7 @@ import json
 import math
 import re
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -82,7 +83,7 @@ def read_metrics(path: Path, fields: tuple[str, ...], hint: str) -> list[tuple[i
         if isinstance(row, ValueError):
             if index == len(lines) - 1:
                 break
-            raise DamagedFile(path, f"is not JSON ({row})", number, hint=hint)
+            raise DamagedFile(path, f"not valid JSON ({row})", number, hint=hint)
         if not isinstance(row, dict):
             raise DamagedFile(path, f"holds {described(row)}, not a row of metrics", number, hint=hint)
         for field in fields:
@@ -322,6 +323,7 @@ def _read_checkpoint(path: Path, device, epochs: int) -> dict:
     """checkpoint.pt through torch's weights-only unpickler: tensors, numbers and containers, no code."""
     import torch
     stream = open_bytes(path, "max_weights_bytes", what="checkpoint")
+    _check_archive(path, stream)
     try:
         state = torch.load(stream, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
@@ -344,6 +346,28 @@ def _read_checkpoint(path: Path, device, epochs: int) -> dict:
         raise DamagedFile(path, f"`epoch` is {described(epoch)}, not an epoch from 0 to {epochs}",
                           hint=RESUME_HINT)
     return state
+
+
+def _check_archive(path: Path, stream: io.BytesIO) -> None:
+    """torch.save's zip archive, as resdsl writes it, before torch reads it: torch would inflate a
+    compressed record to whatever size it claims, and the pre-1.6 format allocates the sizes its
+    pickle names. resdsl stores records uncompressed, in a zip archive, so both are refused."""
+    problem = None
+    if stream.read(4) != b"PK\x03\x04":
+        problem = "not a checkpoint torch.save writes (a zip archive)"
+    else:
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                records = archive.infolist()
+            if any(r.compress_type != zipfile.ZIP_STORED for r in records):
+                problem = "holds compressed records, which resdsl never writes"
+            elif sum(r.file_size for r in records) > len(stream.getbuffer()):
+                problem = "a damaged zip archive: its records claim more bytes than the file holds"
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+            problem = f"a damaged zip archive ({brief(str(exc))})"
+    stream.seek(0)
+    if problem:
+        raise DamagedFile(path, problem, hint=RESUME_HINT)
 
 
 def _kind(value) -> str:
