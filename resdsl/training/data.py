@@ -20,6 +20,7 @@ import codecs
 import contextlib
 import io
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,8 +307,10 @@ def _decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
             image = image.convert("RGB")
     except ResdslError:
         raise
-    except Image.DecompressionBombError:
-        raise ResdslError(f"{shown} has more pixels than resdsl decodes ({limit:,})", hint=too_large) from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice the bound
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(claimed[1]):,} pixels" if claimed else "more pixels"
+        raise ResdslError(f"{shown} has {pixels}, more than resdsl decodes ({limit:,})", hint=too_large) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a damaged file
         raise ResdslError(f"{shown} is not an image resdsl can read ({type(exc).__name__})",
                           hint="remove it, or convert it to PNG") from None

@@ -39,6 +39,9 @@ class World:
         if size < 1 or not 0 <= rank < size:
             raise ResdslError(f"rank {rank} of a world of {size} processes does not exist",
                               hint="start distributed runs with torchrun, which sets RANK and WORLD_SIZE")
+        if local < 0:  # torch would take -1 as a GPU index and fail deep inside
+            raise ResdslError(f"LOCAL_RANK {local} is negative",
+                              hint="start distributed runs with torchrun, which sets LOCAL_RANK")
         return cls(rank, size, local)
 
     @property
