@@ -257,6 +257,18 @@ def test_a_fifo_device_or_directory_named_like_an_image_is_refused(kind, tmp_pat
     refused(code, err, tmp_path / "none", "x.png", PLACED[kind])
 
 
+def test_every_suffix_taken_is_read(tmp_path: Path) -> None:
+    from PIL import Image
+    from resdsl.training.data import load_dataset
+    root = image_folder(tmp_path / "images")
+    suffixes = {"jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP"}
+    for suffix, fmt in suffixes.items():
+        Image.new("RGB", (3, 2), (255, 0, 0)).save(root / "train" / "dog" / f"1.{suffix}", format=fmt)
+    data = load_dataset(f"folder:{root}")
+    assert data.train_x.shape == (2 + len(suffixes), 3, 5, 6)
+    assert data.train_x[2:, 0].min() > 0.9 and data.train_x[2:, 1:].max() < 0.1  # red, resized
+
+
 def test_only_the_image_readers_of_the_suffixes_are_used(tmp_path: Path) -> None:
     from resdsl.training.data import load_dataset
     root = image_folder(tmp_path / "images")

@@ -224,8 +224,8 @@ class _BatchUnpickler(pickle.Unpickler):
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Pillow's readers for those suffixes and no others: a file is identified by its bytes, not its
-# name, and some readers run programs (EPS starts Ghostscript).
-IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP")
+# name, and some readers run programs (EPS starts Ghostscript). JPEG's also reads MPO.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 
 
 def _folder(root: Path) -> Dataset:
@@ -299,7 +299,7 @@ def _decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     limit, variable = LIMITS.max_image_pixels, BOUNDS["max_image_pixels"].variable
     too_large = f"shrink it, or raise {variable} if you really mean it"
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+        with Image.open(io.BytesIO(data), formats=_readers()) as image:
             width, height = image.size
             if width * height > limit:  # known from the header: nothing is decoded yet
                 raise ResdslError(f"{shown} has {width}x{height} pixels, more than resdsl decodes "
@@ -317,6 +317,14 @@ def _decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     if size is not None and image.size != size:
         image = image.resize(size)
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _readers() -> list[str]:
+    """IMAGE_FORMATS that this Pillow can read: it fails with a KeyError on one it lacks (WEBP is
+    optional when Pillow is built)."""
+    from PIL import Image
+    Image.init()
+    return [name for name in IMAGE_FORMATS if name in Image.OPEN]
 
 
 def check_dataset_bytes(images: int, shape: tuple[int, ...], what: str, advice: str) -> None:
