@@ -1,6 +1,7 @@
 """A tuning work directory: MetaSchedule's records and what resdsl keeps beside them.
 
-This class is the one owner of the on-disk format; no other module spells a file name of it.
+This class is the one owner of the on-disk format, with `records`, which checks MetaSchedule's
+two files line by line; no other module spells a file name of it.
 
     database_workload.json        MetaSchedule: one kernel (workload) a line
     database_tuning_record.json   MetaSchedule: one measured candidate a line, appended as measured
@@ -48,8 +49,8 @@ if TYPE_CHECKING:
     from .lowering import Lowering
     from .report import TuneReport
 
-WORKLOADS = "database_workload.json"
-RECORDS = "database_tuning_record.json"
+WORKLOADS = schema.WORKLOAD_FILE
+RECORDS = schema.RECORD_FILE
 LOWERING = "lowering.json"
 MEASUREMENT = "measurement.json"
 SELECTED = "selected"
@@ -162,7 +163,9 @@ class WorkDir:
         return not (files.is_regular(path) and path.stat().st_size == 0)
 
     def database(self, allow_missing: bool = True):
-        """MetaSchedule's JSONDatabase over this directory's records, once every line is checked."""
+        """MetaSchedule's JSONDatabase over this directory's records, once every line is checked.
+        (TVM reads the files again: another process writing them meanwhile is not guarded against,
+        as it is not for tuning into one directory twice at once.)"""
         workloads, records = self._open_files()
         from tvm.s_tir import meta_schedule as ms
         try:
@@ -239,19 +242,22 @@ class WorkDir:
             repaired = b"".join(line + b"\n" for line in kept[name])
             if data is not None and repaired != data:
                 rewrite[name] = repaired
-        aside_path, problems = None, []
-        for name, lines in ((WORKLOADS, found.workloads), (RECORDS, found.records)):
-            bad = [line for line in lines if line.problem is not None]
-            if not bad:
-                continue
-            path = self.path / name
-            if path.is_symlink():
-                raise files.DamagedFile(path, bad[0].problem, bad[0].number,
+        bad = {name: [line for line in lines if line.problem is not None]
+               for name, lines in ((WORKLOADS, found.workloads), (RECORDS, found.records))}
+        for name in rewrite:  # refused before anything is written
+            if (self.path / name).is_symlink():
+                first = (bad[name] or [None])[0]
+                raise files.DamagedFile(self.path / name, first.problem if first else "it needs repair",
+                                        first.number if first else None,
                                         hint="resdsl does not rewrite a file through a symbolic link; "
-                                             "move the line out of the file it points to")
-            aside_path = path.with_name(name + CORRUPT)
-            _append(aside_path, b"".join(line.raw + b"\n" for line in bad))  # kept before anything goes
-            problems += [f"{printable(str(path))}:{line.number}: {line.problem}" for line in bad]
+                                             "repair the file it points to by hand")
+        aside_path, problems = None, []
+        for name, lines in bad.items():
+            if lines:
+                aside_path = self.path / (name + CORRUPT)
+                _append(aside_path, b"".join(line.raw + b"\n" for line in lines))  # kept before anything goes
+                shown = printable(str(self.path / name))
+                problems += [f"{shown}:{line.number}: {line.problem}" for line in lines]
         for name, data in rewrite.items():
             write_atomic(self.path / name, data)
         if not problems:
