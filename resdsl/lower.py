@@ -613,6 +613,10 @@ def lower_policy(graph: Graph, policy: ast.PolicyDef, scope: str, source: str, c
         if layer.label is not None and not layer.label.startswith("downsample."):
             raise ResdslError(f"a policy's layers are named `downsample.*`, not `{layer.label}`", layer.span,
                               hint="the block keeps its shortcut module as `downsample`, as torchvision does")
+        if layer.label is not None and layer.label.count(".") > 1:  # keys of one nn.Sequential
+            raise ResdslError(f"a policy's layers are named `downsample.KEY`, with no `.` in KEY: not "
+                              f"`{layer.label}`", layer.span,
+                              hint="its layers are one nn.Sequential: `downsample.0`, `downsample.conv`, ...")
         if layer.op in STATEMENTS:
             raise ResdslError(f"`{layer.op}` cannot be part of a shortcut policy", layer.span,
                               hint="a policy is a chain of layers applied to the shortcut")

@@ -72,6 +72,12 @@ def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins[0], "avgpool")
     k, size = attrs["kernel"], attrs["size"]
     if k == 0:  # adaptive: to size x size (1x1: global average pooling)
+        given = [key for key, unset in (("stride", 0), ("padding", 0), ("ceil", 0), ("count_pad", 1))
+                 if attrs[key] != unset]
+        if given:  # nn.AdaptiveAvgPool2d has none of them: they would be dropped without a word
+            raise ShapeError(f"avgpool without a kernel pools to a size, and takes no {_and(given)}",
+                             hint="give it a kernel (`avgpool k2 s2`) to pool windows, or drop "
+                                  + ("them" if len(given) > 1 else "it"))
         if size > min(h, w):
             raise ShapeError(f"avgpool to {size}x{size} needs at least that resolution, gets {h}x{w}",
                              hint="pool to a smaller size")
@@ -85,6 +91,11 @@ def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
                          hint="padding may be at most kernel // 2")
     ceil = bool(attrs["ceil"])
     return (c, _window(h, k, s, p, "avgpool", ceil=ceil), _window(w, k, s, p, "avgpool", ceil=ceil))
+
+
+def _and(keys: list[str]) -> str:
+    quoted = [f"`{k}`" for k in keys]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def fc_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
