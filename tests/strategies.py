@@ -105,6 +105,9 @@ MISTAKES = [
     ("let inner = width * groups", "let groups = width * groups"),  # a let rebinding a parameter
     ("    conv1: conv inner k1\n", "    conv1: conv inner2 k1\n"),  # a name no let binds
     ("concat a b", "concat a"),
+    ("concat a b", "concat a b a"),  # a value joined with itself
+    ("let inner = width * groups", "let __inner = width * groups"),  # a name Python mangles in a class
+    ("    conv2: conv width k3 p1\n", "    conv2.keys: conv width k3 p1\n"),  # a container method
     ("add shortcut from preact", "add shortcut from nothing"),
     ("dropout 0.3", "dropout 1.3"),
     ("conv1: conv width k3 s=stride p2", "conv1: conv width * 1.5 k3 s=stride p2"),

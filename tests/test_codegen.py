@@ -9,11 +9,15 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import resdsl
 from conftest import ROOT, SPECS, check_golden
+from resdsl import ResdslError
 from resdsl.formatter import format_source
-from resdsl.lower import MODULE_MEMBERS
+from resdsl.ir import INPUT, Graph
+from resdsl.reserved import CONTAINER_MEMBERS, MODULE_MEMBERS
 
 GOLDEN = ["specs/resnet18.rds", "specs/resnet50.rds", "specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
           "specs/cifar/preact_resnet164.rds"]
@@ -47,6 +51,9 @@ def test_compile_does_not_import_torch() -> None:
 def test_reserved_labels_cover_nn_module_members() -> None:
     public = {name for name in dir(torch.nn.Module) if not name.startswith("_")}
     assert public <= MODULE_MEMBERS | {"register_full_backward_hook"}, sorted(public - MODULE_MEMBERS)
+    for container in (torch.nn.ModuleDict, torch.nn.Sequential, torch.nn.ModuleList):
+        own = {name for name in dir(container) if not name.startswith("_")} - public
+        assert own <= CONTAINER_MEMBERS, sorted(own - CONTAINER_MEMBERS)
 
 
 def test_generated_code_compiles_and_has_no_per_forward_logic() -> None:
@@ -173,3 +180,152 @@ def test_block_let_is_computed_once_and_builds_what_the_inline_expression_builds
         torch.testing.assert_close(a(x), b(x))
     assert format_source(LET_BLOCK.format(let="let  mid=width*groups", mid="mid")).count(
         "    let mid = width * groups\n") == 1
+
+
+# ---- every name `check` accepts builds, and the module computes the graph ---------------------------
+def reference_forward(graph: Graph, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The graph evaluated node by node with the model's own modules (found by node name, as the
+    generated module names them): what the generated forward must compute. No gated adds."""
+    for module in model.modules():  # the reference reads every value again: nothing in place
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    model.eval()
+    values: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name in graph.order():
+            op, ins = graph.node(name)["op"], [values[i] for i in graph.inputs(name)]
+            if op == "input":
+                values[name] = x
+            elif op in ("add", "mul"):
+                values[name] = ins[0] + ins[1] if op == "add" else ins[0] * ins[1]
+            elif op == "concat":
+                values[name] = torch.cat(ins, 1)
+            else:
+                arg = torch.flatten(ins[0], 1) if op == "fc" and ins[0].dim() > 2 else ins[0]
+                values[name] = model.get_submodule(name)(arg)
+        return values[graph.output]
+
+
+def computes_its_graph(net: resdsl.Network) -> None:
+    model = net.to_torch(seed=0).eval()
+    assert sum(p.numel() for p in model.parameters()) == net.params
+    x = torch.randn(2, *net.graph.shape(INPUT))
+    with torch.no_grad():
+        got = model(x)
+    torch.testing.assert_close(got, reference_forward(net.graph, model, x))
+
+
+# `out` is read twice (kept in a variable), and so is `out_`; `mul out` reads the first.
+KEPT_VALUES = """
+block b(w) {{
+    conv1: conv w k3 p1
+    {first}: relu
+    s: branch {{ sigmoid }}
+    {second}: conv w k1
+    u: branch {{ sigmoid }}
+    mul {first}
+    mul s
+    mul u
+    add shortcut
+}}
+network n {{
+    input 3x8x8
+    classes 3
+    stem {{ conv 4 k3 p1 }}
+    stage layer1: b(4) x 1
+    head {{ avgpool; fc classes }}
+}}
+"""
+
+
+@pytest.mark.parametrize("first, second", [("out", "out_"), ("x", "x_"), ("a_b", "a_b2")])
+def test_values_kept_in_variables_never_share_one(first: str, second: str) -> None:
+    computes_its_graph(resdsl.loads(KEPT_VALUES.format(first=first, second=second)))
+
+
+# Names a spec may try: what Python, PyTorch and the generated module use, and plain ones.
+TRICKY = ["keys", "items", "values", "pop", "update", "clear", "append", "insert", "forward", "training", "out",
+          "out_", "x", "x_", "self", "super", "identity", "t", "torch", "nn", "F", "Tensor", "DropPath",
+          "ZeroPadShortcut", "projection", "build", "OrderedDict", "downsample", "gate", "in_channels", "__class__",
+          "__x", "_y", "print", "lambda", "match", "a", "a_", "se", "w", "stride"]
+NAMES = st.one_of(st.sampled_from(TRICKY), st.from_regex(r"[a-z_][a-z0-9_]{0,4}", fullmatch=True))
+SINGLE = ("policy", "pc", "ps", "p", "q", "m", "v1", "s", "u")  # names
+DOTTED = ("key", "l1", "l2", "l3", "l4", "stage")  # labels: a name, then names or positions
+
+
+@st.composite
+def spec_names(draw) -> dict[str, str]:
+    """Plain names everywhere but in a few places, where a tricky one (or a random one) goes."""
+    names = {key: f"n{i}" for i, key in enumerate(SINGLE + DOTTED)}
+    for key in draw(st.lists(st.sampled_from(SINGLE + DOTTED), min_size=1, max_size=3, unique=True)):
+        names[key] = draw(NAMES)
+        if key in DOTTED:
+            rest = draw(st.lists(st.one_of(NAMES, st.sampled_from(["0", "1"])), max_size=2))
+            names[key] = ".".join([names[key], *rest])
+    if draw(st.booleans()):  # siblings in one container, keyed by position and by name: an nn.ModuleDict
+        names["l1"], names["l2"] = f"{names['l1']}.0", f"{names['l1']}.{draw(NAMES)}"
+    return names
+
+
+NAMED = """
+policy {policy}({pc}, {ps}) {{
+    downsample.{key}: conv {pc} s={ps}
+    downsample.1: bn
+}}
+block b({p}, stride = 1, {q} = 1) {{
+    let {m} = {p} * {q}
+    {l1}: conv {m} k3 s=stride p1
+    {v1}: relu
+    {s}: branch {{ sigmoid }}
+    {l2}: conv {m} k1
+    {u}: branch {{ {l3}: conv {m} k1; sigmoid }}
+    mul {v1}
+    mul {s}
+    mul {u}
+    {l4}: conv {p} k1
+    add shortcut
+}}
+network n {{
+    input 3x8x8
+    classes 3
+    stem {{ conv 4 k3 p1 }}
+    stage {stage}: b(4, {q}=2) x 2
+    stage layer2: b(8) x 1 stride 2 shortcut {policy}
+    head {{ avgpool; fc classes }}
+}}
+"""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_names())
+def test_every_name_check_accepts_builds_and_computes_the_graph(names: dict[str, str]) -> None:
+    text = NAMED.format(**names)
+    try:
+        net = resdsl.loads(text, "named.rds")
+    except ResdslError as exc:
+        assert exc.render().startswith("named.rds:"), exc.render()
+        return
+    computes_its_graph(net)
+
+
+def test_a_default_reading_the_block_index_is_passed_by_the_network() -> None:
+    net = resdsl.loads("""
+    block b(w, stride = 1, rate = 0.2 * block_index / num_blocks) {
+        conv1: conv w k3 s=stride p1
+        drop_path rate
+        add shortcut
+    }
+    network n {
+        input 3x8x8
+        classes 3
+        stem { conv 4 k3 p1 }
+        stage layer1: b(4) x 2
+        stage layer2: b(8) x 2 stride 2
+        head { avgpool; fc classes }
+    }
+    """)
+    source = net.torch_source()
+    assert "self, in_channels: int, w: int, stride: int = 1, *, rate: float," in source
+    model = net.to_torch(seed=0)
+    rates = [m.rate for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates == [0.2 * i / 4 for i in range(4)]

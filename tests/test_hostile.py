@@ -130,6 +130,70 @@ def test_deep_expressions_are_bounded(expr: str) -> None:
         assert "nests more than" in str(exc)
 
 
+NESTED = ("block b(w) {{\n conv1: conv w k3 p1\n{body} mul b0\n add shortcut\n}}\n"
+          "network n {{\n input 3x8x8\n classes 3\n stem {{ conv 4 k3 p1 }}\n stage layer1: b(4) x 1\n"
+          " head {{ avgpool; fc classes }}\n}}\n")
+
+
+def nested_branches(depth: int, expr: str = "w") -> str:
+    body = "".join(f" b{i}: branch {{\n" for i in range(depth)) + f" conv {expr} k1\n" + " }\n" * depth
+    return NESTED.format(body=body)
+
+
+def test_branches_nested_past_the_bound_are_located_errors(tmp_path: Path) -> None:
+    from resdsl.parser import MAX_BRANCH_DEPTH
+    spec = tmp_path / "deep.rds"
+    spec.write_text(nested_branches(250))
+    for command in COMMANDS:
+        code, err = run([a.format(tmp=tmp_path) for a in command] + [str(spec)])
+        assert code == 1, err
+        assert err.startswith(f"{spec}:{MAX_BRANCH_DEPTH + 3}:2: error: branches nest more than "
+                              f"{MAX_BRANCH_DEPTH} levels deep here"), err
+
+
+def test_at_every_bound_at_once_nothing_recurses_too_deep(tmp_path: Path) -> None:
+    # Branches as deep as they may nest, holding an expression as deep as it may nest: every
+    # command answers (the nested branches are never joined: a located error), none overflows.
+    from resdsl.parser import MAX_BRANCH_DEPTH, MAX_EXPR_DEPTH
+    spec = tmp_path / "deep.rds"
+    spec.write_text(nested_branches(MAX_BRANCH_DEPTH, "w" + " + 0" * MAX_EXPR_DEPTH))
+    for command in COMMANDS:
+        code, err = run([a.format(tmp=tmp_path) for a in command] + [str(spec)])
+        assert code in (0, 1) and "Traceback" not in err, err
+        if code == 1:
+            assert LOCATED.search(err) and "nests more than" not in err, err
+
+
+def _lines_run(work) -> int:
+    """How many lines of Python `work()` runs: a measure of its work that no machine's load changes."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        count += event == "line"
+        return trace
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+@pytest.mark.parametrize("statement", ["b{i}: branch {{ relu }}\n add b{i}", "c{i}.0: relu"])
+def test_torch_codegen_is_linear_in_the_size_of_a_block(statement: str) -> None:
+    # Scanning the block per node made 4000 branches take 37 s; benchmarks/branches.py times it.
+    from resdsl.backends.torch_codegen import generate
+
+    def lines(n: int) -> int:
+        body = "".join(" " + statement.format(i=i) + "\n" for i in range(n))
+        net = resdsl.loads(NESTED.format(body=body).replace(" mul b0\n", ""))
+        return _lines_run(lambda: generate(net.graph))
+    lines(1)  # what is done once (the template compiled) is not the block's cost
+    small, large = lines(100), lines(200)
+    assert large < 2.2 * small, (small, large)
+
+
 def test_naming_many_unlabeled_layers_is_linear_and_skips_taken_names() -> None:
     net = resdsl.loads(TINY.format(name="n", stem="relu; relu_2: relu; relu; relu; relu"))
     relus = [n for n in net.graph.order() if net.graph.node(n)["op"] == "relu"]
