@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -110,6 +113,64 @@ def read_source(path: str | Path, span: Span | None = None) -> str:
     except UnicodeDecodeError as exc:
         raise ResdslError(f"{shown} is not UTF-8 text ({exc.reason})", span,
                           hint="save the spec as UTF-8") from None
+
+
+def brief(text: str, at: int = 120) -> str:
+    """Text from a file, made safe to quote: control characters escaped, cut at `at` characters
+    (a key or a name in a crafted file may be megabytes long)."""
+    text = printable(text[:4 * at])
+    return text if len(text) <= at else text[:at - 1] + "…"
+
+
+def load_torch(path: str | Path, *, what: str, hint: str, missing_hint: str | None = None,
+               map_location: Any = "cpu") -> Any:
+    """What a file torch.save wrote holds, loaded without running any of it.
+
+    Bounded by RESDSL_MAX_WEIGHTS_BYTES, then only the zip archive torch.save has written since
+    PyTorch 1.6, with uncompressed records that fit in the file, then torch's `weights_only`
+    unpickler (tensors, numbers, strings and containers; no other global). The shape of what
+    comes back is the caller's to check.
+    """
+    import torch
+    stream = open_bytes(path, "max_weights_bytes", what=what, missing_hint=missing_hint)
+    _check_archive(path, stream, hint)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the file is judged here
+            warnings.simplefilter("ignore")
+            return torch.load(stream, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file it cannot read
+        # Never torch's own advice to retry with weights_only=False: that is how a file runs code.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise DamagedFile(path, f"asks to run `{brief(refused[1])}`, which no {what} holds; resdsl "
+                                    f"loads tensors, numbers and containers only, and ran nothing",
+                              hint=hint) from None
+        raise DamagedFile(path, f"not a {what} torch can read ({type(exc).__name__}: {brief(str(exc))})",
+                          hint=hint) from None
+
+
+def _check_archive(path: str | Path, stream: io.BytesIO, hint: str) -> None:
+    """torch.load inflates a compressed record to whatever size the archive claims (a megabyte
+    can ask for a terabyte), and the pre-1.6 format allocates the sizes its pickle names before
+    reading them. torch.save writes neither, so both are refused, as are records claiming more
+    bytes than the file holds."""
+    problem = None
+    if stream.read(4) != b"PK\x03\x04":
+        problem = "not a file torch.save writes (a zip archive; a file saved before PyTorch 1.6 must be saved again)"
+    else:
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                records = archive.infolist()
+            if any(r.compress_type != zipfile.ZIP_STORED for r in records):
+                problem = "holds compressed records, which torch.save never writes"
+            elif (claimed := sum(r.file_size for r in records)) > len(stream.getbuffer()):
+                problem = (f"a damaged zip archive: its records claim {claimed:,} bytes, "
+                           f"the file holds {len(stream.getbuffer()):,}")
+        except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, NotImplementedError, struct.error...
+            problem = f"a damaged zip archive ({brief(str(exc))})"
+    stream.seek(0)
+    if problem:
+        raise DamagedFile(path, problem, hint=hint)
 
 
 def is_regular(path: str | Path) -> bool:

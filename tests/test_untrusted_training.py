@@ -378,7 +378,7 @@ def test_a_damaged_checkpoint_is_refused_by_field(change, message, run_dir: Path
 
 @pytest.mark.parametrize("form, message", [
     ("deflated", "checkpoint.pt: holds compressed records"),  # torch would inflate them to any size
-    ("legacy", "checkpoint.pt: not a checkpoint torch.save writes"),  # allocates what its pickle names
+    ("legacy", "checkpoint.pt: not a file torch.save writes"),  # allocates what its pickle names
     ("truncated", "checkpoint.pt: a damaged zip archive"),
 ])
 def test_a_checkpoint_in_another_form_is_refused_before_torch_reads_it(form, message, run_dir: Path) -> None:

@@ -182,7 +182,7 @@ def test_a_planted_payload_never_runs(state, tmp_path, capsys, command) -> None:
         err = capsys.readouterr().err
         assert str(path) in err and "Traceback" not in err and "weights_only=False" not in err, err
         assert not marker.exists(), f"the {kind} payload ran"
-    assert "refers to `posix.system`" in refusal(resdsl.load(SPEC), files["zip"])
+    assert "asks to run `posix.system`" in refusal(resdsl.load(SPEC), files["zip"])
     assert not any(tmp_path.glob("net.*")) and not (tmp_path / "tune").exists()  # nothing written
 
 

@@ -14,17 +14,12 @@ sparse tensor it was never written for.
 """
 from __future__ import annotations
 
-import io
-import re
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..diagnostics import printable
-from ..files import DamagedFile, open_bytes
+from ..files import DamagedFile, brief, load_torch
 from ..ir import Graph
 from ..ops import fmt_shape
 
@@ -71,54 +66,8 @@ def load_weights(graph: Graph, path: str | Path | None = None, seed: int = 0) ->
 
 def read_state(path: str | Path) -> dict:
     """The object a weights file holds, loaded without running any of it."""
-    import torch
-    buffer = open_bytes(path, "max_weights_bytes", what="weights file",
-                        missing_hint="check the path; `resdsl train` writes RUN/final.pt")
-    _check_archive(path, buffer)
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the file is judged here
-            warnings.simplefilter("ignore")
-            return torch.load(buffer, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        # Never torch's own advice to retry with weights_only=False: that is how a file runs code.
-        refused = re.search(r"unsupported GLOBAL (\S+)", str(exc))
-        if refused:
-            problem = (f"refers to `{_short(refused.group(1))}`, which no state_dict holds; resdsl loads "
-                       "tensors only, and ran nothing")
-        else:
-            problem = f"is not a state_dict torch can read ({type(exc).__name__}: {_short(str(exc))})"
-        raise DamagedFile(path, problem, hint=SAVE_HINT) from None
-
-
-def _check_archive(path: str | Path, buffer: io.BytesIO) -> None:
-    """torch.save's zip archive, bounded before torch reads it.
-
-    torch.load would inflate a compressed record to the size the archive claims, so a
-    megabyte could ask for a terabyte; torch.save stores records uncompressed, so a compressed
-    one is refused, and so are records claiming more bytes than the file has. The pre-1.6 format (no
-    archive) allocates whatever sizes its pickle names, before reading them: refused too.
-    """
-    head = buffer.read(4)
-    buffer.seek(0)
-    if head != b"PK\x03\x04":
-        raise DamagedFile(path, "is not a file torch.save writes (a zip archive)",
-                          hint=f"{SAVE_HINT}; a file saved by PyTorch before 1.6 must be saved again "
-                               "with a current one")
-    try:
-        with zipfile.ZipFile(buffer) as archive:
-            records = archive.infolist()
-    except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, struct.error... for damage
-        raise DamagedFile(path, f"is a damaged zip archive ({_short(str(exc))})", hint=SAVE_HINT) from None
-    finally:
-        buffer.seek(0)
-    if any(r.compress_type != zipfile.ZIP_STORED for r in records):
-        raise DamagedFile(path, "holds compressed records, which torch.save never writes",
-                          hint=SAVE_HINT)
-    claimed, held = sum(r.file_size for r in records), buffer.seek(0, io.SEEK_END)
-    buffer.seek(0)
-    if claimed > held:
-        raise DamagedFile(path, f"is a damaged zip archive: its records claim {claimed:,} bytes, "
-                                f"the file holds {held:,}", hint=SAVE_HINT)
+    return load_torch(path, what="weights file", hint=SAVE_HINT,
+                      missing_hint="check the path; `resdsl train` writes RUN/final.pt")
 
 
 def check_state(graph: Graph, state: Any, source: str | Path) -> dict[str, np.ndarray]:
@@ -214,8 +163,7 @@ def _more(keys: list[str]) -> str:
 
 
 def _short(text: str) -> str:
-    text = printable(text)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
+    return brief(text, MAX_SHOWN)
 
 
 def bn_scale_shift(weights: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:

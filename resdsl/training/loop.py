@@ -20,15 +20,13 @@ import hashlib
 import io
 import json
 import math
-import re
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..diagnostics import ResdslError, printable
-from ..files import DamagedFile, json_lines, open_bytes, read_json
+from ..files import DamagedFile, brief, json_lines, load_torch, read_json
 from ..output import write_atomic
 from .data import Dataset, augment, crop_flip, described, fit, normalizer
 from .distributed import World
@@ -52,12 +50,6 @@ ROW_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "train_error": (_fraction, "an error rate from 0 to 1"),
     "test_error": (_fraction, "an error rate from 0 to 1"),
 }
-
-
-def brief(text: str, at: int = 80) -> str:
-    """Text from a file, made safe to show: control characters escaped, cut at `at` characters."""
-    text = printable(text[:4 * at])
-    return text if len(text) <= at else text[:at - 1] + "…"
 
 
 def read_config(path: Path, hint: str) -> dict:
@@ -321,20 +313,7 @@ def _resume(path: Path, device, epochs: int, module, optimizer, schedule) -> int
 
 def _read_checkpoint(path: Path, device, epochs: int) -> dict:
     """checkpoint.pt through torch's weights-only unpickler: tensors, numbers and containers, no code."""
-    import torch
-    stream = open_bytes(path, "max_weights_bytes", what="checkpoint")
-    _check_archive(path, stream)
-    try:
-        state = torch.load(stream, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if refused:
-            raise DamagedFile(path, f"asks to run `{brief(refused[1])}`; a checkpoint resdsl writes holds "
-                                    f"only tensors, numbers and dicts",
-                              hint="resdsl did not write it (it may be made to run code): delete it, "
-                                   "or use a new --out") from None
-        raise ResdslError(f"cannot resume from {printable(str(path))} ({type(exc).__name__})",
-                          hint="delete it to start over, or use a new --out") from None
+    state = load_torch(path, what="checkpoint", hint=RESUME_HINT, map_location=device)
     if not isinstance(state, dict):
         raise DamagedFile(path, f"holds {described(state)}, not the dict resdsl writes", hint=RESUME_HINT)
     for key in ("model", "optimizer", "schedule"):
@@ -346,28 +325,6 @@ def _read_checkpoint(path: Path, device, epochs: int) -> dict:
         raise DamagedFile(path, f"`epoch` is {described(epoch)}, not an epoch from 0 to {epochs}",
                           hint=RESUME_HINT)
     return state
-
-
-def _check_archive(path: Path, stream: io.BytesIO) -> None:
-    """torch.save's zip archive, as resdsl writes it, before torch reads it: torch would inflate a
-    compressed record to whatever size it claims, and the pre-1.6 format allocates the sizes its
-    pickle names. resdsl stores records uncompressed, in a zip archive, so both are refused."""
-    problem = None
-    if stream.read(4) != b"PK\x03\x04":
-        problem = "not a checkpoint torch.save writes (a zip archive)"
-    else:
-        try:
-            with zipfile.ZipFile(stream) as archive:
-                records = archive.infolist()
-            if any(r.compress_type != zipfile.ZIP_STORED for r in records):
-                problem = "holds compressed records, which resdsl never writes"
-            elif sum(r.file_size for r in records) > len(stream.getbuffer()):
-                problem = "a damaged zip archive: its records claim more bytes than the file holds"
-        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
-            problem = f"a damaged zip archive ({brief(str(exc))})"
-    stream.seek(0)
-    if problem:
-        raise DamagedFile(path, problem, hint=RESUME_HINT)
 
 
 def _kind(value) -> str:
