@@ -469,8 +469,8 @@ class _Lowering:
                               hint="residual joins belong in a `block` definition")
         words = []
         for arg in layer.args:
-            written = _written(arg.span)
-            if isinstance(arg, ast.Keyword) and SHORT_ATTR.fullmatch(written):
+            written = _written(arg.span) if isinstance(arg, ast.Keyword) else ""  # reads the whole file
+            if SHORT_ATTR.fullmatch(written):
                 raise ResdslError(f"`{written}` reads as the attribute `{arg.name}={written[1:]}` here, not as a "
                                   "name", arg.span, hint=f"a join cannot name a label that looks like `k3`, `s2`, "
                                                          f"`p1` or `g32`: rename `{written}`")
