@@ -21,6 +21,7 @@ from .ops import OPS, STATEMENTS
 from .parser import POLICIES, SHORT_ATTRS
 from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
+
 def lower(program: Program, overrides: dict[str, ast.Expr] | None = None) -> Graph:
     """The graph of `program`'s network; `overrides` replace its `let` constants by name
     (`resdsl --set n=18`)."""
