@@ -19,7 +19,7 @@ from .reserved import HELPERS, python_private
 from .resources import prelude_path
 
 MAX_INCLUDE_DEPTH = 64
-_LOOKS_LIKE_A_SPEC = re.compile(r"\A\ufeff?(?:[ \t\f\r\n;]|#[^\n]*)*(?:(?:include|block|network)\b|\Z)")
+_LOOKS_LIKE_A_SPEC = re.compile(r"\A\ufeff?(?:[ \t\f\r\n;]|#[^\n]*)*(?:(?:include|block|network|policy)\b|\Z)")
 
 
 @dataclass

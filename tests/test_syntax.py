@@ -56,3 +56,16 @@ def test_set_through_the_cli_and_its_errors(capsys) -> None:
     assert capsys.readouterr().err.startswith("--set n:1:")
     assert main(["check", "specs/cifar/resnet20.rds", "--set", "n=0.5"]) == 1
     assert "a stage's block count must be an integer, not 0.5" in capsys.readouterr().err
+
+
+def test_an_include_of_policies_only_is_a_spec(tmp_path) -> None:
+    # The include check's "looks like a spec" test knew include, block and network, not policy.
+    import resdsl
+    (tmp_path / "policies.rds").write_text("# only a policy\npolicy mine(channels, stride) {\n"
+                                           "    downsample.0: conv channels s=stride\n    downsample.1: bn\n}\n")
+    (tmp_path / "net.rds").write_text(
+        'include "policies.rds"\nnetwork n {\n    input 3x32x32\n    classes 10\n'
+        "    stem { conv1: conv 16 k3 p1; bn1: bn; relu }\n"
+        "    stage layer1: basic(32) x 1 stride 2 shortcut mine\n    head { avgpool; fc classes }\n}\n")
+    net = resdsl.load(tmp_path / "net.rds")
+    assert "layer1.0.downsample.0.weight" in net.to_torch(seed=0).state_dict()
