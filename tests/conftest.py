@@ -13,6 +13,9 @@ SPECS = sorted(p.relative_to(ROOT) for p in (ROOT / "specs").rglob("*.rds") if "
 TEST_SPECS = sorted(p.relative_to(ROOT) for p in (ROOT / "tests" / "specs").glob("*.rds"))
 BAD_SPECS = sorted(p.relative_to(ROOT) for p in (ROOT / "specs" / "bad").glob("*.rds"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# No cache of tuning-record checks shared between tests (or with the user's): each test sees
+# TVM read its lines (tests/test_untrusted_databases.py tests the cache on its own).
+os.environ["RESDSL_CACHE_DIR"] = ""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -53,28 +53,6 @@ def tiny(tmp_path) -> Path:
     return spec
 
 
-def test_repair_drops_a_torn_last_line(tmp_path) -> None:
-    (tmp_path / RECORDS).write_text('[0, [1]]\n[1, [2]]\n[2, [3')
-    repair = WorkDir(tmp_path).repair()
-    assert (repair.records, repair.torn, repair.set_aside) == (2, 1, 0)
-    assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n'
-    assert not list(tmp_path.glob("*.corrupt"))
-
-
-def test_repair_sets_aside_damage_it_cannot_explain(tmp_path) -> None:
-    # A garbage line in the middle is not what a kill leaves: it is kept aside, never deleted,
-    # and the records after it survive.
-    (tmp_path / RECORDS).write_text('[0, [1]]\nnot json\n[1, [2]]\n[2, [3]]\n')
-    repair = WorkDir(tmp_path).repair()
-    assert (repair.records, repair.torn, repair.set_aside) == (3, 0, 1)
-    assert (tmp_path / RECORDS).read_text() == '[0, [1]]\n[1, [2]]\n[2, [3]]\n'
-    assert repair.aside_path == tmp_path / (RECORDS + ".corrupt")
-    assert repair.aside_path.read_text() == "not json\n"
-    (tmp_path / RECORDS).write_text('[0, [1]]\n{oops\n')  # appended to, never overwritten
-    assert WorkDir(tmp_path).repair().set_aside == 1
-    assert repair.aside_path.read_text() == "not json\n{oops\n"
-
-
 def test_trials_go_where_the_time_is() -> None:
     # id -> (weight, trials, best ms)
     assert pick_task({0: (1, 64, 1.0), 1: (2, 0, None), 2: (1, 0, None)}) == 1  # unmeasured first

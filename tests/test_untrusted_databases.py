@@ -230,6 +230,31 @@ def test_resdsls_own_failure_is_not_blamed_on_the_lines(tmp_path, monkeypatch) -
     assert not list(work.path.glob("*.corrupt"))
 
 
+def test_lines_tvm_read_are_remembered_in_the_users_cache(tmp_path, monkeypatch) -> None:
+    from resdsl.tvm import records
+    monkeypatch.setenv("RESDSL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(records, "_VERDICTS", {})
+    work = WorkDir(write_dir(tmp_path / "work", WORKLOAD_LINES, RECORD_LINES))
+    work.check()
+    (cache,) = (tmp_path / "cache").iterdir()
+    with open(cache, "a") as f:
+        f.write("not a digest\n")  # damage costs a re-check, nothing more
+    monkeypatch.setattr(records, "_VERDICTS", {})
+    monkeypatch.setattr(records, "_child", lambda *args: None)  # a child now would fail the check
+    WorkDir(work.path).check()  # ... so every line came from the cache
+    bad = write_dir(tmp_path / "bad", WORKLOAD_LINES, [RECORD_LINES[0], DAMAGED_RECORDS["null"]])
+    with pytest.raises(ResdslError, match=rf"{RECORDS}:2: "):
+        WorkDir(bad).check()  # the cache holds clean lines only
+
+
+def test_lines_set_aside_are_appended_never_overwritten(tmp_path) -> None:
+    work = write_dir(tmp_path / "work", WORKLOAD_LINES, [RECORD_LINES[0], b"not json", RECORD_LINES[1]])
+    assert WorkDir(work).repair().set_aside == 1
+    (work / RECORDS).write_bytes((work / RECORDS).read_bytes() + b"{oops\n" + RECORD_LINES[1] + b"\n")
+    assert WorkDir(work).repair().set_aside == 1
+    assert (work / (RECORDS + ".corrupt")).read_bytes() == b"not json\n{oops\n"
+
+
 def test_a_torn_last_line_is_dropped_and_blank_lines_go(tmp_path) -> None:
     work = write_dir(tmp_path / "work", WORKLOAD_LINES, [RECORD_LINES[0], b"", RECORD_LINES[1]])
     (work / RECORDS).write_bytes((work / RECORDS).read_bytes() + RECORD_LINES[0][:30])  # a kill mid-write
