@@ -1,4 +1,4 @@
-"""The in-memory API: `resdsl.load("x.rds")` gives a checked `Network`."""
+"""The in-memory API: `resdsl.load("x.rds")` or `resdsl.load("resnet50")` gives a checked `Network`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,6 +47,8 @@ class Network:
 
     def to_torch(self, seed: int | None = None) -> "torch.nn.Module":
         """Build the generated module in memory (weights initialised with `seed` if given)."""
+        from .extras import require
+        require("torch", purpose="building a PyTorch module")
         from .backends.torch_codegen import instantiate
         return instantiate(self.graph, seed=seed)
 
@@ -56,8 +58,10 @@ class Network:
 
 
 def load(path: str | Path, overrides: dict[str, str] | None = None) -> Network:
-    """`overrides` replace `let` constants: {"n": "18"} (values are expressions)."""
-    program = load_file(path)
+    """A spec file, or a bundled model's name (`resdsl.list_models()`); a file of that name wins.
+    `overrides` replace `let` constants: {"n": "18"} (values are expressions)."""
+    from .zoo import resolve
+    program = load_file(resolve(path))
     return Network(run_pipeline(lower(program, _parse_overrides(overrides))), program.files)
 
 
