@@ -160,10 +160,13 @@ def tvm_options(f):
 @click.option("--tuned", "tuned", help="a `resdsl tune` work directory, or the name of a shipped database, "
                                      "whose records to apply (llvm/cuda)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
+@click.option("--opset", type=int, default=17, show_default=True,
+              help="ONNX opset for --target onnx: 17 up to the newest the installed ONNX Runtime runs")
 @follow_option
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int | None,
             cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
-            prepack: bool | None, tuned: str | None, cuda_source: Path | None, follow_symlinks: bool) -> None:
+            prepack: bool | None, tuned: str | None, cuda_source: Path | None, opset: int,
+            follow_symlinks: bool) -> None:
     """Compile a spec for a target.
 
     The onnx, llvm and cuda outputs carry the weights of --weights FILE (checked against the spec
@@ -176,6 +179,8 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     write_atomic = partial(write_atomic, inputs=net.files, follow_symlinks=follow_symlinks)
     if output is not None and str(output) != "-":
         _check_suffix(output, target)
+    if opset != 17 and target != "onnx":
+        raise ResdslError(f"--opset applies to --target onnx, not {target}")
     if target == "torch":
         from click.core import ParameterSource
         from .backends.torch_codegen import generate
@@ -201,11 +206,16 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
                           hint=f"give a file name, e.g. -o {net.name}{SUFFIX[target]}")
     path = output or _default_output(net.name, SUFFIX[target])
     destination(path, inputs=net.files, follow_symlinks=follow_symlinks)  # refuse before a long build
+    if target == "onnx":  # an opset out of range is refused before the weights are read
+        from .backends.onnx_export import check_opset
+        check_opset(opset)
     state = _weights(net, weights, seed)
     if target == "onnx":
-        from .backends.onnx_export import to_onnx
-        write_atomic(path, to_onnx(net.graph, state).SerializeToString())
-        print(f"wrote {path} (ONNX opset 17, {net.name})", file=sys.stderr)
+        from .backends.onnx_export import spec_metadata, to_onnx
+        meta = spec_metadata(net.files[0] if net.files else spec,
+                             overrides=click.get_current_context().meta.get("resdsl.sets"))
+        write_atomic(path, to_onnx(net.graph, state, opset=opset, metadata=meta).SerializeToString())
+        print(f"wrote {path} (ONNX opset {opset}, {net.name})", file=sys.stderr)
         return
     from .tvm import build as tvm_build
     from .tvm.lowering import Lowering

@@ -1,6 +1,11 @@
-"""Graph -> ONNX (opset 17), one converter per op; the batch dimension stays symbolic."""
+"""Graph -> ONNX (opset 17 by default, up to the newest the installed ONNX Runtime runs), one
+converter per op; the batch dimension stays symbolic, every intermediate tensor carries its shape
+(`value_info`) from resdsl's own inference, and the model says where it came from (metadata)."""
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -10,7 +15,83 @@ from ..ir import INPUT, Graph
 from ..ops import OPS
 from .weights import BN_EPS
 
-OPSET = 17
+OPSET = 17  # the default, and the oldest offered: the first with every op below in its current form
+BATCH = "N"  # the symbolic batch dimension of the input, the outputs and every value_info
+
+
+@functools.lru_cache(maxsize=None)
+def max_opset() -> int:
+    """The newest opset both onnx (to build and check it) and onnxruntime (to run it) know.
+    ONNX Runtime declares no such number, so a one-node model is offered at each opset, newest
+    first: its loader refuses opsets newer than those it was built with."""
+    import onnx
+    newest = onnx.defs.onnx_opset_version()
+    try:
+        import onnxruntime as ort
+    except ImportError:  # nothing to run it: what onnx can check is all there is to go by
+        return newest
+    from onnx import TensorProto, helper
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the refusals are expected; they are not the user's errors
+    for opset in range(newest, OPSET, -1):
+        x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
+        probe = _model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]), opset)
+        try:
+            ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:  # noqa: BLE001 - ORT raises its own untyped failures for unknown opsets
+            continue
+    return OPSET
+
+
+def check_opset(opset: int) -> None:
+    newest = max_opset()
+    if not OPSET <= opset <= newest:
+        raise ResdslError(f"opset {opset} is out of range: resdsl exports opsets {OPSET} to {newest}",
+                          hint=f"{newest} is the newest this ONNX Runtime{_ort_version()} runs; "
+                               f"{OPSET}, the default, runs on every ONNX Runtime resdsl supports")
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+        return f" ({onnxruntime.__version__})"
+    except ImportError:
+        return ""
+
+
+def _model(graph, opset: int):
+    from onnx import helper
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    # The oldest IR version that can carry the opset, so that the file loads in the oldest
+    # runtimes that run it (8 for opset 17).
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    return model
+
+
+def spec_metadata(spec: str | Path, text: bytes | str | None = None,
+                  overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The metadata that names a spec: its file name (not its path, so that the same spec
+    exports the same bytes from any directory), the sha256 of its text, and any `--set`
+    overrides, which change the network without changing the text."""
+    spec = Path(spec)
+    if text is None:
+        text = spec.read_bytes()
+    data = text.encode() if isinstance(text, str) else text
+    meta = {"resdsl.spec": spec.name, "resdsl.spec_sha256": hashlib.sha256(data).hexdigest()}
+    if overrides:
+        meta["resdsl.overrides"] = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return meta
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("resdsl")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from .. import __version__
+        return __version__
 
 
 class _Builder:
@@ -20,6 +101,7 @@ class _Builder:
         self.graph, self.weights = graph, weights
         self.nodes: list = []
         self.initializers: list = []
+        self.shapes: dict[str, tuple[int, ...]] = {}  # value -> its shape less the batch dim
         # ONNX wants every value named once (SSA): the graph's own input and output names and
         # the weights' state_dict keys are taken first, and a layer whose name collides with one
         # (a layer labelled `input` or `logits`) gets a suffix.
@@ -43,10 +125,18 @@ class _Builder:
             np.ascontiguousarray(self.weights[key].astype(np.float32)), key))
         return key
 
-    def op(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], output: str, shape: tuple[int, ...] | None = None,
+           **attrs) -> str:
+        """A node; `shape` is given for the values a converter makes on the way to a layer's
+        output (which to_onnx gives the layer's shape), as the graph knows no name for them."""
         output = self.fresh(output)
         self.nodes.append(self.helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        if shape is not None:
+            self.shapes[output] = tuple(shape)
         return output
+
+    def in_shape(self, name: str, i: int = 0) -> tuple[int, ...]:
+        return self.graph.shape(self.graph.inputs(name)[i])
 
 
 def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -86,7 +176,7 @@ def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 
 
 def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:
-    flat = b.op("Flatten", ins, f"{name}.flatten", axis=1)
+    flat = b.op("Flatten", ins, f"{name}.flatten", shape=(int(np.prod(b.in_shape(name))),), axis=1)
     return b.op("Gemm", [flat, b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name, transB=1)
 
 
@@ -94,10 +184,11 @@ def _add(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     if not a["gated"]:
         return b.op("Add", ins[:2], name)
     residual, shortcut, logits = ins
-    t = b.op("Sigmoid", [logits], f"{name}.t")
-    carry = b.op("Sub", [b.const(f"{name}.one", np.ones((), np.float32)), t], f"{name}.carry")
-    return b.op("Add", [b.op("Mul", [residual, t], f"{name}.transform"),
-                        b.op("Mul", [shortcut, carry], f"{name}.keep")], name)
+    gate, out = b.in_shape(name, 2), b.graph.shape(name)
+    t = b.op("Sigmoid", [logits], f"{name}.t", shape=gate)
+    carry = b.op("Sub", [b.const(f"{name}.one", np.ones((), np.float32)), t], f"{name}.carry", shape=gate)
+    return b.op("Add", [b.op("Mul", [residual, t], f"{name}.transform", shape=out),
+                        b.op("Mul", [shortcut, carry], f"{name}.keep", shape=out)], name)
 
 
 def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -108,8 +199,9 @@ def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
             k: b.const(f"{name}.{k}", np.array(v, np.int64))
             for k, v in (("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [s, s]))
         }
+        c, h, w = b.in_shape(name)
         sliced = b.op("Slice", [ins[0], consts["starts"], consts["ends"], consts["axes"], consts["steps"]],
-                      f"{name}.subsample")
+                      f"{name}.subsample", shape=(c, -(-h // s), -(-w // s)))
     pads = b.const(f"{name}.pads", np.array([0, a["pad_before"], 0, 0, 0, a["pad_after"], 0, 0], np.int64))
     return b.op("Pad", [sliced, pads], name)
 
@@ -134,11 +226,14 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
 }
 
 
-def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
+def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
+            metadata: dict[str, str] | None = None):
     """An onnx.ModelProto with input `input` (N x C x H x W) and one output: `logits`
     (N x classes), or `features` (N x C x H x W) for a network that ends in a feature map, or
-    one output per name of the spec's `outputs`."""
+    one output per name of the spec's `outputs`. `metadata` (e.g. spec_metadata(path)) is
+    added to what the graph itself tells: resdsl's version, the network, its input and classes."""
     from onnx import TensorProto, checker, helper
+    check_opset(opset)
     b = _Builder(graph, weights)
     values = {INPUT: "input"}
     for name in graph.order():
@@ -149,16 +244,31 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray]):
             values[name] = CONVERTERS[node["op"]](
                 b, name, [values[i] for i in graph.inputs(name)], node["attrs"]
             )
+            b.shapes[values[name]] = graph.shape(name)
     outputs = []
     for name, node in graph.results():
         b.nodes.append(b.helper.make_node("Identity", [values[node]], [name], name=name))
-        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *graph.shape(node)]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *graph.shape(node)]))
     c, h, w = graph.shape(INPUT)
+    # Every value a node makes, in the nodes' order (which is deterministic), less the graph's
+    # outputs, which carry their shapes already. A value no converter gave a shape is a bug here.
+    ends = {name for name, _ in graph.results()}
+    value_info = [helper.make_tensor_value_info(v, TensorProto.FLOAT, [BATCH, *b.shapes[v]])
+                  for n in b.nodes for v in n.output if v not in ends]
     onnx_graph = helper.make_graph(
-        b.nodes, graph.name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])],
-        outputs, initializer=b.initializers)
-    model = helper.make_model(onnx_graph, producer_name="resdsl",
-                              opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # readable by every ONNX Runtime that supports opset 17
+        b.nodes, graph.name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [BATCH, c, h, w])],
+        outputs, initializer=b.initializers, value_info=value_info)
+    model = _model(onnx_graph, opset)
+    version = _version()
+    model.producer_name, model.producer_version = "resdsl", version
+    props = {"resdsl.version": version, "resdsl.network": graph.name, "resdsl.input": f"{c}x{h}x{w}"}
+    if graph.outputs_classes():
+        props["resdsl.classes"] = str(graph.shape(graph.output)[0])
+    props["resdsl.outputs"] = ",".join(name for name, _ in graph.results())
+    props.update(metadata or {})
+    helper.set_model_props(model, props)
+    spec = props.get("resdsl.spec")
+    model.doc_string = (f"{graph.name}, compiled by resdsl {version}"
+                        + (f" from {spec}" if spec else "") + f" (ONNX opset {opset})")
     checker.check_model(model, full_check=True)
     return model
