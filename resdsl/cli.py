@@ -40,8 +40,14 @@ def _parse_sets(ctx, param, values: tuple[str, ...]) -> dict[str, str]:
     return sets
 
 
+def _resolve_spec(ctx, param, value: Path) -> Path:
+    from .zoo import resolve
+    return resolve(value)
+
+
 def spec_argument(f):
-    """The spec, and `--set NAME=EXPR` to replace its `let` constants (read by `_load`)."""
+    """The spec (a file, or a bundled model's name: `resdsl list`), and `--set NAME=EXPR` to replace
+    its `let` constants (read by `_load`)."""
     f = click.option(
         "--set",
         "sets",
@@ -51,12 +57,40 @@ def spec_argument(f):
         metavar="NAME=EXPR",
         help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18",
     )(f)
-    return click.argument("spec", type=click.Path(path_type=Path))(f)
+    return click.argument("spec", type=click.Path(path_type=Path), callback=_resolve_spec)(f)
 
 
 def _load(spec: Path):
     from .network import load
-    return load(spec, click.get_current_context().meta.get("resdsl.sets"))
+    ctx = click.get_current_context()
+    _require_extras(ctx.command.name, ctx.params)
+    return load(spec, ctx.meta.get("resdsl.sets"))
+
+
+def _require_extras(command: str, params: dict) -> None:
+    """Every spec command loads through `_load` first: a missing optional part is named there with
+    its `pip install 'resdsl[...]'` line, before an import of it could end in a traceback."""
+    from .extras import require
+    target = params.get("target")
+    if command == "compile" and target in ("onnx", "llvm", "cuda"):
+        require("onnx" if target == "onnx" else "tvm", purpose=f"compile --target {target}")
+    elif command == "tune":
+        require("tvm", purpose="resdsl tune")
+    elif command == "bench":
+        engines = {e.strip() for e in params.get("engines", "").split(",")}
+        rows = "leave its row out with --engines"
+        require("torch", purpose="resdsl bench")
+        if "onnxruntime" in engines:
+            require("onnx", "onnx", "onnxruntime", purpose=f"bench's onnxruntime engine ({rows})")
+        if engines & {"tvm", "tvm-tuned"}:
+            require("tvm", "tvm", purpose=f"bench's tvm engines ({rows})")
+    elif command == "train":
+        data = params.get("data", "")
+        require("train", "torch", purpose="resdsl train")
+        if data == "digits":
+            require("train", "sklearn", purpose="the digits dataset (from scikit-learn)")
+        elif data.startswith("folder:"):
+            require("train", "PIL", purpose="reading images (with Pillow)")
 
 
 @app.command()
@@ -123,6 +157,8 @@ def _weights(net, weights: Path | None, seed: int) -> dict:
             is ParameterSource.COMMANDLINE:
         raise ResdslError("--seed and --weights both set the weights",
                           hint="give --weights FILE for trained weights, or --seed N for a seeded init")
+    from .extras import require
+    require("torch", purpose="reading or initialising weights")
     from .backends.weights import load_weights
     return load_weights(net.graph, weights, seed)
 
@@ -616,9 +652,25 @@ def _training_display(name: str, epochs: int):
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="FILE.png, .svg or .pdf")
 def plot(runs: tuple[Path, ...], output: Path) -> None:
     """Training (dashed) and test (solid) error of training runs against iterations, as in the paper."""
+    from .extras import require
+    require("train", "matplotlib", purpose="resdsl plot")
     from .training.plot import plot_runs
     plot_runs(list(runs), output)
     print(f"wrote {output}", file=sys.stderr)
+
+
+@app.command("list")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
+def list_models(pattern: str, as_json: bool) -> None:
+    """The bundled models, each usable by name wherever a SPEC is taken (`resdsl check resnet50`):
+    name, params, GMACs, input and the library it reproduces. PATTERN is shell-style: 'resnet*'."""
+    from .zoo import catalogue, format_table
+    rows = catalogue(pattern)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    else:
+        sys.stdout.write(format_table(rows))
 
 
 def _progress_display(name: str, target: str):

@@ -55,9 +55,19 @@ def resolve(spec: str | os.PathLike) -> Path:
         return models[text]
     if _looks_like_a_path(text):  # the reader's own "file not found", with its hint
         return path
-    close = difflib.get_close_matches(text, list(models), n=3, cutoff=0.6)
+    close = _close_names(text, list(models))
     hint = (f"did you mean {' or '.join(close)}? " if close else "") + "`resdsl list` shows the bundled models"
     raise ResdslError(f"no file {printable(text)}, and no bundled model of that name", hint=hint)
+
+
+# Letters read as digits (resnet5O, resnet1B), so the model meant ranks first among the near ones.
+_LOOKALIKE = str.maketrans("oOlIiB", "001118")
+
+
+def _close_names(text: str, names: list[str]) -> list[str]:
+    folded = {name.translate(_LOOKALIKE): name for name in names}
+    close = difflib.get_close_matches(text.lower().translate(_LOOKALIKE), list(folded), n=3, cutoff=0.6)
+    return [folded[name] for name in close]
 
 
 def _looks_like_a_path(text: str) -> bool:
@@ -82,3 +92,36 @@ def peers() -> dict[str, str]:
             if library or model:
                 out[name] = " ".join(str(part) for part in (library, model) if part)
     return out
+
+
+def catalogue(pattern: str = "*") -> list[dict]:
+    """One row per bundled model matching `pattern`: what `resdsl list` prints (each is checked)."""
+    from .ir import INPUT
+    from .network import load
+    from .ops import fmt_shape
+    names = list_models(pattern)
+    if not names:
+        raise ResdslError(f"no bundled model matches {printable(pattern)}",
+                          hint=f"`resdsl list` shows all {len(bundled())}; patterns are shell-style, e.g. 'resnet*'")
+    reproduces = peers()
+    rows = []
+    for name in names:
+        net = load(bundled()[name])
+        rows.append({"name": name, "params": net.params, "macs": net.macs,
+                     "input": fmt_shape(net.graph.shape(INPUT)), "reproduces": reproduces.get(name, ""),
+                     "spec": str(bundled()[name])})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain columns, never cut to a terminal width: a pipe gets every name whole."""
+    header = ("name", "params", "GMACs", "input", "reproduces")
+    cells = [header] + [(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e9:.2f}", r["input"], r["reproduces"])
+                        for r in rows]
+    if not any(r["reproduces"] for r in rows):  # no peers.json: no empty column
+        cells = [c[:-1] for c in cells]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    right = {1, 2}  # numbers line up on their last digit
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             .rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
