@@ -1,14 +1,20 @@
 """The ONNX target computes what the torch backend computes, for the same weights."""
 from __future__ import annotations
 
+import hashlib
+import os
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import SPECS, TEST_SPECS
 
 import resdsl
-from conftest import SPECS, TEST_SPECS
-from resdsl.backends.onnx_export import to_onnx
+from resdsl.backends.onnx_export import OPSET, max_opset, spec_metadata, to_onnx
 from resdsl.backends.weights import load_weights
 
 NUMERIC_SPECS = ([s for s in SPECS if s.parts[1] == "cifar"] + [p for p in SPECS if p.name == "resnet18.rds"]
@@ -97,3 +103,118 @@ def test_wrong_weights_are_a_user_error(tmp_path, capsys) -> None:
                  "-o", str(tmp_path / "x.onnx")]) == 1
     assert "has shape 1, the network needs 16x3x3x3" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+# value_info, metadata, opsets -------------------------------------------------------------------
+
+SHAPE_SPECS = ["specs/resnet18.rds", "specs/resnet50.rds", "specs/cifar/highway20.rds", "specs/cifar/resnet20.rds",
+               "tests/specs/branches.rds", "tests/specs/every_op.rds", "tests/specs/outputs.rds"]
+
+
+def _dims(value) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("spec", SHAPE_SPECS)
+def test_value_info_is_what_onnx_infers(spec) -> None:
+    """resdsl's shapes, written into the file, are the ones ONNX's own inference finds: the same
+    values, shapes, dtypes and the same symbolic batch dimension as the input's."""
+    net = resdsl.load(spec)
+    model = to_onnx(net.graph, load_weights(net.graph, None, 0))
+    ours = {v.name: v for v in model.graph.value_info}
+    assert len(ours) == len(model.graph.value_info)  # each named once
+    made = [v for n in model.graph.node for v in n.output]
+    ends = {o.name for o in model.graph.output}
+    assert len(ours) == len(made) - len(ends) and set(ours) == set(made) - ends  # every intermediate tensor
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    assert batch and all(_dims(v)[0] == batch for v in ours.values())
+    del model.graph.value_info[:]
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.value_info}
+    assert set(inferred) == set(ours)
+    for name, value in ours.items():
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert (_dims(value), value.type) == (_dims(inferred[name]), inferred[name].type), name
+
+
+@pytest.fixture(scope="module")
+def resnet18_reference():
+    return reference("specs/resnet18.rds")
+
+
+@pytest.mark.parametrize("opset", range(OPSET, max_opset() + 1))
+def test_every_offered_opset_runs_in_onnxruntime(opset, resnet18_reference) -> None:
+    net, weights, x, expected = resnet18_reference
+    model = to_onnx(net.graph, weights, opset=opset)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)]
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert rel_err(session.run(None, {"input": x})[0], expected) < 1e-4
+
+
+def test_max_opset_is_the_newest_onnx_and_onnxruntime_share() -> None:
+    newest = max_opset()
+    assert OPSET <= newest <= onnx.defs.onnx_opset_version()
+    g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    if newest < onnx.defs.onnx_opset_version():  # ONNX Runtime, not onnx, is the limit: it refuses the next
+        model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", newest + 1)])
+        with pytest.raises(Exception, match=f"opset|Opset|{newest + 1}"):
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_opset_out_of_range_is_refused_with_the_range(tmp_path, capsys) -> None:
+    from resdsl.cli import main
+    args = ["compile", "specs/cifar/resnet20.rds", "--target", "onnx", "-o", str(tmp_path / "x.onnx")]
+    for opset in (OPSET - 1, max_opset() + 1):
+        assert main([*args, "--opset", str(opset)]) == 1
+        assert f"opsets {OPSET} to {max_opset()}" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    assert main(["compile", "specs/cifar/resnet20.rds", "--opset", "18", "-o", str(tmp_path / "x.py")]) == 1
+    assert "--opset applies to --target onnx" in capsys.readouterr().err
+    with pytest.raises(resdsl.ResdslError, match="out of range"):
+        to_onnx(resdsl.load("specs/cifar/resnet20.rds").graph, {}, opset=OPSET - 1)
+
+
+def test_metadata_names_the_spec_and_the_network(tmp_path, monkeypatch) -> None:
+    from resdsl.cli import main
+    spec = Path("specs/cifar/resnet20.rds").resolve()
+    out = tmp_path / "a.onnx"
+    assert main(["compile", str(spec), "--target", "onnx", "--opset", str(max_opset()), "-o", str(out)]) == 0
+    model = onnx.load(out)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props == {
+        "resdsl.version": installed_version("resdsl"), "resdsl.network": "resnet20", "resdsl.input": "3x32x32",
+        "resdsl.classes": "10", "resdsl.outputs": "logits", "resdsl.spec": "resnet20.rds",
+        "resdsl.spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest(),
+    }
+    assert (model.producer_name, model.producer_version) == ("resdsl", installed_version("resdsl"))
+    assert "resnet20.rds" in model.doc_string and model.opset_import[0].version == max_opset()
+    # The same spec from another directory, by another path, is the same file, byte for byte.
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", os.path.relpath(spec), "--target", "onnx", "--opset", str(max_opset()),
+                 "-o", "b.onnx"]) == 0
+    assert (tmp_path / "b.onnx").read_bytes() == out.read_bytes()
+    # --set changes the network but not the text: the overrides say so.
+    assert main(["compile", str(spec), "--set", "n=2", "--target", "onnx", "-o", "c.onnx"]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "c.onnx").metadata_props}
+    assert props["resdsl.overrides"] == "n=2" and props["resdsl.network"] == "resnet20"
+
+
+def test_metadata_of_a_network_without_classes() -> None:
+    net = resdsl.load("tests/specs/outputs.rds")
+    model = to_onnx(net.graph, load_weights(net.graph, None, 0),
+                    metadata=spec_metadata("x/outputs.rds", text="network outputs {}"))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert "resdsl.classes" not in props
+    assert props["resdsl.outputs"] == ",".join(name for name, _ in net.graph.outputs)
+    assert props["resdsl.spec"] == "outputs.rds"
+    assert props["resdsl.spec_sha256"] == hashlib.sha256(b"network outputs {}").hexdigest()
+
+
+def test_export_is_deterministic() -> None:
+    net = resdsl.load("tests/specs/branches.rds")
+    weights = load_weights(net.graph, None, 0)
+    a, b = (to_onnx(net.graph, weights, metadata=spec_metadata("tests/specs/branches.rds")).SerializeToString()
+            for _ in range(2))
+    assert a == b

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -19,7 +19,7 @@ OPSET = 17  # the default, and the oldest offered: the first with every op below
 BATCH = "N"  # the symbolic batch dimension of the input, the outputs and every value_info
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def max_opset() -> int:
     """The newest opset both onnx (to build and check it) and onnxruntime (to run it) know.
     ONNX Runtime declares no such number, so a one-node model is offered at each opset, newest
@@ -30,18 +30,20 @@ def max_opset() -> int:
         import onnxruntime as ort
     except ImportError:  # nothing to run it: what onnx can check is all there is to go by
         return newest
+    return next((opset for opset in range(newest, OPSET, -1) if _runs(ort, opset)), OPSET)
+
+
+def _runs(ort, opset: int) -> bool:
     from onnx import TensorProto, helper
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the refusals are expected; they are not the user's errors
-    for opset in range(newest, OPSET, -1):
-        x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
-        probe = _model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]), opset)
-        try:
-            ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            return opset
-        except Exception:  # noqa: BLE001 - ORT raises its own untyped failures for unknown opsets
-            continue
-    return OPSET
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
+    probe = _model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]), opset)
+    try:
+        ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - ORT's refusal of an opset is an untyped Fail
+        return False
+    return True
 
 
 def check_opset(opset: int) -> None:
