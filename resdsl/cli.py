@@ -248,7 +248,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     state = _weights(net, weights, seed)
     if target == "onnx":
         from .backends.onnx_export import spec_metadata, to_onnx
-        meta = spec_metadata(net.files[0] if net.files else spec,
+        meta = spec_metadata(net.files[0] if net.files else spec, includes=net.files[1:],
                              overrides=click.get_current_context().meta.get("resdsl.sets"))
         write_atomic(path, to_onnx(net.graph, state, opset=opset, metadata=meta).SerializeToString())
         print(f"wrote {path} (ONNX opset {opset}, {net.name})", file=sys.stderr)

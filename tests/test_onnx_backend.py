@@ -218,3 +218,17 @@ def test_export_is_deterministic() -> None:
     a, b = (to_onnx(net.graph, weights, metadata=spec_metadata("tests/specs/branches.rds")).SerializeToString()
             for _ in range(2))
     assert a == b
+
+
+def test_metadata_hashes_what_the_spec_includes(tmp_path) -> None:
+    """An include decides the network as much as the spec's own text, so it is hashed too."""
+    from resdsl.cli import main
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "blocks.rds").write_text("block unused(w) {\n    conv1: conv w k3 p1\n}\n")
+    (tmp_path / "net.rds").write_text('include "lib/blocks.rds"\nnetwork tiny {\n    input 3x8x8\n    classes 3\n'
+                                      "    stem { conv 4 k3 p1; relu }\n    head { avgpool; fc classes }\n}\n")
+    assert main(["compile", str(tmp_path / "net.rds"), "--target", "onnx", "-o", str(tmp_path / "n.onnx")]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "n.onnx").metadata_props}
+    digest = hashlib.sha256((tmp_path / "lib" / "blocks.rds").read_bytes()).hexdigest()
+    assert props["resdsl.includes"] == f"lib/blocks.rds={digest}"
+    assert props["resdsl.spec"] == "net.rds" and props["resdsl.classes"] == "3"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +73,23 @@ def _model(graph, opset: int):
 
 
 def spec_metadata(spec: str | Path, text: bytes | str | None = None,
-                  overrides: dict[str, str] | None = None) -> dict[str, str]:
+                  overrides: dict[str, str] | None = None, includes: Sequence[str | Path] = ()) -> dict[str, str]:
     """The metadata that names a spec: its file name (not its path, so that the same spec
-    exports the same bytes from any directory), the sha256 of its text, and any `--set`
-    overrides, which change the network without changing the text."""
+    exports the same bytes from any directory), the sha256 of its bytes (what `sha256sum`
+    prints), and what else decides the network without being in that text: the files it
+    includes, each with its sha256, and any `--set` overrides."""
     spec = Path(spec)
     if text is None:
         text = spec.read_bytes()
     data = text.encode() if isinstance(text, str) else text
     meta = {"resdsl.spec": spec.name, "resdsl.spec_sha256": hashlib.sha256(data).hexdigest()}
+    if includes:
+        home = spec.resolve().parent
+        def name(p: Path) -> str:
+            p = p.resolve()
+            return p.relative_to(home).as_posix() if p.is_relative_to(home) else p.name
+        meta["resdsl.includes"] = ",".join(
+            f"{name(Path(p))}={hashlib.sha256(Path(p).read_bytes()).hexdigest()}" for p in includes)
     if overrides:
         meta["resdsl.overrides"] = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return meta
