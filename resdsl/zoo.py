@@ -52,7 +52,8 @@ def resolve(spec: str | os.PathLike) -> Path:
     text = str(spec)
     models = bundled()
     if text in models:
-        return models[text]
+        from .loader import display_path  # messages name the file as short as the user could type it
+        return Path(display_path(models[text]))
     if _looks_like_a_path(text):  # the reader's own "file not found", with its hint
         return path
     close = _close_names(text, list(models))
