@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -116,3 +117,25 @@ def test_help_and_check_by_name_do_not_import_torch():
              "print(codes, [m for m in ('torch', 'numpy', 'onnx', 'tvm') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.splitlines()[-1] == "[0, 0, 0] []", done.stderr
+
+
+def test_show_takes_a_name_too(capsys):
+    assert main(["show", "resnet20"]) == 0
+    assert "network resnet20" in capsys.readouterr().out
+
+
+def test_list_names_the_library_a_model_reproduces(tmp_path, monkeypatch, capsys):
+    # specs/peers.json is optional: a model without an entry leaves the column blank.
+    (tmp_path / "cifar").mkdir()
+    shutil.copy(ROOT / "specs/cifar/resnet20.rds", tmp_path / "cifar")
+    shutil.copy(ROOT / "specs/resnet18.rds", tmp_path)
+    shutil.copy(ROOT / "specs/resnet34.rds", tmp_path)
+    (tmp_path / "peers.json").write_text(json.dumps({"resnet18": "torchvision resnet18",
+                                                      "resnet34": {"library": "timm", "model": "resnet34"}}))
+    monkeypatch.setattr(zoo, "specs_root", lambda: tmp_path)
+    assert main(["list"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["name params GMACs input reproduces",
+                     "resnet18 11,689,512 1.81 3x224x224 torchvision resnet18",
+                     "resnet20 269,722 0.04 3x32x32",
+                     "resnet34 21,797,672 3.66 3x224x224 timm resnet34"]
