@@ -50,16 +50,17 @@ def check_opset(opset: int) -> None:
     newest = max_opset()
     if not OPSET <= opset <= newest:
         raise ResdslError(f"opset {opset} is out of range: resdsl exports opsets {OPSET} to {newest}",
-                          hint=f"{newest} is the newest this ONNX Runtime{_ort_version()} runs; "
+                          hint=f"{newest} is the newest {_limit()}; "
                                f"{OPSET}, the default, runs on every ONNX Runtime resdsl supports")
 
 
-def _ort_version() -> str:
+def _limit() -> str:
     try:
         import onnxruntime
-        return f" ({onnxruntime.__version__})"
+        return f"this ONNX Runtime ({onnxruntime.__version__}) runs"
     except ImportError:
-        return ""
+        import onnx
+        return f"onnx {onnx.__version__} knows (ONNX Runtime, which would run it, is not installed)"
 
 
 def _model(graph, opset: int):
