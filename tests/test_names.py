@@ -115,7 +115,8 @@ def test_help_and_check_by_name_do_not_import_torch():
     probe = ("import sys\nfrom resdsl.cli import main\n"
              "codes = [main(['--help']), main(['check', 'resnet50']), main(['list', 'resnet1*'])]\n"
              "print(codes, [m for m in ('torch', 'numpy', 'onnx', 'tvm') if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          check=False)
     assert done.stdout.splitlines()[-1] == "[0, 0, 0] []", done.stderr
 
 
