@@ -79,3 +79,11 @@ def test_a_good_value_takes_effect_with_a_located_error() -> None:
     assert "specs/resnet152.rds:9:" in result.stderr and "resdsl allows 20" in result.stderr
     assert "raise RESDSL_MAX_BLOCKS" in result.stderr
     assert run({"RESDSL_MAX_BLOCKS": "20"}).returncode == 0  # resnet18's 8 blocks fit
+
+
+@pytest.mark.parametrize("value", ["/nonexistent/databases", "/dev/null"])
+def test_a_databases_variable_naming_no_directory_is_an_error(value, monkeypatch) -> None:
+    from resdsl.tvm import databases
+    monkeypatch.setenv("RESDSL_DATABASES", value)
+    with pytest.raises(ResdslError, match="RESDSL_DATABASES=.* is not a directory"):
+        databases.root()

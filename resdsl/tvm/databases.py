@@ -13,7 +13,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from ..diagnostics import ResdslError
+from ..diagnostics import ResdslError, printable
 from .target import machine
 from .workdir import WorkDir
 
@@ -28,8 +28,14 @@ VECTOR_EXTENSIONS = ("avx512f", "avx2", "avx", "sse4.2", "sve2", "sve", "neon")
 
 
 def root() -> Path:
-    """Where the shipped databases are: `$RESDSL_DATABASES`, else inside the installed package."""
-    return Path(os.environ.get(ENVIRONMENT) or Path(__file__).resolve().parent / "databases")
+    """Where the shipped databases are: `$RESDSL_DATABASES`, else inside the installed package.
+    A variable naming no directory is an error: ignored, it made `bench` drop its tuned rows and
+    `--tuned NAME` say "none shipped" without a word about the variable."""
+    given = os.environ.get(ENVIRONMENT)
+    if given and not Path(given).is_dir():
+        raise ResdslError(f"{ENVIRONMENT}={printable(given)} is not a directory",
+                          hint=f"point {ENVIRONMENT} at a directory of databases, or unset it")
+    return Path(given or Path(__file__).resolve().parent / "databases")
 
 
 def shipped(name: str) -> WorkDir | None:
