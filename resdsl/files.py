@@ -66,9 +66,19 @@ def read_bytes(path: str | Path, limit: str, *, what: str = "file", span: Span |
             hint=f"raise {BOUNDS[limit].variable} if you really mean it")
         if info.st_size > cap:  # refused before a byte is read
             raise too_large
-        # The file was opened non-blocking; a regular file reads the same either way.
+        # The file was opened non-blocking; a regular file reads the same either way. read(n)
+        # allocates n bytes up front, so it is asked for the size fstat gave (and a file growing
+        # under us is read on, in steps, still bounded), never for the cap itself.
         try:
-            data = f.read(cap + 1)  # a file growing under us is still bounded
+            parts, total, step = [], 0, info.st_size + 1
+            while total <= cap:
+                part = f.read(min(step, cap + 1 - total))
+                if not part:
+                    break
+                parts.append(part)
+                total += len(part)
+                step = 1 << 20
+            data = b"".join(parts)
         except OSError as exc:
             raise ResdslError(f"cannot read {shown}: {exc.strerror}", span) from None
     if len(data) > cap:

@@ -68,3 +68,29 @@ def test_read_json_names_the_file_and_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(DamagedFile) as info:
         read_json(tmp_path / "config.json")
     assert "config.json: not valid JSON" in str(info.value)
+
+
+def test_reading_allocates_the_file_not_the_cap(tmp_path: Path) -> None:
+    # read(cap + 1) asked for a 4 GiB buffer to read a kilobyte: under a memory limit (ulimit -v,
+    # a container) every weights file failed with MemoryError.
+    import subprocess
+    import sys
+    (tmp_path / "small").write_bytes(b"x" * 1000)
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+              "from resdsl.files import read_bytes; "
+              "print(len(read_bytes(sys.argv[1], 'max_weights_bytes')))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "small")], capture_output=True, text=True)
+    assert out.stdout.strip() == "1000", out.stderr
+
+
+def test_a_file_growing_while_read_is_still_bounded(tmp_path: Path, small_cap, monkeypatch) -> None:
+    path = tmp_path / "growing"
+    path.write_bytes(b"x" * 50)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd):  # the size seen before another process wrote more
+        result = real_fstat(fd)
+        path.write_bytes(b"x" * 500)
+        return result
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    assert "larger than resdsl reads" in refusal(path)
