@@ -1,5 +1,5 @@
 """Parameter counts and MACs of every bundled spec against the published figures
-(../shared/REFERENCE.md: torchvision's model docs, He et al. 2015 and 2016)."""
+(docs/REFERENCE.md: torchvision's model docs, He et al. 2015 and 2016)."""
 from __future__ import annotations
 
 import pytest

@@ -223,3 +223,13 @@ def test_mutated_specs_through_the_cli(tmp_path_factory, text: str) -> None:
     assert "Traceback" not in result.stderr
     if result.returncode == 1:
         assert re.match(r"\S+:\d+:\d+: error: ", result.stderr) or result.stderr.startswith("error: ")
+
+
+def test_the_readmes_links_resolve_inside_the_repository() -> None:
+    import re
+    for doc in ("README.md", "SECURITY.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s#]+)\)", text):
+            if "://" in target or target == "x":  # `...["main"](x)` is a call in a code span, not a link
+                continue
+            assert (ROOT / target).exists(), f"{doc} links to {target}, which is not in the repository"
