@@ -1,12 +1,13 @@
 """The in-memory API: `resdsl.load("x.rds")` or `resdsl.load("resnet50")` gives a checked `Network`."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .ir import Graph
 from .loader import load_file, load_text
-from .lower import lower
+from .lower import HeaderOverrides, lower
 from .passes import run_pipeline
 from .stats import summary_json, totals
 
@@ -57,17 +58,78 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {params:,} params, {macs / 1e9:.2f} GMACs>"
 
 
-def load(path: str | Path, overrides: dict[str, str] | None = None) -> Network:
+HEADER_KEYS = ("classes", "input")  # `--set` names that replace the header, not a `let`
+
+
+def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: int | None = None,
+         input: "str | tuple[int, ...] | None" = None, num_classes: int | None = None,
+         in_chans: int | None = None) -> Network:
     """A spec file, or a bundled model's name (`resdsl.list_models()`); a file of that name wins.
-    `overrides` replace `let` constants: {"n": "18"} (values are expressions)."""
+
+    `overrides` replace `let` constants: {"n": "18"} (values are expressions), and, as
+    `--set classes=10` / `--set input=1x28x28` do, the header's `classes` and `input`.
+    `classes=10` and `input=(1, 28, 28)` (or "1x28x28"; two numbers, or "HxW", keep the spec's
+    channels) do the same as keywords; `num_classes=` and `in_chans=` are timm's names (for
+    `classes` and the input's channels alone). A head that cannot take the new class count (an
+    `fc 1000` rather than `fc classes`) or an input too small for the strides is an error located
+    in the spec, with a note naming the override."""
     from .zoo import resolve
+    header = _header(overrides, classes, input, num_classes, in_chans)
     program = load_file(resolve(path))
-    return Network(run_pipeline(lower(program, _parse_overrides(overrides))), program.files)
+    return Network(_lower_checked(program, overrides, header), program.files)
 
 
 def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".",
-          overrides: dict[str, str] | None = None) -> Network:
-    return Network(run_pipeline(lower(load_text(text, filename, base_dir), _parse_overrides(overrides))))
+          overrides: dict[str, str] | None = None, *, classes: int | None = None,
+          input: "str | tuple[int, ...] | None" = None, num_classes: int | None = None,
+          in_chans: int | None = None) -> Network:
+    header = _header(overrides, classes, input, num_classes, in_chans)
+    return Network(_lower_checked(load_text(text, filename, base_dir), overrides, header))
+
+
+def _header(overrides, classes, input, num_classes, in_chans) -> HeaderOverrides:
+    from .diagnostics import ResdslError
+    if classes is not None and num_classes is not None:
+        raise ResdslError("`classes=` and `num_classes=` are one setting: give one of them")
+    if num_classes is not None:
+        classes, how_classes = num_classes, f"num_classes={num_classes}"
+    else:
+        how_classes = f"classes={classes}"
+    header = HeaderOverrides(in_chans=in_chans, how={"in_chans": f"in_chans={in_chans}"})
+    for key, keyword, how in (("classes", classes, how_classes), ("input", input, f"input={input}")):
+        given = (overrides or {}).get(key)
+        if given is not None and keyword is not None:
+            raise ResdslError(f"`{key}` is given twice: `--set {key}={given}` and `{how}`",
+                              hint="give one of them")
+        if keyword is not None:
+            setattr(header, key, keyword)
+            header.how[key] = how
+        elif given is not None:
+            setattr(header, key, given)
+            header.how[key] = f"--set {key}={given}"
+    return header
+
+
+def _lower_checked(program, overrides: dict[str, str] | None, header: HeaderOverrides) -> Graph:
+    """Lower and check `program`; an error after the header was overridden gets a note saying what
+    replaced it (the spec alone may be fine)."""
+    from .diagnostics import ResdslError
+    lets = {k: v for k, v in (overrides or {}).items() if k not in HEADER_KEYS}
+    try:
+        return run_pipeline(lower(program, _parse_overrides(lets), header))
+    except ResdslError as exc:
+        if not header.notes:
+            raise
+        d = exc.diagnostic
+        message = str(exc)
+        fixed = _FIXED_HEAD.match(message)
+        if fixed and header.classes is not None:  # the head hardcodes its class count
+            message = (f"`{header.how['classes']}`: the head cannot take {fixed[2]} classes: it outputs "
+                       f"{fixed[1]} values per image whatever `classes` says")
+        raise type(exc)(message, d.span, d.hint, d.notes + header.notes) from None
+
+
+_FIXED_HEAD = re.compile(r"the network outputs (\d+) values per image, but declares `classes (\d+)`")
 
 
 def _parse_overrides(overrides: dict[str, str] | None):
