@@ -23,7 +23,7 @@ from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
 
 def lower(program: Program, overrides: dict[str, ast.Expr] | None = None,
-          header: "HeaderOverrides | None" = None) -> Graph:
+          header: HeaderOverrides | None = None) -> Graph:
     """The graph of `program`'s network; `overrides` replace its `let` constants by name
     (`resdsl --set n=18`), `header` its `classes` and `input` (`--set classes=10`)."""
     if header is not None and not header.empty():
@@ -43,6 +43,7 @@ class HeaderOverrides:
     in_chans: object = None
     how: dict[str, str] = field(default_factory=dict)
     notes: tuple[tuple[str, Span | None], ...] = ()  # set by `apply`: what was replaced, and where
+    applied: dict[str, str] = field(default_factory=dict)  # set by `apply`: {"classes": "10", "input": "1x28x28"}
 
     def empty(self) -> bool:
         return self.classes is None and self.input is None and self.in_chans is None
@@ -66,6 +67,7 @@ class HeaderOverrides:
                                   hint="e.g. --set classes=10 (it replaces this `classes` line)")
             notes.append((f"`{flag}` replaced the spec's `classes {_written(span) or '...'}`", span))
             net.classes = ast.Int(classes, span)
+            self.applied["classes"] = str(classes)
         if self.input is not None or self.in_chans is not None:
             span = net.input_span or net.span
             old = net.input
@@ -86,9 +88,10 @@ class HeaderOverrides:
             what = "x".join(map(str, old)) if old else "none"
             flags = " and ".join(self._flag(k, v) for k, v in (("input", self.input), ("in_chans", self.in_chans))
                                  if v is not None)
-            notes.append((f"`{flags}` replaced the spec's `input {what}` with "
-                          f"{'x'.join(map(str, shape))}", span))
+            shown = "x".join(map(str, shape))
+            notes.append((f"`{flags}` replaced the spec's `input {what}` with {shown}", span))
             net.input = shape
+            self.applied["input"] = shown
         self.notes = tuple(notes)
 
 

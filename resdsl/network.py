@@ -18,9 +18,12 @@ if TYPE_CHECKING:  # torch stays unimported until a model is asked for
 class Network:
     """A parsed, lowered and checked network."""
 
-    def __init__(self, graph: Graph, files: list[Path] | None = None) -> None:
+    def __init__(self, graph: Graph, files: list[Path] | None = None,
+                 overrides: dict[str, str] | None = None) -> None:
         self.graph = graph
         self.files = files or []  # the spec and its includes: never to be written over
+        # what replaced the spec's `let`s and header, as `--set` would write it: {"classes": "10"}
+        self.overrides = dict(overrides or {})
 
     @property
     def name(self) -> str:
@@ -62,7 +65,7 @@ HEADER_KEYS = ("classes", "input")  # `--set` names that replace the header, not
 
 
 def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: int | None = None,
-         input: "str | tuple[int, ...] | None" = None, num_classes: int | None = None,
+         input: str | tuple[int, ...] | None = None, num_classes: int | None = None,
          in_chans: int | None = None) -> Network:
     """A spec file, or a bundled model's name (`resdsl.list_models()`); a file of that name wins.
 
@@ -76,15 +79,21 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: 
     from .zoo import resolve
     header = _header(overrides, classes, input, num_classes, in_chans)
     program = load_file(resolve(path))
-    return Network(_lower_checked(program, overrides, header), program.files)
+    return Network(_lower_checked(program, overrides, header), program.files, _applied(overrides, header))
 
 
 def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".",
           overrides: dict[str, str] | None = None, *, classes: int | None = None,
-          input: "str | tuple[int, ...] | None" = None, num_classes: int | None = None,
+          input: str | tuple[int, ...] | None = None, num_classes: int | None = None,
           in_chans: int | None = None) -> Network:
     header = _header(overrides, classes, input, num_classes, in_chans)
-    return Network(_lower_checked(load_text(text, filename, base_dir), overrides, header))
+    program = load_text(text, filename, base_dir)
+    return Network(_lower_checked(program, overrides, header), overrides=_applied(overrides, header))
+
+
+def _applied(overrides: dict[str, str] | None, header: HeaderOverrides) -> dict[str, str]:
+    """The `let` overrides as given, and the header's new `classes` / `input` (as CxHxW)."""
+    return {**{k: str(v) for k, v in (overrides or {}).items() if k not in HEADER_KEYS}, **header.applied}
 
 
 def _header(overrides, classes, input, num_classes, in_chans) -> HeaderOverrides:

@@ -143,3 +143,14 @@ def test_api_keyword_errors() -> None:
     with pytest.raises(resdsl.ResdslError, match="^`classes=True`"):
         resdsl.load("specs/resnet50.rds", classes=True)
     assert resdsl.load("specs/resnet50.rds", input=(32, 32)).summary()["input"] == [3, 32, 32]  # HxW
+
+
+def test_the_network_records_its_overrides() -> None:
+    net = resdsl.load("specs/resnet50.rds", num_classes=10, in_chans=1)
+    assert net.overrides == {"classes": "10", "input": "1x224x224"}
+    assert resdsl.load("specs/resnet50.rds").overrides == {}
+    text = "network t {\n    input 3x8x8\n    classes 2\n    let w = 4\n    stem { conv w k3 p1 }\n" \
+           "    head { avgpool; fc classes }\n}\n"
+    net = resdsl.loads(text, overrides={"w": "2", "input": "1x8x8"}, classes=3)
+    assert net.overrides == {"w": "2", "classes": "3", "input": "1x8x8"}
+    assert net.params == 2 * 9 + 2 * 3 + 3
