@@ -231,15 +231,17 @@ def test_resdsls_own_failure_is_not_blamed_on_the_lines(tmp_path, monkeypatch) -
 
 
 def test_lines_tvm_read_are_remembered_in_the_users_cache(tmp_path, monkeypatch) -> None:
-    from resdsl.tvm import records
+    from resdsl.tvm import records, workdir
     monkeypatch.setenv("RESDSL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(records, "_VERDICTS", {})
+    monkeypatch.setattr(workdir, "_CLEAN", set())  # contents checked earlier in this process
     work = WorkDir(write_dir(tmp_path / "work", WORKLOAD_LINES, RECORD_LINES))
     work.check()
     (cache,) = (tmp_path / "cache").iterdir()
     with open(cache, "a") as f:
         f.write("not a digest\n")  # damage costs a re-check, nothing more
     monkeypatch.setattr(records, "_VERDICTS", {})
+    monkeypatch.setattr(workdir, "_CLEAN", set())
     monkeypatch.setattr(records, "_child", lambda *args: None)  # a child now would fail the check
     WorkDir(work.path).check()  # ... so every line came from the cache
     bad = write_dir(tmp_path / "bad", WORKLOAD_LINES, [RECORD_LINES[0], DAMAGED_RECORDS["null"]])
