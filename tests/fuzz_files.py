@@ -301,7 +301,7 @@ def case_database(rng: random.Random, work: Path) -> list[str]:
     db = work / "database"
     names = sorted(p.name for p in db.iterdir())
     path = db / rng.choice(names)
-    if path.suffix == ".json" and rng.random() < 0.7:
+    if path.name.startswith("database_") and rng.random() < 0.7:  # JSON lines: damage one value
         lines = path.read_text().splitlines()
         i = rng.randrange(len(lines))
         if rng.random() < 0.5:
