@@ -55,7 +55,8 @@ def spec_argument(f):
         callback=_parse_sets,
         expose_value=False,
         metavar="NAME=EXPR",
-        help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18",
+        help="replace the network's `let NAME` with EXPR (repeatable), e.g. --set n=18; "
+             "`classes=N` and `input=CxHxW` (or `HxW`, keeping the channels) replace the header",
     )(f)
     return click.argument("spec", type=click.Path(path_type=Path), callback=_resolve_spec)(f)
 
@@ -112,26 +113,41 @@ def check(spec: Path) -> None:
 
 @app.command()
 @spec_argument
-@click.option("--json", "as_json", is_flag=True, help="print JSON for machines")
-def summary(spec: Path, as_json: bool) -> None:
-    """A per-layer table of shapes, parameters and MACs."""
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON for machines: every layer whatever --depth, the memory totals in bytes, "
+                   "and with --depth the roll-ups as `rows`")
+@click.option("--depth", type=click.IntRange(min=0), default=None, metavar="N",
+              help="roll layers up to N levels of their dotted names, as torchinfo does: 0 the network, "
+                   "1 stem/stages/head (`layer1`), 2 blocks (`layer1.0`), ... (default: every layer)")
+def summary(spec: Path, as_json: bool, depth: int | None) -> None:
+    """A per-layer table of shapes, parameters, MACs and activation memory (float32, batch 1)."""
+    from .summary import COLUMNS, NUMERIC, cells, memory_lines, plain_table, rows, summary_data
     net = _load(spec)
-    data = net.summary()
+    data = summary_data(net.graph, depth)
     if as_json:
         print(json.dumps(data, indent=1))
         return
+    outputs = "; ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in data["outputs"].items())
+    title = f"{net.name}: {data['params']:,} params, {data['macs'] / 1e9:.2f} GMACs"
+    table = [cells(r) for r in rows(net.graph, depth)]
     from rich.console import Console
     from rich.table import Table
-    outputs = "; ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in data["outputs"].items())
-    table = Table(title=f"{net.name}: {data['params']:,} params, {data['macs'] / 1e9:.2f} GMACs",
-                  title_justify="left", caption=f"outputs: {outputs}", caption_justify="left")
-    for column in ("layer", "op", "output", "params", "MACs"):
-        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
-    for row in data["layers"]:
-        table.add_row(row["name"], row["op"], "x".join(map(str, row["shape"])),
-                      f"{row['params']:,}" if row["params"] else "",
-                      f"{row['macs']:,}" if row["macs"] else "")
-    Console().print(table)
+    console = Console()
+    widths = [max(len(column), *(len(row[i]) for row in table)) for i, column in enumerate(COLUMNS)]
+    widths[0] = min(widths[0], 24)  # in a terminal a long name folds onto a second line, never cut
+    if not sys.stdout.isatty() or sum(widths) + 3 * len(widths) + 1 > console.width:
+        # a pipe, a file, or a terminal too narrow for the table: plain aligned text, nothing cut
+        print("\n".join([title, *plain_table(table), f"outputs: {outputs}", *memory_lines(data["memory"])]))
+        return
+    rich_table = Table(title=title, title_justify="left", caption=f"outputs: {outputs}",
+                       caption_justify="left")
+    for column, width in zip(COLUMNS, widths):
+        rich_table.add_column(column, justify="right" if column in NUMERIC else "left", overflow="fold",
+                              no_wrap=column != "layer", min_width=width)
+    for row in table:
+        rich_table.add_row(*row)
+    console.print(rich_table)
+    console.print("\n".join(memory_lines(data["memory"])), highlight=False)
 
 
 follow_option = click.option("--follow-symlinks", is_flag=True,
@@ -187,28 +203,38 @@ def tvm_options(f):
 
 @app.command()
 @spec_argument
-@click.option("--target", type=click.Choice(TARGETS), default="torch", show_default=True,
-              help="torch: Python source; onnx: an ONNX model; llvm/cuda: a TVM shared library")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="torch: Python source; onnx: an ONNX model; llvm/cuda: a TVM shared library "
+                   "(default: the one -o's suffix names, .py .onnx .so (llvm) .cuda.so; else torch)")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="output file (default NETWORK.py/.onnx/.so; - for stdout with torch)")
+              help="output file (default NETWORK.py, NETWORK.onnx, NETWORK.llvm.so, NETWORK.cuda.so: "
+                   "a library's dotted name never shadows the module in `import NETWORK`; - for stdout "
+                   "with torch)")
 @weight_options
 @tvm_options
 @click.option("--tuned", "tuned", help="a `resdsl tune` work directory, or the name of a shipped database, "
-                                     "whose records to apply (llvm/cuda)")
+                                     "whose records to apply (llvm/cuda; default for llvm: the shipped "
+                                     "database for the network that bench uses, if there is one)")
+@click.option("--untuned", is_flag=True, help="llvm/cuda: build with no tuning records, not even a shipped "
+                                              "database (kernels keep TVM's default schedules)")
 @click.option("--cuda-source", type=click.Path(path_type=Path), help="also write the generated CUDA C source")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset for --target onnx: 17 up to the newest the installed ONNX Runtime runs")
 @follow_option
 def compile(spec: Path, target: str, output: Path | None, weights: Path | None, seed: int, batch: int | None,
             cpu: str | None, arch: str, layout: str | None, winograd: bool | None, wide_winograd: bool | None,
-            prepack: bool | None, tuned: str | None, cuda_source: Path | None, opset: int,
+            prepack: bool | None, tuned: str | None, untuned: bool, cuda_source: Path | None, opset: int,
             follow_symlinks: bool) -> None:
     """Compile a spec for a target.
 
     The onnx, llvm and cuda outputs carry the weights of --weights FILE (checked against the spec
     first). The torch target writes source, which holds no weights: FILE is checked the same way,
     and the module loads it with model.load_state_dict(torch.load(FILE, weights_only=True)).
+    --target llvm applies the shipped tuning database for the network where there is one (saying
+    which; --untuned builds without it) and warns when it builds untuned kernels.
     """
+    from .output import refuse_shadowing, target_for
+    target = click.get_current_context().params["target"] = target_for(output, target)
     net = _load(spec)
     from functools import partial
     from .output import destination, write_atomic
@@ -217,6 +243,9 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         _check_suffix(output, target)
     if opset != 17 and target != "onnx":
         raise ResdslError(f"--opset applies to --target onnx, not {target}")
+    if untuned and (tuned or target in ("torch", "onnx")):
+        raise ResdslError("--untuned builds a TVM library without --tuned's records" if tuned else
+                          f"--untuned applies to --target llvm or cuda, not {target}")
     if target == "torch":
         from click.core import ParameterSource
         from .backends.torch_codegen import generate
@@ -229,7 +258,8 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         if output is not None and str(output) == "-":
             sys.stdout.write(source)
         else:
-            path = output or _default_output(net.name, ".py")
+            path = output or _default_output(net.name, target)
+            refuse_shadowing(path)
             write_atomic(path, source)
             print(f"wrote {path} ({net.name}, {net.params:,} params)", file=sys.stderr)
         if weights is not None:
@@ -239,9 +269,10 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
         return
     if output is not None and str(output) == "-":
         raise ResdslError(f"--target {target} writes a binary file, not text for stdout",
-                          hint=f"give a file name, e.g. -o {net.name}{SUFFIX[target]}")
-    path = output or _default_output(net.name, SUFFIX[target])
+                          hint=f"give a file name, e.g. -o {_default_output(net.name, target)}")
+    path = output or _default_output(net.name, target)
     destination(path, inputs=net.files, follow_symlinks=follow_symlinks)  # refuse before a long build
+    refuse_shadowing(path)
     if target == "onnx":  # an opset out of range is refused before the weights are read
         from .backends.onnx_export import check_opset
         check_opset(opset)
@@ -259,6 +290,12 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     work_dir = _work_dir(tuned, "--tuned") if tuned else None
     if work_dir is not None:
         _repair(work_dir)
+    elif not untuned:
+        from .output import implicit_database
+        work_dir, batch, said = implicit_database(spec, net.name, target, cpu, batch, layout, winograd, prepack,
+                                                  wide_winograd)
+        for line in said:
+            print(line, file=sys.stderr)
     if batch is None and work_dir is not None:
         report = work_dir.report()
         batch = report.batch if report else 1  # records are specialised to the batch they were tuned at
@@ -300,11 +337,14 @@ def _repair(work_dir) -> None:
             print(f"note: {problem}", file=sys.stderr)
 
 
-def _default_output(name: str, suffix: str) -> Path:
-    """NETWORK.py / .so in the working directory, unless that would shadow an importable module:
-    after writing torch.py there, `import torch` there would import it."""
-    path = Path(f"{name}{suffix}")
-    if suffix in (".py", ".so") and _importable(name):
+def _default_output(name: str, target: str) -> Path:
+    """NETWORK.py / .onnx / .llvm.so / .cuda.so in the working directory (`output.DEFAULT_SUFFIXES`:
+    the libraries' dotted names never shadow NETWORK.py), unless NETWORK.py would shadow an
+    importable module: after writing torch.py there, `import torch` there would import it."""
+    from .output import default_name
+    path = default_name(name, target)
+    suffix = path.suffix
+    if path.name == f"{name}.py" and _importable(name):
         raise ResdslError(f"the default output name {path} would shadow the Python module `{name}`",
                           hint=f"name the output with -o, e.g. -o {name}_net{suffix}")
     return path

@@ -218,7 +218,7 @@ def test_output_onto_the_input_spec_is_refused(spec: Path) -> None:
 def test_output_onto_an_included_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "blocks.rds").write_text("block b(w) {\n conv w k3 p1\n add shortcut\n}\n")
     (tmp_path / "net.rds").write_text('include "blocks.rds"\n' + TINY.format(name="n", stem="relu"))
-    code, err = run(["compile", str(tmp_path / "net.rds"), "-o", str(tmp_path / "blocks.rds")])
+    code, err = run(["compile", str(tmp_path / "net.rds"), "--target", "torch", "-o", str(tmp_path / "blocks.rds")])
     assert code == 1 and "is an input" in err
 
 

@@ -210,7 +210,7 @@ def test_bench_runs_the_weights_it_was_given(net, state, tmp_path, capsys) -> No
     (["compile", SPEC, "--seed", "3", "-o", "{tmp}/net.py"], "--seed does not apply to --target torch"),
     (["compile", SPEC, "--target", "onnx", "--seed", "3", "--weights", "{tmp}/w.pt", "-o", "{tmp}/net.onnx"],
      "--seed and --weights both set the weights"),
-    (["compile", SPEC, "-o", "{tmp}/net.onnx"], "-o net.onnx asks for an ONNX model, but --target torch"),
+    (["compile", SPEC, "--target", "torch", "-o", "{tmp}/net.onnx"], "-o net.onnx asks for an ONNX model, but --target torch"),
     (["compile", SPEC, "--target", "onnx", "-o", "{tmp}/net.SO"], "pass --target llvm or --target cuda"),
     (["compile", SPEC, "--target", "llvm", "-o", "{tmp}/net.py"], "--target llvm writes a shared library"),
 ])
