@@ -268,7 +268,7 @@ def case_weights(rng: random.Random, work: Path) -> list[str]:
         elif kind == 1:
             state[key] = state[key].float().fill_(rng.choice((float("nan"), float("inf"), -1.0)))
         elif kind == 2:
-            state[key] = state[key].reshape(-1)[:-1] if state[key].numel() > 1 else state[key].reshape(2, 0)
+            state[key] = state[key].reshape(-1)[:-1] if state[key].numel() > 1 else torch.zeros(2, 0)
         elif kind == 3:
             state[rng.choice(("extra.weight", key + "x", "__class__"))] = torch.zeros(1)
         elif kind == 4:
