@@ -461,6 +461,7 @@ def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
 
 def test_bench_says_how_to_tune_a_database_for_this_cpu(tmp_path, monkeypatch) -> None:
     from resdsl.cli import _retune_command
+    (tmp_path / "shipped").mkdir()  # elsewhere than these work directories
     monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path / "shipped"))
     wide = WorkDir(tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake"))
     wide.save_lowering(Lowering("NHWC", winograd=True, prepack=True, wide_winograd=True))
