@@ -60,3 +60,25 @@ from hypothesis import settings as _settings  # noqa: E402
 _settings.register_profile("default", derandomize=True)
 _settings.register_profile("explore", derandomize=False, max_examples=2000)
 _settings.load_profile("default")
+
+
+def run_bounded(argv: list[str], seconds: int) -> tuple[int, str]:
+    """resdsl in this process, with a bound on its time; (exit code, stderr)."""
+    import contextlib
+    import io
+    import signal
+
+    from resdsl.cli import main
+
+    def hang(signum, frame):
+        raise AssertionError(f"resdsl {' '.join(argv)} took more than {seconds} s")
+    err = io.StringIO()
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return code, err.getvalue()

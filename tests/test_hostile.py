@@ -5,11 +5,8 @@ holds the crafted specs, and tests/fuzz.py runs the same checks on mutants for a
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import resdsl
-from conftest import ROOT
+from conftest import ROOT, run_bounded
 from mutation import hostile_corpus
 from resdsl import ResdslError
-from resdsl.cli import main
 
 LOCATED = re.compile(r"^(\S+:\d+:\d+: )?error: ", re.M)
 RESNET18 = ROOT / "specs" / "resnet18.rds"
@@ -30,19 +26,7 @@ TINY = "network {name} {{\n    input 3x8x8\n    classes 3\n    stem {{ {stem} }}
 
 
 def run(argv: list[str], seconds: int = 60) -> tuple[int, str]:
-    """resdsl in this process, with a bound on its time; (exit code, stderr)."""
-    def hang(signum, frame):
-        raise AssertionError(f"resdsl {' '.join(argv)} took more than {seconds} s")
-    err = io.StringIO()
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    return code, err.getvalue()
+    return run_bounded(argv, seconds)
 
 
 def cli(*argv: str, cwd: Path = ROOT, timeout: int = 60, **kwargs) -> subprocess.CompletedProcess:

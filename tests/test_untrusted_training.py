@@ -6,13 +6,11 @@ Payloads here write a marker file; each test proves the marker never appears.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import pickle
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -22,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_bounded
 from conftest import run_metrics as metrics
 from resdsl import ResdslError
-from resdsl.cli import main
 from resdsl.limits import LIMITS
 
 SPEC = str(ROOT / "tests/specs/digits_convnet.rds")
@@ -35,19 +32,7 @@ TINY_CIFAR = ("network tiny {\n input 3x32x32\n classes 10\n stem { conv 4 k3 s2
 
 
 def run(argv: list[str], seconds: int = 30) -> tuple[int, str]:
-    """resdsl in this process, bounded in time (a FIFO must never block it); (exit code, stderr)."""
-    def hang(signum, frame):
-        raise AssertionError(f"resdsl {' '.join(argv)} took more than {seconds} s")
-    err = io.StringIO()
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(seconds)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main(argv)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    return code, err.getvalue()
+    return run_bounded(argv, seconds)  # a FIFO must never block it
 
 
 class Payload:
