@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from test_tuning import TINY  # four short kernels: tuning stays quick on 2 cores
 from resdsl.diagnostics import ResdslError
 from resdsl.limits import LIMITS
 from resdsl.tvm.workdir import RECORDS, WORKLOADS, WorkDir
@@ -30,14 +31,6 @@ from resdsl.tvm.workdir import RECORDS, WORKLOADS, WorkDir
 pytestmark = pytest.mark.tvm
 
 SHIPPED = ROOT / "resdsl" / "tvm" / "databases" / "resnet18-llvm-znver3"
-TINY = """
-network tiny {
-    input 3x8x8
-    classes 4
-    stem { conv1: conv 8 k3 p1; bn1: bn; relu }
-    head { avgpool; fc classes }
-}
-"""
 
 
 def _shipped_lines() -> tuple[list[bytes], list[bytes]]:
