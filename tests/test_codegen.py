@@ -41,11 +41,15 @@ def test_output_is_byte_identical_across_processes_and_hash_seeds(tmp_path) -> N
     assert outputs[0] == outputs[1] == outputs[2]
 
 
-def test_compile_does_not_import_torch() -> None:
+@pytest.mark.parametrize("argv", [["compile", "specs/resnet18.rds", "-o", "-"], ["--help"], ["list"],
+                                  ["check", "resnet50"], ["summary", "resnet50", "--depth", "1"]])
+def test_the_first_commands_do_not_import_torch(argv) -> None:
+    # torch's import alone takes seconds; these stay well under it (benchmarks/startup.py).
     code = ("import sys; from resdsl.cli import main; "
-            "rc = main(['compile', 'specs/resnet18.rds', '-o', '-']); "
+            f"rc = main({argv!r}); "
             "assert rc == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_reserved_labels_cover_nn_module_members() -> None:
