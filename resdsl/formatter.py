@@ -58,12 +58,14 @@ def expr(e: ast.Expr, parent: int = 0, right: bool = False) -> str:
 def arg(a: ast.Arg, op: str = "") -> str:
     if isinstance(a, ast.Positional):
         return expr(a.value)
-    own = OPS[op].defaults if op in OPS else {}
-    # `kernel=3` is `k3`, unless the op has an attribute named `k` of its own (lrn): then `k` is that.
-    key = a.name if a.name in own and a.name in SHORT_ATTRS else SHORT.get(a.name, a.name)
-    if key in SHORT_ATTRS and key not in own and isinstance(a.value, ast.Int):
-        return f"{key}{a.value.value}"
-    return f"{key}={expr(a.value)}"
+    info = OPS.get(op)
+    name = (info.resolve(a.name) if info is not None else None) or SHORT_ATTRS.get(a.name, a.name)
+    # The op's own short form (`kernel=3` is `k3`); lrn's `k` is an attribute of its own, not one.
+    # An attribute the op lacks keeps the grammar's short form, so that its error reads the same.
+    short = info.attr(name).short if info is not None and name in info.defaults else SHORT.get(name)
+    if short is not None and isinstance(a.value, ast.Int):
+        return f"{short}{a.value.value}"
+    return f"{short or name}={expr(a.value)}"
 
 
 def layer(l: ast.Layer) -> str:

@@ -1,23 +1,11 @@
 """The graph IR: a networkx DiGraph of ops, with tensors as edges.
 
-Node kinds (the `op` attribute; the closed set is `ops.OPS`):
-
-========  ======================================================  =================================
-op        meaning                                                 attributes
-========  ======================================================  =================================
-input     the network's input, batch dimension left out           shape
-conv      2-D convolution                                         out, kernel, stride, padding,
-                                                                  groups, bias
-bn        batch normalisation over channels                       -
-relu      rectifier                                               -
-maxpool   max pooling                                             kernel, stride, padding
-avgpool   global average pooling to 1x1                           -
-fc        flatten, then a fully-connected layer                   out
-add       residual join: operand 0 is the residual branch,        policy; gated (operand 2 is then
-          operand 1 the shortcut                                  the gate's pre-sigmoid logits)
-pad       option-A shortcut: subsample by `stride`, zero-pad      stride, pad_before, pad_after
-          channels
-========  ======================================================  =================================
+Node kinds: the `op` attribute names one of `ops.OPS`, whose definitions
+(`resdsl/ops/definitions.py`) say what each means, which attributes (`attrs`) it takes with
+their types and defaults, its shape rule and the tensors it owns. Besides those a spec can set,
+the compiler's own ops carry: `input` its `shape`; `add` its `policy`, `gated` (operand 2 is then
+the gate's pre-sigmoid logits) and `source` (what the shortcut reads); `pad` (option A's
+shortcut) its `stride`, `pad_before` and `pad_after`.
 
 Every node also carries: `span` (where the user wrote it), `scope` (the block path such as
 `layer1.0`, or "" for stem and head), `label` (its name inside the scope; also its

@@ -17,7 +17,7 @@ from .diagnostics import ResdslError, Span, in_prelude
 from .ir import INPUT, BlockInstance, BlockSignature, Graph, Stage
 from .limits import LIMITS
 from .loader import Program
-from .ops import OPS, STATEMENTS
+from .ops import JOINS, OPS, OpDef
 from .parser import POLICIES, SHORT_ATTRS
 from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
@@ -435,11 +435,11 @@ class _Lowering:
         self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
     ) -> str:
         g, scope = self.graph, ctx.scope
-        if layer.op in STATEMENTS:
+        if layer.op in JOINS:
             return self._join(layer, ctx, current, prefix)
         info = OPS.get(layer.op)
         if info is None or not info.user:
-            known = sorted([op for op, i in OPS.items() if i.user] + list(STATEMENTS))
+            known = sorted([op for op, i in OPS.items() if i.user] + list(JOINS))
             hint = _suggest(layer.op, known, "known layers")
             if layer.op in self.program.blocks:
                 raise ResdslError(f"`{layer.op}` is a block, and blocks cannot be used as layers",
@@ -456,7 +456,7 @@ class _Lowering:
         return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs if scope else None, branch=ctx.branch, **attrs)
 
-    def _attrs(self, layer: ast.Layer, info, env: dict[str, Number],
+    def _attrs(self, layer: ast.Layer, info: OpDef, env: dict[str, Number],
                exprs: dict[str, ast.Expr]) -> dict[str, Number]:
         """The layer's attributes (ints, or floats where the op takes a rate); `exprs` gets the
         expressions they were written as."""
@@ -468,14 +468,14 @@ class _Lowering:
                 if positional is None or positional in attrs:
                     what = "no" if positional is None else "one"
                     raise ResdslError(f"`{layer.op}` takes {what} positional argument", arg.span,
-                                      hint=_attr_hint(layer.op, defaults))
+                                      hint=_attr_hint(info))
                 key = positional
             else:
                 # `s=stride` is `stride=stride`, unless the op has an attribute of that name (lrn's `k`)
-                key = arg.name if arg.name in defaults else SHORT_ATTRS.get(arg.name, arg.name)
-                if key not in defaults:
-                    raise ResdslError(f"`{layer.op}` has no attribute `{key}`", arg.span,
-                                      hint=_attr_hint(layer.op, defaults))
+                key = info.resolve(arg.name)
+                if key is None:
+                    raise ResdslError(f"`{layer.op}` has no attribute `{SHORT_ATTRS.get(arg.name, arg.name)}`",
+                                      arg.span, hint=_attr_hint(info))
                 if key in attrs:
                     raise ResdslError(f"attribute `{key}` is given twice", arg.span, hint="keep one of them")
             if key in info.floats:
@@ -488,13 +488,12 @@ class _Lowering:
             if key not in attrs:
                 if default is None:
                     raise ResdslError(f"`{layer.op}` needs `{key}`", layer.span,
-                                      hint=_attr_hint(layer.op, defaults))
+                                      hint=_attr_hint(info))
                 attrs[key] = default
-        window = layer.op == "avgpool"  # kernel 0: adaptive; stride 0: the kernel's
         for key, value in attrs.items():
             span = spans.get(key, layer.span)
             if key in info.floats:
-                bounds = info.ranges.get(key)
+                bounds = info.attr(key).range
                 if bounds is not None and value not in bounds:
                     raise ResdslError(f"`{key}` must be {bounds.describe()}, not {value:g}", span,
                                       hint=f"`{key}` of `{layer.op}` is {bounds.why}")
@@ -503,13 +502,13 @@ class _Lowering:
                 if value not in (0, 1):
                     raise ResdslError(f"`{key}` is 0 or 1, not {value}", span, hint=f"`{key}=1` turns it on")
                 continue
-            low = 0 if key == "padding" or (window and key in ("kernel", "stride")) else 1
+            low = info.attr(key).low
             if value < low:
                 raise ResdslError(f"`{key}` must be at least {low}, not {value}", span,
-                                  hint=_attr_hint(layer.op, defaults))
+                                  hint=_attr_hint(info))
             LIMITS.check_attr(key, value, span)
-        if window and attrs["kernel"] and not attrs["stride"]:
-            attrs["stride"] = attrs["kernel"]  # as nn.AvgPool2d
+        if info.complete is not None:
+            info.complete(attrs)
         return attrs
 
     def _label(self, layer: ast.Layer, prefix: str, ctx: "_Body", base: str) -> str:
@@ -722,7 +721,7 @@ def lower_policy(graph: Graph, policy: ast.PolicyDef, scope: str, source: str, c
             raise ResdslError(f"a policy's layers are named `downsample.KEY`, with no `.` in KEY: not "
                               f"`{layer.label}`", layer.span,
                               hint="its layers are one nn.Sequential: `downsample.0`, `downsample.conv`, ...")
-        if layer.op in STATEMENTS:
+        if layer.op in JOINS:
             raise ResdslError(f"`{layer.op}` cannot be part of a shortcut policy", layer.span,
                               hint="a policy is a chain of layers applied to the shortcut")
         current = lowering._layer(layer, ctx, current, env, prefix="" if layer.label else "downsample.")
@@ -754,7 +753,7 @@ def _fresh(base: str, used: _Names) -> str:
     return label
 
 
-def _attr_hint(op: str, defaults: dict) -> str:
-    keys = ", ".join(f"{k}=" for k in defaults) or "none"
-    extra = " (short forms: k3 s2 p1 g32)" if op in ("conv", "maxpool") else ""
-    return f"`{op}` takes: {keys}{extra}"
+def _attr_hint(info: OpDef) -> str:
+    keys = ", ".join(f"{a.name}=" for a in info.attrs) or "none"
+    shorts = " ".join(f"{a.short}{a.example}" for a in info.attrs if a.short)
+    return f"`{info.name}` takes: {keys}" + (f" (short forms: {shorts})" if shorts else "")

@@ -14,6 +14,7 @@ sparse tensor it was never written for.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +22,32 @@ import numpy as np
 
 from ..files import DamagedFile, brief, load_torch
 from ..ir import Graph
-from ..ops import fmt_shape
+from ..ops import COUNTER, OPS, Weight, fmt_shape  # COUNTER: a kind of Weight (BN's batch counter)
 
 BN_EPS = 1e-5  # nn.BatchNorm2d's default, which the torch backend uses
-COUNTER = "num_batches_tracked"  # a BN buffer no target computes with; 0-d int64 in a state_dict
 SAVE_HINT = ("save them with torch.save(model.state_dict(), PATH) from the module resdsl generates "
              "for this spec")
 MAX_SHOWN = 120  # characters of a key a message quotes: a key may be a megabyte long
 
 
+def owned(graph: Graph) -> Iterator[tuple[str, Weight]]:
+    """Every tensor the graph's layers own, as (state_dict key, Weight), in graph order: what each
+    op's definition says it owns."""
+    for name in graph.order():
+        node = graph.node(name)
+        ins = [graph.shape(i) for i in graph.inputs(name)]
+        for weight in OPS[node["op"]].weights(node["attrs"], ins, node["shape"]):
+            yield f"{name}.{weight.name}", weight
+
+
 def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     """The state_dict entries (parameters and BN statistics) the graph's layers own."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in graph.order():
-        node, a = graph.node(name), graph.node(name)["attrs"]
-        ins = [graph.shape(i) for i in graph.inputs(name)]
-        if node["op"] == "conv":
-            shapes[f"{name}.weight"] = (a["out"], ins[0][0] // a["groups"], a["kernel"], a["kernel"])
-            if a["bias"]:
-                shapes[f"{name}.bias"] = (a["out"],)
-        elif node["op"] == "bn":
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"{name}.{key}"] = (ins[0][0],)
-        elif node["op"] == "fc":
-            shapes[f"{name}.weight"] = (a["out"], int(np.prod(ins[0])))
-            shapes[f"{name}.bias"] = (a["out"],)
-    return shapes
+    return {key: w.shape for key, w in owned(graph) if w.kind != COUNTER}
 
 
 def counters(graph: Graph) -> list[str]:
     """The BN layers' `num_batches_tracked` keys: in every state_dict torch saves, used by none."""
-    return [f"{name}.{COUNTER}" for name in graph.order() if graph.node(name)["op"] == "bn"]
+    return [key for key, w in owned(graph) if w.kind == COUNTER]
 
 
 def load_weights(graph: Graph, path: str | Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,24 +1,9 @@
-"""The op table: for every node kind, its attributes, shape rule, parameter and MAC counts.
-
-Shape inference, the summary and the verifier all read this one table; backends keep their own
-converter tables keyed by the same op names.
-"""
+"""The rules op definitions point at: shapes, the tensors a layer owns, MACs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from math import inf, log2, prod
-from typing import Any, Callable
+from math import log2, prod
 
-Shape = tuple[int, ...]
-Attrs = dict[str, Any]
-
-
-class ShapeError(Exception):
-    """Raised by a shape rule; the pass turns it into a located ResdslError."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+from .schema import BUFFER, COUNTER, Attrs, Shape, ShapeError, Weight
 
 
 def fmt_shape(shape: Shape) -> str:
@@ -154,140 +139,25 @@ def pad_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     return (c + attrs["pad_before"] + attrs["pad_after"], (h - 1) // s + 1, (w - 1) // s + 1)
 
 
-def conv_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
-    weights = out[0] * (ins[0][0] // attrs["groups"]) * attrs["kernel"] ** 2
-    return weights + (out[0] if attrs["bias"] else 0)
+def conv_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    weight = Weight("weight", (attrs["out"], ins[0][0] // attrs["groups"], attrs["kernel"], attrs["kernel"]))
+    return [weight, Weight("bias", (attrs["out"],))] if attrs["bias"] else [weight]
 
 
 def conv_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
     return prod(out) * (ins[0][0] // attrs["groups"]) * attrs["kernel"] ** 2
 
 
-def fc_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
-    return prod(ins[0]) * out[0] + out[0]
+def fc_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    return [Weight("weight", (attrs["out"], prod(ins[0]))), Weight("bias", (attrs["out"],))]
 
 
 def fc_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
     return prod(ins[0]) * out[0]
 
 
-def bn_params(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
-    return 2 * out[0]  # weight and bias; running statistics are buffers, not parameters
-
-
-def _zero(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
-    return 0
-
-
-@dataclass(frozen=True)
-class Range:
-    """Where a float attribute means something: from `low` (left out where `open`) to below `high`.
-    `why` says what the attribute is, for the hint of a value outside."""
-    low: float
-    high: float = inf
-    open: bool = False
-    why: str = ""
-
-    def __contains__(self, value: float) -> bool:
-        return (value > self.low if self.open else value >= self.low) and value < self.high
-
-    def describe(self) -> str:
-        if self.high == inf:
-            return f"{'greater than' if self.open else 'at least'} {self.low:g}"
-        return f"in {'(' if self.open else '['}{self.low:g}, {self.high:g})"
-
-
-PROBABILITY = Range(0.0, 1.0, why="a probability: at least 0, below 1")
-
-
-@dataclass(frozen=True)
-class OpInfo:
-    """What the table knows about one op.
-
-    `positional` names the attribute a bare expression sets (`conv 64` sets `out`);
-    `defaults` lists the user-settable attributes (None: required); those in `floats` are
-    real numbers (rates, coefficients), the rest integers; `flags` are 0 or 1; `ranges` bound
-    a float attribute to where PyTorch computes something finite with it.
-    """
-
-    shape: Callable[[Attrs, list[Shape]], Shape]
-    arity: tuple[int, ...] = (1,)
-    defaults: dict[str, Any] = field(default_factory=dict)
-    positional: str | None = None
-    params: Callable[[Attrs, list[Shape], Shape], int] = _zero
-    macs: Callable[[Attrs, list[Shape], Shape], int] = _zero
-    user: bool = True  # may appear in a spec
-    floats: frozenset[str] = frozenset()
-    flags: frozenset[str] = frozenset()
-    ranges: dict[str, Range] = field(default_factory=dict)
-    train_only: bool = False  # acts in training only: gone in eval, ONNX and TVM
-
-
-OPS: dict[str, OpInfo] = {
-    "input": OpInfo(lambda a, i: a["shape"], arity=(0,), user=False),
-    "conv": OpInfo(
-        conv_shape,
-        defaults={"out": None, "kernel": 1, "stride": 1, "padding": 0, "groups": 1, "dilation": 1, "bias": 0},
-        positional="out",
-        params=conv_params,
-        macs=conv_macs,
-        flags=frozenset({"bias"}),
-    ),
-    "bn": OpInfo(map_shape("bn"), params=bn_params),
-    "relu": OpInfo(same_shape),
-    "leaky_relu": OpInfo(
-        same_shape, defaults={"slope": 0.01}, positional="slope", floats=frozenset({"slope"})
-    ),
-    "sigmoid": OpInfo(same_shape),
-    "softmax": OpInfo(same_shape),  # over channels
-    "maxpool": OpInfo(
-        pool_shape,
-        defaults={"kernel": None, "stride": None, "padding": 0, "ceil": 0},
-        flags=frozenset({"ceil"}),
-    ),
-    # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
-    "avgpool": OpInfo(
-        avgpool_shape,
-        defaults={"kernel": 0, "stride": 0, "padding": 0, "ceil": 0, "count_pad": 1, "size": 1},
-        flags=frozenset({"ceil", "count_pad"}),
-    ),
-    "lrn": OpInfo(
-        lrn_shape,
-        defaults={"size": None, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
-        positional="size",
-        floats=frozenset({"alpha", "beta", "k"}),
-        # nn.LocalResponseNorm divides by (k + alpha / size * sum of squares) ** beta.
-        ranges={"k": Range(0.0, open=True, why="added to the window's squares before the power: at 0 a "
-                                                 "window of zeros gives 0 / 0 = NaN (AlexNet uses k=2)"),
-                "alpha": Range(0.0, why="the weight of the window's squares: a negative one can make the power's "
-                                        "base negative, and the output NaN (AlexNet uses alpha=1e-4)"),
-                "beta": Range(0.0, why="the power the input is divided by: a negative one multiplies instead, "
-                                       "and overflows (AlexNet uses beta=0.75)")},
-    ),
-    "dropout": OpInfo(
-        same_shape,
-        defaults={"p": 0.5},
-        positional="p",
-        floats=frozenset({"p"}),
-        ranges={"p": PROBABILITY},
-        train_only=True,
-    ),
-    # Stochastic depth: drops a sample's whole branch in training, with rate `rate`.
-    "drop_path": OpInfo(
-        same_shape,
-        defaults={"rate": None},
-        positional="rate",
-        floats=frozenset({"rate"}),
-        ranges={"rate": PROBABILITY},
-        train_only=True,
-    ),
-    "flatten": OpInfo(flatten_shape),
-    "fc": OpInfo(fc_shape, defaults={"out": None}, positional="out", params=fc_params, macs=fc_macs),
-    "add": OpInfo(same_shape, arity=(2, 3), user=False),
-    "mul": OpInfo(mul_shape, arity=(2,), user=False),
-    "concat": OpInfo(concat_shape, arity=tuple(range(2, 65)), user=False),
-    "pad": OpInfo(pad_shape, user=False),
-}
-
-# Spec statements that are not layers of OPS but are handled by the lowering: joins.
-STATEMENTS = ("add", "mul", "concat")
+def bn_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    # Only weight and bias are parameters; the running statistics are buffers (as in nn.BatchNorm2d).
+    c = (ins[0][0],)
+    return [Weight("weight", c), Weight("bias", c), Weight("running_mean", c, BUFFER),
+            Weight("running_var", c, BUFFER), Weight("num_batches_tracked", (), COUNTER)]

@@ -1,0 +1,86 @@
+"""Every op, one definition each: the single place an op's meaning is written. Adding an op is
+its definition here (or `register(...)`) plus one converter per backend; a backend without one
+reports the op as unsupported before it lowers anything."""
+from __future__ import annotations
+
+from .rules import (
+    avgpool_shape,
+    bn_weights,
+    concat_shape,
+    conv_macs,
+    conv_shape,
+    conv_weights,
+    fc_macs,
+    fc_shape,
+    fc_weights,
+    flatten_shape,
+    lrn_shape,
+    map_shape,
+    mul_shape,
+    pad_shape,
+    pool_shape,
+    same_shape,
+)
+from .schema import FLAG, FLOAT, INTERNAL, JOIN, PROBABILITY, Attr, Attrs, OpDef, Range
+
+KERNEL = Attr("kernel", 1, short="k", example=3)
+STRIDE = Attr("stride", 1, short="s", example=2)
+PADDING = Attr("padding", 0, short="p", example=1, low=0)
+
+
+def _stride_is_kernel(attrs: Attrs) -> None:
+    if attrs["kernel"] and not attrs["stride"]:
+        attrs["stride"] = attrs["kernel"]  # as nn.AvgPool2d
+
+
+# nn.LocalResponseNorm divides by (k + alpha / size * sum of squares) ** beta.
+_LRN_RANGES = {
+    "k": Range(0.0, open=True, why="added to the window's squares before the power: at 0 a window of zeros "
+                                   "gives 0 / 0 = NaN (AlexNet uses k=2)"),
+    "alpha": Range(0.0, why="the weight of the window's squares: a negative one can make the power's base "
+                            "negative, and the output NaN (AlexNet uses alpha=1e-4)"),
+    "beta": Range(0.0, why="the power the input is divided by: a negative one multiplies instead, and "
+                           "overflows (AlexNet uses beta=0.75)"),
+}
+
+DEFINITIONS: tuple[OpDef, ...] = (
+    OpDef("input", "the network's input, batch dimension left out", lambda a, i: a["shape"], arity=(0,),
+          kind=INTERNAL),
+    OpDef("conv", "2-D convolution", conv_shape, positional="out", module=True,
+          attrs=(Attr("out"), KERNEL, STRIDE, PADDING, Attr("groups", 1, short="g", example=32),
+                 Attr("dilation", 1), Attr("bias", 0, FLAG)),
+          weights=conv_weights, macs=conv_macs),
+    OpDef("bn", "batch normalisation over channels", map_shape("bn"), module=True, weights=bn_weights),
+    OpDef("relu", "rectifier", same_shape, module=True),
+    OpDef("leaky_relu", "leaky rectifier: `slope` times x below 0", same_shape, positional="slope",
+          attrs=(Attr("slope", 0.01, FLOAT),), module=True),
+    OpDef("sigmoid", "logistic sigmoid", same_shape, module=True),
+    OpDef("softmax", "softmax over channels", same_shape, module=True),
+    OpDef("maxpool", "max pooling", pool_shape, module=True,
+          attrs=(Attr("kernel", None, short="k", example=3), Attr("stride", None, short="s", example=2),
+                 PADDING, Attr("ceil", 0, FLAG))),
+    # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
+    OpDef("avgpool", "average pooling: global, adaptive to `size`, or in windows", avgpool_shape, module=True,
+          attrs=(Attr("kernel", 0, short="k", example=3, low=0), Attr("stride", 0, short="s", example=2, low=0),
+                 PADDING, Attr("ceil", 0, FLAG), Attr("count_pad", 1, FLAG), Attr("size", 1)),
+          complete=_stride_is_kernel),
+    OpDef("lrn", "local response normalisation across `size` channels", lrn_shape, positional="size",
+          module=True,
+          attrs=(Attr("size"), *(Attr(key, default, FLOAT, range=_LRN_RANGES[key])
+                                 for key, default in (("alpha", 1e-4), ("beta", 0.75), ("k", 1.0))))),
+    OpDef("dropout", "dropout with rate `p` (training only)", same_shape, positional="p", module=True,
+          attrs=(Attr("p", 0.5, FLOAT, range=PROBABILITY),), train_only=True),
+    # Stochastic depth: drops a sample's whole branch in training, with rate `rate`.
+    OpDef("drop_path", "stochastic depth: a sample's branch dropped with rate `rate` (training only)",
+          same_shape, positional="rate", module=True,
+          attrs=(Attr("rate", None, FLOAT, range=PROBABILITY),), train_only=True),
+    OpDef("flatten", "flatten to a vector", flatten_shape, module=True),
+    OpDef("fc", "flatten, then a fully-connected layer", fc_shape, positional="out", module=True,
+          attrs=(Attr("out"),), weights=fc_weights, macs=fc_macs),
+    OpDef("add", "join by sum: operand 0 the residual branch, operand 1 the shortcut (a gated add's "
+                 "operand 2: its gate's logits)", same_shape, arity=(2, 3), kind=JOIN),
+    OpDef("mul", "join by product: a branch broadcast to the current value (an SE gate)", mul_shape,
+          arity=(2,), kind=JOIN),
+    OpDef("concat", "join along channels", concat_shape, arity=tuple(range(2, 65)), kind=JOIN),
+    OpDef("pad", "option-A shortcut: subsample by `stride`, zero-pad channels", pad_shape, kind=INTERNAL),
+)
