@@ -39,6 +39,8 @@ BOUNDS: dict[str, Bound] = {
                               "pixels of one dataset image"),
     "max_dataset_bytes": Bound("RESDSL_MAX_DATASET_BYTES", 8 * _GIB, 1 << 44,
                                "a decoded dataset in memory"),
+    "max_download_bytes": Bound("RESDSL_MAX_DOWNLOAD_BYTES", _GIB, 1 << 40,
+                                "size of one dataset download (CIFAR's archives are 163 MiB)"),
     "max_record_bytes": Bound("RESDSL_MAX_RECORD_BYTES", 256 << 20, 1 << 40,
                               "size of a tuning database or run file"),
 }

@@ -1,39 +1,84 @@
-"""Datasets for `resdsl train`, as uint8-free float tensors in memory, and their augmentation.
+"""Datasets for `resdsl train`: what each holds, how it is read, and its augmentation.
 
 `--data` names one:
+    cifar10, cifar100           downloaded once into a cache and unpacked there (download.py)
     cifar10:DIR, cifar100:DIR   the "python version" batches (data_batch_1..5 / train, test_batch / test)
-    folder:DIR                  DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/*: one directory per class
+    folder:DIR                  DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/*: one directory per
+                                class, streamed from disk (images.py)
     digits                      scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
                                 classes): real images that need no download, for demos and tests
-Images are resized to the spec's input resolution and grayscale is repeated to three channels
-where the spec wants three; any other mismatch is an error naming both shapes.
+Every Dataset hands out its images in batches (`Dataset.images`): CIFAR and digits from float32
+arrays in memory, an image folder decoded from disk as each batch is asked for. Images are
+resized to the spec's input resolution and grayscale is repeated to three channels where the
+spec wants three; any other mismatch is an error naming both shapes.
 
 A dataset is a file a user did not write (a download, a colleague's folder), so none of it can
 run code: CIFAR's pickles go through an unpickler that builds only arrays, lists and numbers, and
 images only through Pillow's readers for the suffixes resdsl takes. Every file is read bounded
-(files.py), every image's pixels and the decoded dataset's bytes are checked before they are
-allocated (limits.py).
+(files.py), every image's pixels and a decoded dataset's bytes in memory are checked before they
+are allocated (limits.py).
 """
 from __future__ import annotations
 
 import codecs
-import contextlib
 import io
 import pickle
-import re
-import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..diagnostics import ResdslError, printable
-from ..files import DamagedFile, open_bytes, read_bytes
+from ..files import DamagedFile, open_bytes
 from ..limits import BOUNDS, LIMITS
 
 
-@dataclass
 class Dataset:
+    """What `train` reads: labels in memory, images in batches, from memory or from disk.
+
+    name      shown in messages ("cifar10", "folder pets")
+    classes   how many; train_y and test_y are int64 labels from 0 to classes - 1
+    shape     C x H x W of the images `images` yields
+    """
+    name: str
+    classes: int
+    train_y: np.ndarray
+    test_y: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def images(self, split: str, batches: Iterable, workers: int = 0) -> Iterator:
+        """For each batch of indices (an iterable of 1-D int tensors or arrays) into `split`
+        ("train" or "test"), in order: a float32 torch tensor N x C x H x W in [0, 1]. `workers`
+        processes decode them where the images are on disk."""
+        raise NotImplementedError
+
+    def fitted(self, shape: tuple[int, int, int]) -> Dataset:
+        """The dataset at the spec's input (C x H x W); the channels are `fit`'s to check."""
+        raise NotImplementedError
+
+    def labels(self, split: str) -> np.ndarray:
+        return of_split(split, self.train_y, self.test_y)
+
+
+def of_split(split: str, train, test):
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r} is neither 'train' nor 'test'")
+    return train if split == "train" else test
+
+
+def index_lists(batches: Iterable) -> Iterator[list[int]]:
+    """Each batch of indices as a list of ints, lazily: a DataLoader's batch sampler."""
+    import torch
+    return (torch.as_tensor(batch).tolist() for batch in batches)
+
+
+@dataclass(eq=False)
+class ArrayDataset(Dataset):
+    """A dataset held in memory: every image decoded, as float32 arrays."""
     name: str
     train_x: np.ndarray  # N x C x H x W, float32 in [0, 1]
     train_y: np.ndarray  # N, int64
@@ -45,17 +90,33 @@ class Dataset:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
+    def images(self, split: str, batches: Iterable, workers: int = 0) -> Iterator:
+        import torch
+        x = torch.from_numpy(of_split(split, self.train_x, self.test_x))
+        return (x[torch.as_tensor(batch, dtype=torch.long)] for batch in batches)
 
-def load_dataset(spec: str) -> Dataset:
+    def fitted(self, shape: tuple[int, int, int]) -> ArrayDataset:
+        check_dataset_bytes(len(self.train_y) + len(self.test_y), shape, f"{self.name} at the spec's input",
+                            "give the spec a smaller `input`")
+        return ArrayDataset(self.name, _resized(self.train_x, shape), self.train_y,
+                            _resized(self.test_x, shape), self.test_y, self.classes)
+
+
+def load_dataset(spec: str, *, stream: bool = False) -> Dataset:
+    """The dataset `--data` names. A `folder:` dataset is streamed from disk where `stream`, else
+    decoded into memory; `cifar10` and `cifar100` without a directory are downloaded (download.py)."""
     kind, _, where = spec.partition(":")
     if kind == "digits" and not where:
         return _digits()
-    if kind in ("cifar10", "cifar100") and where:
-        return _cifar(kind, Path(where).expanduser())
+    if kind in ("cifar10", "cifar100"):
+        from .download import cifar_directory
+        return _cifar(kind, Path(where).expanduser() if where else cifar_directory(kind))
     if kind == "folder" and where:
-        return _folder(Path(where).expanduser())
+        from .images import load_folder
+        return load_folder(Path(where).expanduser(), stream)
     raise ResdslError(f"unknown data `{printable(spec)}`",
-                      hint="use cifar10:DIR, cifar100:DIR (the python-version batches), folder:DIR or digits")
+                      hint="use cifar10 or cifar100 (downloaded), cifar10:DIR or cifar100:DIR (the "
+                           "python-version batches), folder:DIR or digits")
 
 
 def _digits() -> Dataset:
@@ -65,7 +126,7 @@ def _digits() -> Dataset:
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(0).permutation(len(y))  # a fixed split: 1,437 train, 360 test
     train, test = order[:1437], order[1437:]
-    return Dataset("digits", x[train], y[train], x[test], y[test], 10)
+    return ArrayDataset("digits", x[train], y[train], x[test], y[test], 10)
 
 
 REDOWNLOAD = "download the python version again; it may be damaged"
@@ -88,7 +149,7 @@ def _cifar(kind: str, root: Path) -> Dataset:
     test_x, test_y = _batches(root, test_files, key, classes, kind)
     check_dataset_bytes(len(train_y) + len(test_y), (3, 32, 32), f"{kind} in {printable(str(root))}",
                         "train on fewer batches")
-    return Dataset(kind, train_x.astype(np.float32) / 255.0, train_y, test_x.astype(np.float32) / 255.0,
+    return ArrayDataset(kind, train_x.astype(np.float32) / 255.0, train_y, test_x.astype(np.float32) / 255.0,
                    test_y, classes)
 
 
@@ -222,111 +283,6 @@ class _BatchUnpickler(pickle.Unpickler):
         return found
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-# Pillow's readers for those suffixes and no others: a file is identified by its bytes, not its
-# name, and some readers run programs (EPS starts Ghostscript). JPEG's also reads MPO.
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
-
-
-def _folder(root: Path) -> Dataset:
-    """DIR/train/CLASS/* and DIR/test/CLASS/*; classes are the train directory's subdirectories,
-    sorted; every image is read as RGB at the first image's size."""
-    shown = printable(str(root))
-    train_dir, test_dir = root / "train", root / "test"
-    if not train_dir.is_dir() or not test_dir.is_dir():
-        raise ResdslError(f"{shown} has no train/ and test/ directories",
-                          hint="lay it out as DIR/train/CLASS/IMAGE and DIR/test/CLASS/IMAGE")
-    classes = [p.name for p in _listing(train_dir) if p.is_dir()]
-    if len(classes) < 2:
-        raise ResdslError(f"{printable(str(train_dir))} needs a directory per class, at least two",
-                          hint="lay it out as DIR/train/CLASS/IMAGE")
-    splits = [_image_files(split, classes) for split in (train_dir, test_dir)]
-    with _pixel_cap():
-        first = _decode(splits[0][0][0])
-        check_dataset_bytes(sum(map(len, splits)), first.shape, f"{shown} at its first image's size",
-                            "make the images smaller (every image is read at the first one's size)")
-        (train_x, train_y), (test_x, test_y) = (_decode_all(files, first.shape) for files in splits)
-    return Dataset(f"folder {root.name}", train_x, train_y, test_x, test_y, len(classes))
-
-
-def _listing(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    try:
-        return sorted(folder.iterdir())
-    except OSError as exc:
-        raise ResdslError(f"cannot list {printable(str(folder))}: {exc.strerror}",
-                          hint="check the directory's permissions") from None
-
-
-def _image_files(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    files = [(path, label) for label, name in enumerate(classes)
-             for path in _listing(split / name) if path.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise ResdslError(f"{printable(str(split))} holds no images ({', '.join(IMAGE_SUFFIXES)})",
-                          hint="put each class's images in its own directory")
-    return files
-
-
-def _decode_all(files: list[tuple[Path, int]], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    x = np.empty((len(files), *shape), dtype=np.float32)  # its size was checked up front
-    for i, (path, _) in enumerate(files):
-        x[i] = _decode(path, (shape[2], shape[1]))
-    return x, np.asarray([label for _, label in files], dtype=np.int64)
-
-
-@contextlib.contextmanager
-def _pixel_cap():
-    """Pillow's decompression-bomb check at resdsl's bound. Pillow only warns between one and two
-    times its bound; resdsl refuses there itself, by name, from the header (`_decode`)."""
-    from PIL import Image
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = LIMITS.max_image_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def _decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image as 3 x H x W floats in [0, 1], resized to `size` (width, height) where given."""
-    from PIL import Image
-    shown = printable(str(path))
-    data = read_bytes(path, "max_data_bytes", what="dataset image",
-                      directory_hint="move it out of the class directory, or rename it")
-    limit, variable = LIMITS.max_image_pixels, BOUNDS["max_image_pixels"].variable
-    too_large = f"shrink it, or raise {variable} if you really mean it"
-    try:
-        with Image.open(io.BytesIO(data), formats=_readers()) as image:
-            width, height = image.size
-            if width * height > limit:  # known from the header: nothing is decoded yet
-                raise ResdslError(f"{shown} has {width}x{height} pixels, more than resdsl decodes "
-                                  f"({limit:,})", hint=too_large)
-            image = image.convert("RGB")
-    except ResdslError:
-        raise
-    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice the bound
-        claimed = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = f"{int(claimed[1]):,} pixels" if claimed else "more pixels"
-        raise ResdslError(f"{shown} has {pixels}, more than resdsl decodes ({limit:,})", hint=too_large) from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a damaged file
-        raise ResdslError(f"{shown} is not an image resdsl can read ({type(exc).__name__})",
-                          hint="remove it, or convert it to PNG") from None
-    if size is not None and image.size != size:
-        image = image.resize(size)
-    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-
-
-def _readers() -> list[str]:
-    """IMAGE_FORMATS that this Pillow can read: it fails with a KeyError on one it lacks (WEBP is
-    optional when Pillow is built)."""
-    from PIL import Image
-    Image.init()
-    return [name for name in IMAGE_FORMATS if name in Image.OPEN]
-
-
 def check_dataset_bytes(images: int, shape: tuple[int, ...], what: str, advice: str) -> None:
     """Refuse, before allocating, a decoded dataset larger than RESDSL_MAX_DATASET_BYTES."""
     need, limit = images * int(np.prod(shape, dtype=object)) * 4, LIMITS.max_dataset_bytes
@@ -342,7 +298,7 @@ def _gib(n: int) -> str:
 
 
 def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
-    """The dataset resized to the spec's input (C x H x W), grayscale made RGB where asked."""
+    """The dataset at the spec's input (C x H x W), grayscale made RGB where asked."""
     c, h, w = shape
     have = data.shape
     if have[0] != c and not (have[0] == 1 and c == 3):
@@ -350,28 +306,41 @@ def fit(data: Dataset, shape: tuple[int, int, int]) -> Dataset:
             f"the spec takes {c}x{h}x{w} inputs, {data.name} has {'x'.join(map(str, have))} images",
             hint="change the spec's `input` channels to the data's",
         )
-    check_dataset_bytes(len(data.train_y) + len(data.test_y), shape, f"{data.name} at the spec's input",
-                        "give the spec a smaller `input`")
-
-    def resize(x: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-        t = torch.from_numpy(x)
-        if t.shape[2:] != (h, w):
-            t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-        if t.shape[1] != c:
-            t = t.repeat(1, c, 1, 1)
-        return t.numpy()
-
-    return Dataset(
-        data.name, resize(data.train_x), data.train_y, resize(data.test_x), data.test_y, data.classes
-    )
+    return data.fitted(shape)
 
 
-def normalizer(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of the training images."""
-    mean = data.train_x.mean(axis=(0, 2, 3))
-    std = data.train_x.std(axis=(0, 2, 3)) + 1e-6
+def _resized(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+    c, h, w = shape
+    t = torch.from_numpy(x)
+    if t.shape[2:] != (h, w):
+        t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    if t.shape[1] != c:
+        t = t.repeat(1, c, 1, 1)
+    return t.numpy()
+
+
+NORMALIZER_SAMPLE = 1024
+
+
+def normalizer(data: Dataset, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the training images: of all of them where they
+    are in memory; of NORMALIZER_SAMPLE evenly spaced ones (the first, the last and equal steps
+    between, the same every run) where they are decoded from disk."""
+    if isinstance(data, ArrayDataset):
+        mean = data.train_x.mean(axis=(0, 2, 3))
+        std = data.train_x.std(axis=(0, 2, 3)) + 1e-6
+        return mean.astype(np.float32), std.astype(np.float32)
+    n = len(data.train_y)
+    sample = np.unique(np.linspace(0, n - 1, min(n, NORMALIZER_SAMPLE)).round().astype(np.int64))
+    sums, squares, count = 0.0, 0.0, 0
+    for x in data.images("train", np.array_split(sample, -(-len(sample) // 128)), workers):
+        x = x.double()
+        sums, squares = sums + x.sum((0, 2, 3)).numpy(), squares + (x * x).sum((0, 2, 3)).numpy()
+        count += x.numel() // x.shape[1]
+    mean = sums / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0)) + 1e-6
     return mean.astype(np.float32), std.astype(np.float32)
 
 
