@@ -4,7 +4,7 @@
     cifar10, cifar100           downloaded once into a cache and unpacked there (download.py)
     cifar10:DIR, cifar100:DIR   the "python version" batches (data_batch_1..5 / train, test_batch / test)
     folder:DIR                  DIR/train/CLASS/*.png|jpg and DIR/test/CLASS/*: one directory per
-                                class, streamed from disk (images.py)
+                                class (images.py), streamed from disk with load_dataset(stream=True)
     digits                      scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10
                                 classes): real images that need no download, for demos and tests
 Every Dataset hands out its images in batches (`Dataset.images`): CIFAR and digits from float32
