@@ -10,11 +10,13 @@ import sys
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
-KEYWORDS = ("network", "block", "policy", "stage", "stem", "head", "input", "classes", "outputs", "shortcut",
-            "let", "include", "stride", "first", "x")
-LAYERS = ("conv", "bn", "relu", "leaky_relu", "sigmoid", "softmax", "maxpool", "avgpool", "lrn", "dropout",
-          "drop_path", "flatten", "fc", "add", "mul", "concat", "branch")
-POLICIES = ("identity", "A", "B", "C", "gated")
+from .keywords import STAGE_OPTIONS, declaration_keywords, keywords
+from .ops import JOINS, user_ops
+from .parser import POLICIES
+
+# Read off the grammar and the op definitions: a new keyword or layer is highlighted without an edit here.
+KEYWORDS = tuple(dict.fromkeys(keywords() + STAGE_OPTIONS))
+LAYERS = tuple(user_ops()) + JOINS
 
 
 class RdsLexer(RegexLexer):
@@ -31,7 +33,7 @@ class RdsLexer(RegexLexer):
             (r"\b[0-9]+x[0-9]+x[0-9]+\b", Number),
             (r"\b[ksgp][0-9]+\b", Name.Attribute),
             (
-                r"\b(block|network)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
+                rf"\b({'|'.join(declaration_keywords())})(\s+)([A-Za-z_][A-Za-z0-9_]*)",
                 bygroups(Keyword.Declaration, Whitespace, Name.Class),
             ),
             (
@@ -41,7 +43,6 @@ class RdsLexer(RegexLexer):
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(LAYERS, suffix=r"\b"), Name.Builtin),
             (words(POLICIES, prefix=r"\b", suffix=r"\b"), Name.Constant),
-            (r"\b(shortcut)\b", Keyword),
             (r"([A-Za-z_][A-Za-z0-9_]*)(\s*)(=)", bygroups(Name.Attribute, Whitespace, Operator)),
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
             (r"[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+", Number.Float),

@@ -6,20 +6,30 @@ two user definitions of one name are an error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import os
 import re
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from . import ast
 from .diagnostics import PRELUDE, ResdslError, Span
 from .files import read_source
-from .parser import POLICIES as BUILT_IN_POLICIES, parse
+from .keywords import leading_keywords
+from .parser import POLICIES as BUILT_IN_POLICIES
+from .parser import parse
 from .reserved import HELPERS, python_private
 from .resources import prelude_path
 
 MAX_INCLUDE_DEPTH = 64
-_LOOKS_LIKE_A_SPEC = re.compile(r"\A\ufeff?(?:[ \t\f\r\n;]|#[^\n]*)*(?:(?:include|block|network|policy)\b|\Z)")
+
+
+@lru_cache(maxsize=1)
+def _looks_like_a_spec() -> re.Pattern[str]:
+    """Comments and separators, then a word a file may start with (or nothing): checked before
+    an include is parsed, so that its syntax error cannot quote some other file's first line."""
+    words = "|".join(leading_keywords())
+    return re.compile(rf"\A\ufeff?(?:[ \t\f\r\n;]|#[^\n]*)*(?:(?:{words})\b|\Z)")
 
 
 @dataclass
@@ -76,11 +86,12 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
         if len(stack) >= MAX_INCLUDE_DEPTH:
             raise ResdslError(f"includes nest deeper than {MAX_INCLUDE_DEPTH} files", include.span)
         text = read_source(display_path(target), include.span)
-        if not _LOOKS_LIKE_A_SPEC.match(text):
+        if not _looks_like_a_spec().match(text):
             # Its syntax error would quote its first line: an include must not be a way to print
             # another file (/etc/passwd, a key) into an error message.
+            words = [f"`{word}`" for word in leading_keywords()]
             raise ResdslError(f"{display_path(target)} is not a resdsl spec", include.span,
-                              hint="a spec starts with `include`, `block` or `network` (after comments)")
+                              hint=f"a spec starts with {', '.join(words[:-1])} or {words[-1]} (after comments)")
         child = parse(text, display_path(target))
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen, policies)
     _add_blocks(blocks, source.blocks, user=True)
