@@ -57,6 +57,7 @@ def load_folder(root: Path, stream: bool) -> Dataset:
 
 @dataclass(eq=False)
 class FolderDataset(Dataset):
+    """An image folder as file names and labels; its pixels are decoded by `images`, per batch."""
     name: str
     classes: int
     train_y: np.ndarray
