@@ -91,7 +91,8 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
             # another file (/etc/passwd, a key) into an error message.
             words = [f"`{word}`" for word in leading_keywords()]
             raise ResdslError(f"{display_path(target)} is not a resdsl spec", include.span,
-                              hint=f"a spec starts with {', '.join(words[:-1])} or {words[-1]} (after comments)")
+                              hint=f"a spec starts with {', '.join(words[:-1])} or {words[-1]} "
+                                   "(after comments)")
         child = parse(text, display_path(target))
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen, policies)
     _add_blocks(blocks, source.blocks, user=True)

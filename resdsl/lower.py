@@ -474,8 +474,9 @@ class _Lowering:
                 # `s=stride` is `stride=stride`, unless the op has an attribute of that name (lrn's `k`)
                 key = info.resolve(arg.name)
                 if key is None:
-                    raise ResdslError(f"`{layer.op}` has no attribute `{SHORT_ATTRS.get(arg.name, arg.name)}`",
-                                      arg.span, hint=_attr_hint(info))
+                    written = SHORT_ATTRS.get(arg.name, arg.name)
+                    raise ResdslError(f"`{layer.op}` has no attribute `{written}`", arg.span,
+                                      hint=_attr_hint(info))
                 if key in attrs:
                     raise ResdslError(f"attribute `{key}` is given twice", arg.span, hint="keep one of them")
             if key in info.floats:

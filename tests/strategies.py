@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from resdsl.ops import FLAG, FLOAT, OPS, user_ops
+
+# Every op a spec may write, from the op definitions: a new op is drawn without an edit here.
+LAYER_OPS = tuple(user_ops())
+
 BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
           "preact_bottleneck", "highway", "grouped", "se_bottleneck", "gated_se", "paths", "wide")
 POLICIES = ("A", "B", "B", "C", "gated", "avg_down", "proj_only")
@@ -98,6 +103,33 @@ def networks(draw) -> str:
     head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes",
                                  "avgpool; flatten; dropout 0.5; fc classes; softmax", "sigmoid; fc classes"]))
     return text + f"    head {{ {head} }}\n}}\n"
+
+
+@st.composite
+def layers(draw, ops: tuple[str, ...] = LAYER_OPS) -> str:
+    """One layer of a random op, each attribute (every required one, some optional ones) drawn
+    within the bounds its definition gives, written positionally, in short form or as `name=`."""
+    op = OPS[draw(st.sampled_from(ops))]
+    args = []
+    for attr in op.attrs:
+        if attr.default is not None and not draw(st.booleans()):
+            continue
+        if attr.type == FLAG:
+            value = str(draw(st.integers(0, 1)))
+        elif attr.type == FLOAT:
+            bounds = attr.range
+            low = bounds.low + (0.001 if bounds.open else 0.0) if bounds else -1.0
+            high = min(bounds.high, low + 2.0) - 0.001 if bounds else 1.0  # kept inside once rounded
+            value = f"{draw(st.floats(low, high)):.4f}"
+        else:
+            value = str(draw(st.integers(attr.low, attr.low + 3)))
+        if attr.name == op.positional:
+            args.insert(0, value)
+        elif attr.short and attr.type != FLOAT and draw(st.booleans()):
+            args.append(f"{attr.short}{value}")
+        else:
+            args.append(f"{attr.name}={value}")
+    return " ".join([op.name, *args])
 
 
 MISTAKES = [

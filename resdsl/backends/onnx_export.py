@@ -13,6 +13,7 @@ import numpy as np
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from .support import check_supported
 from .weights import BN_EPS
 
 OPSET = 17  # the default, and the oldest offered: the first with every op below in its current form
@@ -244,6 +245,7 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
     one output per name of the spec's `outputs`. `metadata` (e.g. spec_metadata(path)) is
     added to what the graph itself tells: resdsl's version, the network, its input and classes."""
     from onnx import TensorProto, checker, helper
+    check_supported(graph, "onnx", CONVERTERS, inference=True)
     check_opset(opset)
     b = _Builder(graph, weights)
     values = {INPUT: "input"}

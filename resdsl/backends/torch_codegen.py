@@ -27,12 +27,14 @@ from typing import Callable
 import jinja2
 
 from .. import ast
+from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..lower import POSITION, evaluate
 from ..ops import fmt_shape
 from ..reserved import HELPERS, LOCALS, PYTHON
 from ..resources import templates_dir
 from ..stats import totals
+from .support import check_supported
 
 LINE_LIMIT = 110  # the project's own (pyproject.toml)
 IN = "<in>"  # the block input's channel count: not an identifier, so no spec parameter is named so
@@ -56,6 +58,11 @@ class Sym:
         return evaluate(self.expr, env)
 
 
+class Inexpressible(Exception):
+    """A spec expression the generated class cannot write: it reads a name the class does not
+    take (the block's place in the network). The definition gets literal classes instead."""
+
+
 def render(expr: ast.Expr, names: dict[str, str], env: dict[str, int | float] | None = None) -> Sym:
     """A spec expression as Python. `/` between integers (checked exact when lowered) becomes
     `//`; between reals (a float literal, or a parameter `env` binds to a float) stays `/`."""
@@ -64,6 +71,8 @@ def render(expr: ast.Expr, names: dict[str, str], env: dict[str, int | float] | 
     if isinstance(expr, ast.Float):
         return Sym(repr(expr.value), 4, expr)
     if isinstance(expr, ast.Var):
+        if expr.name not in names:
+            raise Inexpressible(f"`{expr.name}` is no parameter of the class")
         return Sym(names[expr.name], 4, expr)
     if isinstance(expr, ast.Neg):
         inner = render(expr.operand, names, env)
@@ -88,7 +97,7 @@ def _real(expr: ast.Expr, env: dict[str, int | float] | None) -> bool:
     if env is not None:
         try:
             return isinstance(evaluate(expr, env), float)
-        except Exception:  # noqa: BLE001 - a name env lacks: judge by the literals below
+        except ResdslError:  # a name env lacks: judge by the literals below
             pass
     if isinstance(expr, ast.Float):
         return True
@@ -190,34 +199,58 @@ def _fc(layer: _Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.Linear", [features, layer.sym("out").text]
 
 
-# Each gives (constructor, arguments); `relu` is made out-of-place where its input is read again.
-CONSTRUCTORS: dict[str, Callable[[_Layer, dict], tuple[str, list[str]]]] = {
-    "conv": _conv,
-    "bn": lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text]),
-    "relu": lambda layer, a: ("nn.ReLU", ["inplace=True"]),
-    "leaky_relu": lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]),
-    "sigmoid": lambda layer, a: ("nn.Sigmoid", []),
-    "softmax": lambda layer, a: ("nn.Softmax", ["dim=1"]),
-    "maxpool": lambda layer, a: ("nn.MaxPool2d", _window_args(layer, a)),
-    "avgpool": _avgpool,
-    "lrn": lambda layer, a: ("nn.LocalResponseNorm", [layer.sym("size").text] + [
-        f"{key}={layer.sym(key).text}" for key in ("alpha", "beta", "k")]),
-    "dropout": lambda layer, a: ("nn.Dropout", [layer.sym("p").text]),
-    "flatten": lambda layer, a: ("nn.Flatten", []),
-    "drop_path": lambda layer, a: ("DropPath", [layer.sym("rate").text]),
-    "fc": _fc,
+@dataclass(frozen=True)
+class Module:
+    """A layer the generated class holds as a module: `build` gives its (constructor, arguments);
+    `written` names the attributes those arguments write, each checked against every block a
+    class stands for. `relu` is made out-of-place where its input is read again."""
+    build: Callable[[_Layer, dict], tuple[str, list[str]]]
+    written: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Join:
+    """A join of named values, one expression of its operands' variables in `forward`. (The
+    residual `add shortcut` is the block's own statement: see `_BlockEmitter._add`.)"""
+    write: Callable[[list[str]], str]
+
+
+@dataclass(frozen=True)
+class Handed:
+    """Made only by shortcut legalization: the network builds its module (ZeroPadShortcut,
+    projection(), a policy's helper) and hands it to the block as `downsample`."""
+
+
+Converter = Module | Join | Handed
+CONVERTERS: dict[str, Converter] = {
+    "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
+    "bn": Module(lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text])),
+    "relu": Module(lambda layer, a: ("nn.ReLU", ["inplace=True"])),
+    "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
+    "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),
+    "softmax": Module(lambda layer, a: ("nn.Softmax", ["dim=1"])),
+    "maxpool": Module(lambda layer, a: ("nn.MaxPool2d", _window_args(layer, a)),
+                      ("kernel", "stride", "padding")),
+    "avgpool": Module(_avgpool, ("kernel", "stride", "padding", "size")),
+    "lrn": Module(lambda layer, a: ("nn.LocalResponseNorm", [layer.sym("size").text] + [
+        f"{key}={layer.sym(key).text}" for key in ("alpha", "beta", "k")]), ("size", "alpha", "beta", "k")),
+    "dropout": Module(lambda layer, a: ("nn.Dropout", [layer.sym("p").text]), ("p",)),
+    "flatten": Module(lambda layer, a: ("nn.Flatten", [])),
+    "drop_path": Module(lambda layer, a: ("DropPath", [layer.sym("rate").text]), ("rate",)),
+    "fc": Module(_fc, ("out",)),
+    "add": Join(" + ".join),
+    "mul": Join(" * ".join),
+    "concat": Join(lambda operands: f"torch.cat([{', '.join(operands)}], 1)"),
+    "pad": Handed(),
 }
-# Attributes whose values a converter writes: each is checked against every block.
-WRITTEN = {
-    "conv": ("out", "kernel", "stride", "padding", "dilation", "groups"),
-    "maxpool": ("kernel", "stride", "padding"),
-    "avgpool": ("kernel", "stride", "padding", "size"),
-    "leaky_relu": ("slope",),
-    "lrn": ("size", "alpha", "beta", "k"),
-    "dropout": ("p",),
-    "drop_path": ("rate",),
-    "fc": ("out",),
-}
+
+
+def _module(op: str) -> Module:
+    converter = CONVERTERS[op]  # every op is in the table: `generate` checked before emitting
+    assert isinstance(converter, Module), f"{op} is not a module"
+    return converter
+
+
 INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
 
 
@@ -269,10 +302,8 @@ class _BlockEmitter:
             target = self._target(name, path)
             if op == "add" and a["policy"] != "join":
                 lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
-            elif op in ("add", "mul", "concat"):
-                operands = [var[i] for i in g.inputs(name)]
-                lines = [f"{target} = " + (f"torch.cat([{', '.join(operands)}], 1)" if op == "concat" else
-                                           f" {'+' if op == 'add' else '*'} ".join(operands))]
+            elif isinstance(CONVERTERS[op], Join):
+                lines = [f"{target} = " + CONVERTERS[op].write([var[i] for i in g.inputs(name)])]
             else:
                 lines = None
             if lines is not None:
@@ -282,7 +313,7 @@ class _BlockEmitter:
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
-            ctor, args = CONSTRUCTORS[op](layer, a)
+            ctor, args = _module(op).build(layer, a)
             if op == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []  # its input is read again (a block input feeding the shortcut): not in place
             entries.append((label, ctor, args))
@@ -335,7 +366,7 @@ class _BlockEmitter:
     def _checks(self, label: str, op: str, layer: _Layer, source: str) -> list:
         g = self.graph
         out = [(layer.channels, lambda p, s=source, proto=self.proto: g.shape(_peer(g, s, p, proto))[0])]
-        for key in WRITTEN.get(op, ()):
+        for key in _module(op).written:
             out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"][k]))
         return out
 
@@ -437,7 +468,7 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
             expr = node["exprs"].get(key)
             return Sym.literal(node["attrs"][key]) if expr is None else render(expr, params, env)
         layer = _Layer(sym, channels, graph.shape(graph.inputs(n)[0]))
-        ctors.append(CONSTRUCTORS[node["op"]](layer, node["attrs"]))
+        ctors.append(_module(node["op"]).build(layer, node["attrs"]))
         keys.append(node["label"].split(".", 1)[1])
         channels = layer.sym("out") if node["op"] in ("conv", "fc") else channels
     head = (f"def {_policy_function(name)}(in_channels: int, {params[policy.params[0].name]}: int, "
@@ -517,7 +548,7 @@ class _Generator:
                     return False
                 if any(sym.value(env) != actual(path) for sym, actual in emitted.checks):
                     return False
-        except Exception:  # noqa: BLE001 - anything unexplained: the literal classes below
+        except (Inexpressible, ResdslError):  # unexplained by the spec's expressions: literal classes
             return False
         signature = self._signature(definition, params, shortcut)
         lets = self._lets(definition, params, paths[0])
@@ -666,7 +697,7 @@ class _Generator:
             source = g.inputs(item)[0]
             layer = _Layer(lambda key, a=node["attrs"]: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
                            g.shape(source))
-            ctor, args = CONSTRUCTORS[node["op"]](layer, node["attrs"])
+            ctor, args = _module(node["op"]).build(layer, node["attrs"])
             if node["op"] == "relu" and (len(g.users(source)) != 1 or source == INPUT):
                 args = []
             entries.append((node["label"], ctor, args))
@@ -878,6 +909,7 @@ def docstring_text(text: str) -> str:
 
 
 def generate(graph: Graph, source_name: str | None = None) -> str:
+    check_supported(graph, "torch", CONVERTERS)
     gen = _Generator(graph)
     gen.run()
     main = gen.main_class()

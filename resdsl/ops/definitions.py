@@ -61,7 +61,8 @@ DEFINITIONS: tuple[OpDef, ...] = (
                  PADDING, Attr("ceil", 0, FLAG))),
     # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
     OpDef("avgpool", "average pooling: global, adaptive to `size`, or in windows", avgpool_shape, module=True,
-          attrs=(Attr("kernel", 0, short="k", example=3, low=0), Attr("stride", 0, short="s", example=2, low=0),
+          attrs=(Attr("kernel", 0, short="k", example=3, low=0),
+                 Attr("stride", 0, short="s", example=2, low=0),
                  PADDING, Attr("ceil", 0, FLAG), Attr("count_pad", 1, FLAG), Attr("size", 1)),
           complete=_stride_is_kernel),
     OpDef("lrn", "local response normalisation across `size` channels", lrn_shape, positional="size",

@@ -13,7 +13,7 @@ Shape = tuple[int, ...]
 Attrs = dict[str, Any]
 
 INT, FLOAT, FLAG = "int", "float", "flag"  # an attribute's type; a flag is an int that is 0 or 1
-LAYER, JOIN, INTERNAL = "layer", "join", "internal"  # who writes an op: a spec's layer, its join, the compiler
+LAYER, JOIN, INTERNAL = "layer", "join", "internal"  # who writes an op: a spec (layer, join), the compiler
 PARAMETER, BUFFER, COUNTER = "parameter", "buffer", "counter"  # what a tensor an op owns is
 
 

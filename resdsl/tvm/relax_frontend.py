@@ -13,15 +13,15 @@ stored HWIO; the logits are layout-free.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from ..backends.support import check_supported
+from ..backends.weights import bn_scale_shift
 from ..ir import INPUT, Graph
 from ..ops import OPS
-from ..backends.weights import bn_scale_shift
 from . import winograd
-
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -196,15 +196,12 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
     (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
     """
+    check_supported(graph, "relax", CONVERTERS, inference=True)
     from tvm import relax
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     if winograd and layout != "NHWC":
         raise ValueError("winograd convolutions need the NHWC layout")
-    missing = sorted({graph.node(n)["op"] for n in graph.order() if not OPS[graph.node(n)["op"]].train_only}
-                     - set(CONVERTERS) - {"input"})
-    if missing:  # found before lowering starts, all at once
-        raise NotImplementedError(f"the Relax backend has no converter for: {', '.join(missing)}")
     from tvm import tirx
     n = tirx.Var("batch", "int64")
     ctx = _Ctx(graph, weights, n if batch is None else batch, layout, winograd, wide_winograd)
