@@ -538,3 +538,20 @@ def test_cuda_tuning_without_a_gpu_says_what_to_do(tiny, capsys) -> None:
     assert main(["tune", str(tiny), "--target", "cuda", "--trials", "4", "--work-dir", "/tmp/resdsl-no-gpu"]) == 1
     err = capsys.readouterr().err
     assert "no CUDA GPU" in err and "--rpc-tracker" in err
+
+
+def test_tuning_registers_only_its_targets_tensor_intrinsics() -> None:
+    # In a fresh process: the test process may have imported every intrinsic already.
+    script = """
+import sys
+from resdsl.tvm.target import make_target
+from resdsl.tvm.tuning import register_intrinsics
+from tvm.s_tir import TensorIntrin
+register_intrinsics(make_target("llvm"))
+import tvm.s_tir.tensor_intrin  # what every TuneContext does: now a no-op
+assert TensorIntrin.get("dot_16x4_vnni") is not None and TensorIntrin.get("dot_16x4_avx512") is not None
+assert "tvm.s_tir.tensor_intrin.cuda" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -122,6 +122,30 @@ def build_without_intrinsics(mod, target, _params):
     return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
+def register_intrinsics(target) -> None:
+    """Register the tensor intrinsics `target`'s schedule rules may name, and no others.
+
+    Every TuneContext runs `import tvm.s_tir.tensor_intrin`, which parses the TVMScript of every
+    intrinsic TVM has (CUDA, ROCm, Hexagon, Arm, x86, RISC-V): ~95 s of each `resdsl tune`'s
+    start-up on a 2-core EPYC, 70 s of it CUDA's. The package is entered as already imported,
+    with only the submodules of this target's kind: CPU rules name x86's VNNI/AVX-512 dot
+    products (or Arm's, RISC-V's) on CPUs that have them; CUDA's name CUDA's.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    package = "tvm.s_tir.tensor_intrin"
+    if package in sys.modules:
+        return
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.submodule_search_locations is None:
+        return  # another TVM layout: let TuneContext import it all
+    sys.modules[package] = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
+    families = ("cuda",) if target.kind.name == "cuda" else ("x86", "arm_cpu", "riscv_cpu")
+    for family in families:
+        importlib.import_module(f"{package}.{family}")
+
+
 def make_builder(target):
     from tvm.s_tir import meta_schedule as ms
     return ms.builder.LocalBuilder(f_build=build_without_intrinsics,
@@ -378,6 +402,7 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
     trials_per_iter = max(4, min(64, trials // len(tasks)))
     if remaining > 0:
         work_dir.discard_selection()  # new records may beat the chosen ones
+        register_intrinsics(target)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted_tasks=tasks,
             work_dir=str(work_dir.path),
