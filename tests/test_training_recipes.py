@@ -213,12 +213,15 @@ def masked(crc: int) -> int:
 
 
 def read_events(path: Path) -> list:
-    """Every Event in a TFRecord file, each record's length and data checked by CRC-32C."""
+    """Every Event in a TFRecord file, each record's length and data checked by CRC-32C. A torn last
+    record (a kill mid-write) ends the file, as TensorBoard's reader treats it."""
     from tensorboardX.proto.event_pb2 import Event
     data, events, at = path.read_bytes(), [], 0
-    while at < len(data):
+    while at + 12 <= len(data):
         header = data[at:at + 8]
         (length,) = struct.unpack("<Q", header)
+        if at + 16 + length > len(data):
+            break
         (header_crc,) = struct.unpack("<I", data[at + 8:at + 12])
         body = data[at + 12:at + 12 + length]
         (body_crc,) = struct.unpack("<I", data[at + 12 + length:at + 16 + length])
@@ -235,6 +238,22 @@ def scalars(events: list) -> dict[int, dict[str, float]]:
             assert value.tag not in steps.setdefault(event.step, {}), f"step {event.step} twice"
             steps[event.step][value.tag] = value.simple_value
     return steps
+
+
+def as_tensorboard_shows(files: list[Path]) -> dict[int, dict[str, float]]:
+    """The points TensorBoard keeps of a run's event files, read in name order: a SessionLog.START
+    after the first drops every point at or past its step (event_accumulator's orphan purge)."""
+    points: dict[int, dict[str, float]] = {}
+    starts = 0
+    for path in files:
+        for event in read_events(path):
+            if event.HasField("session_log") and event.session_log.status == 1:
+                starts += 1
+                if starts > 1:
+                    points = {step: p for step, p in points.items() if step < event.step}
+            for value in event.summary.value:
+                points.setdefault(event.step, {})[value.tag] = value.simple_value
+    return points
 
 
 def as_logged(row: dict) -> dict[str, float]:
@@ -267,9 +286,10 @@ def test_logs_and_best_survive_kill_9_and_resume(tmp_path: Path) -> None:
 
     files = sorted(out.glob("events.out.tfevents.*"))
     assert len(files) == 2  # one per process start
-    latest = scalars(read_events(files[-1]))  # the resumed process wrote every epoch once
-    assert latest == {r["epoch"]: as_logged(r) for r in rows}
-    assert read_events(files[-1])[0].file_version == "brain.Event:2"
+    latest = read_events(files[-1])  # the resumed process wrote every epoch once
+    assert latest[0].file_version == "brain.Event:2" and latest[1].session_log.status == 1  # START
+    assert scalars(latest) == {r["epoch"]: as_logged(r) for r in rows}
+    assert as_tensorboard_shows(files) == {r["epoch"]: as_logged(r) for r in rows}
 
     best = min(rows, key=lambda r: r["test_error"])
     state = torch.load(out / "checkpoint.pt", weights_only=True)

@@ -5,17 +5,18 @@
     events.out.tfevents.*     TensorBoard scalars, one tag per numeric column, step = epoch
 
 Each process start opens a fresh event file (tensorboardX names it by time and host; resdsl adds
-the process id) and writes
-into it first every row the run already has, then each new epoch as it ends, flushed at once.
-TensorBoard reads a run's files in name order and, on meeting a step lower than the last one it
-read, purges that tag's later points ("orphaned" data from a restarted job): so after a kill -9 and
-resume it shows each epoch once, with the values of metrics.jsonl, even for an epoch that was
-trained twice (killed between writing its metrics and its checkpoint).
+the process id) and begins it with a SessionLog.START event at step 1, then every row the run
+already has, then each new epoch as it ends, flushed at once. TensorBoard reads a run's files in
+name order and treats a START after the first as a restart: it drops every point it has read at or
+past that step (event_accumulator's "orphaned data" purge). So after a kill -9 and resume it shows
+each epoch once, with the values of metrics.jsonl, even for an epoch trained twice (killed between
+writing its metrics and its checkpoint).
 """
 from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 from ..output import write_atomic
@@ -52,7 +53,10 @@ class TensorBoard:
         import os
 
         from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
         self.writer = EventsWriter(str(out / "events"), filename_suffix=f".{os.getpid()}")
+        self.writer.write_event(Event(wall_time=time.time(), step=1,
+                                      session_log=SessionLog(status=SessionLog.START)))
         for row in rows:
             self.add(row)
 
