@@ -414,12 +414,15 @@ class ResNetStage(nn.Module):
 
 
 class ClassifierHead(nn.Module):
+    """timm's resnetv2 head (use_conv=True): global average pool, a 1x1 conv with bias as the
+    classifier (`head.fc.weight` is 1000x2048x1x1, not a Linear's 1000x2048), then flatten."""
+
     def __init__(self, in_chs: int, num_classes: int) -> None:
         super().__init__()
-        self.fc = nn.Linear(in_chs, num_classes)
+        self.fc = nn.Conv2d(in_chs, num_classes, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(x.mean((2, 3)))
+        return self.fc(x.mean((2, 3), keepdim=True)).flatten(1)
 
 
 class ResNetV2(nn.Module):
