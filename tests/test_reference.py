@@ -16,6 +16,8 @@ PUBLISHED = {
     "specs/resnet152.rds": (60_192_808, 11.51, 2),
     "specs/resnext50_32x4d.rds": (25_028_904, 4.23, 2),
     "specs/wide_resnet50_2.rds": (68_883_240, 11.40, 2),
+    "specs/resnext101_32x8d.rds": (88_791_336, 16.41, 2),
+    "specs/wide_resnet101_2.rds": (126_886_696, 22.75, 2),
     # v1: the paper's exact conv+fc count; same parameters as v1.5.
     "specs/resnet50_v1.rds": (25_557_032, 3.86, 2),
     "specs/resnet50_os8.rds": (25_557_032, None, None),  # dilation keeps the parameters
@@ -32,6 +34,14 @@ PUBLISHED = {
     "specs/seresnet50.rds": (28_088_024, None, None),
     "specs/seresnext50_32x4d.rds": (27_559_896, None, None),
     "specs/resnetv2_50.rds": (25_549_352, None, None),
+    # timm's modules as dumped in tests/peers (their parameter counts; test_peers.py checks the rest).
+    "specs/resnet10t.rds": (5_435_488, None, None),
+    "specs/resnet26.rds": (15_995_176, None, None),
+    "specs/resnet26d.rds": (16_014_408, None, None),
+    "specs/resnet50c.rds": (25_576_264, None, None),
+    "specs/resnet50t.rds": (25_573_728, None, None),
+    "specs/resnet152d.rds": (60_212_040, None, None),
+    "specs/resnetrs50.rds": (35_691_912, None, None),
     "specs/cifar/wrn28_10.rds": (36_479_194, None, None),  # Zagoruyko & Komodakis 2016
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),
