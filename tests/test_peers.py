@@ -150,3 +150,14 @@ def test_manifest_names_bundled_specs() -> None:
     for name, spec in MANIFEST.items():
         assert (ROOT / spec).is_file(), f"{name}: {spec} does not exist"
         assert (ROOT / spec).parent.name == "specs", f"{name}: {spec} is not a bundled ImageNet spec"
+
+
+SHARED = ROOT.parent / "shared" / "peers"  # where the fixtures are dumped; CI's clean clone has no ../shared
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="no ../shared/peers beside this checkout")
+def test_the_copy_in_tests_is_the_shared_one() -> None:
+    ours = {p.name: p.read_bytes() for p in PEERS.iterdir() if p.is_file()}
+    theirs = {p.name: p.read_bytes() for p in SHARED.iterdir() if p.is_file()}
+    assert sorted(ours) == sorted(theirs), "copy ../shared/peers/* into tests/peers/ again"
+    assert [name for name in sorted(ours) if ours[name] != theirs[name]] == []
