@@ -75,24 +75,24 @@ def _looks_like_a_path(text: str) -> bool:
     return os.sep in text or (os.altsep or os.sep) in text or text.endswith(".rds") or not text
 
 
+# Fixture names in specs/peers.json say the library first (tests/peers/README.md).
+_LIBRARIES = {"timm": "timm", "tv": "torchvision"}
+
+
 def peers() -> dict[str, str]:
-    """name -> the library a model reproduces, from specs/peers.json where that file exists."""
+    """name -> the library models it reproduces ("timm resnet18, torchvision resnet18"), from
+    specs/peers.json: fixture name -> spec path, each checked against the real library's module
+    by tests/test_peers.py."""
     try:
         data = json.loads((specs_root() / "peers.json").read_text(encoding="utf-8"))
     except (OSError, RuntimeError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    out = {}
-    for name, value in data.items():
-        if isinstance(value, str):
-            out[name] = value
-        elif isinstance(value, dict):  # {"library": ..., "model": ...} or similar: say what it names
-            library = value.get("library") or value.get("peer") or value.get("source")
-            model = value.get("model") or value.get("name")
-            if library or model:
-                out[name] = " ".join(str(part) for part in (library, model) if part)
-    return out
+    found: dict[str, list[str]] = {}
+    for fixture, spec in data.items() if isinstance(data, dict) else ():
+        library, _, model = fixture.partition("_")
+        if isinstance(spec, str) and library in _LIBRARIES and model:
+            found.setdefault(Path(spec).stem, []).append(f"{_LIBRARIES[library]} {model}")
+    return {name: ", ".join(sorted(models)) for name, models in found.items()}
 
 
 def catalogue(pattern: str = "*") -> list[dict]:

@@ -67,7 +67,7 @@ def test_list_prints_each_model_with_its_facts(capsys):
     assert main(["list", "resnet*"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["name", "params", "GMACs", "input"]
-    assert "resnet50 25,557,032 4.09 3x224x224" in [" ".join(line.split()) for line in lines]
+    assert "resnet50 25,557,032 4.09 3x224x224 torchvision resnet50" in [" ".join(line.split()) for line in lines]
     assert not any(line.startswith("vgg") for line in lines)
     assert main(["list", "--json", "resnet20"]) == 0
     [row] = json.loads(capsys.readouterr().out)
@@ -131,12 +131,13 @@ def test_list_names_the_library_a_model_reproduces(tmp_path, monkeypatch, capsys
     shutil.copy(ROOT / "specs/cifar/resnet20.rds", tmp_path / "cifar")
     shutil.copy(ROOT / "specs/resnet18.rds", tmp_path)
     shutil.copy(ROOT / "specs/resnet34.rds", tmp_path)
-    (tmp_path / "peers.json").write_text(json.dumps({"resnet18": "torchvision resnet18",
-                                                      "resnet34": {"library": "timm", "model": "resnet34"}}))
+    (tmp_path / "peers.json").write_text(json.dumps({"tv_resnet18": "specs/resnet18.rds",
+                                                      "timm_resnet18": "specs/resnet18.rds",
+                                                      "timm_resnet34": "specs/resnet34.rds"}))
     monkeypatch.setattr(zoo, "specs_root", lambda: tmp_path)
     assert main(["list"]) == 0
     lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     assert lines == ["name params GMACs input reproduces",
-                     "resnet18 11,689,512 1.81 3x224x224 torchvision resnet18",
+                     "resnet18 11,689,512 1.81 3x224x224 timm resnet18, torchvision resnet18",
                      "resnet20 269,722 0.04 3x32x32",
                      "resnet34 21,797,672 3.66 3x224x224 timm resnet34"]
