@@ -12,7 +12,7 @@ from strategies import LAYER_OPS, layers
 
 import resdsl
 from resdsl.backends import onnx_export, torch_codegen
-from resdsl.backends.weights import counters, expected_shapes
+from resdsl.backends.weights import counters, expected_shapes, load_weights
 from resdsl.cli import main
 from resdsl.formatter import format_source
 from resdsl.ops import JOINS, OPS, OpDef, register, unregister, user_ops
@@ -185,3 +185,10 @@ def test_the_test_specs_use_every_op() -> None:
     # Train-only ops are the identity to ONNX and TVM; the property tests' blocks build them in torch.
     wanted = {op for op in (*user_ops(), *JOINS) if not OPS[op].train_only}
     assert wanted <= used, sorted(wanted - used)
+
+
+def test_what_onnx_cannot_express_is_located_too() -> None:
+    net = resdsl.loads(SPEC.format(layers="pool: avgpool size=3"), "pool.rds")
+    with pytest.raises(resdsl.ResdslError) as caught:
+        onnx_export.to_onnx(net.graph, load_weights(net.graph))
+    assert caught.value.render().startswith("pool.rds:4:33: error: ONNX cannot express `pool`")

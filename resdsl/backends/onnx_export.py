@@ -13,6 +13,7 @@ import numpy as np
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from ..passes.shapes import locate
 from .support import check_supported
 from .weights import BN_EPS
 
@@ -182,8 +183,10 @@ def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     _, h, w = b.graph.shape(b.graph.inputs(name)[0])
     size = a["size"]
     if h % size or w % size:
+        span, notes = locate(b.graph, name)
         raise ResdslError(f"ONNX cannot express `{name}`: adaptive pooling of {h}x{w} to {size}x{size}, "
-                          "which does not divide it", hint="choose an input whose map the size divides")
+                          "which does not divide it", span, notes=notes,
+                          hint="choose an input whose map the size divides")
     return b.op("AveragePool", ins, name, kernel_shape=[h // size, w // size], strides=[h // size, w // size])
 
 
@@ -238,6 +241,12 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
 }
 
 
+def check(graph: Graph) -> None:
+    """Refuse, located and all at once, every op of `graph` this backend has no converter for
+    (before any weights are made for it)."""
+    check_supported(graph, "onnx", CONVERTERS, inference=True)
+
+
 def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
             metadata: dict[str, str] | None = None):
     """An onnx.ModelProto with input `input` (N x C x H x W) and one output: `logits`
@@ -245,7 +254,7 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
     one output per name of the spec's `outputs`. `metadata` (e.g. spec_metadata(path)) is
     added to what the graph itself tells: resdsl's version, the network, its input and classes."""
     from onnx import TensorProto, checker, helper
-    check_supported(graph, "onnx", CONVERTERS, inference=True)
+    check(graph)
     check_opset(opset)
     b = _Builder(graph, weights)
     values = {INPUT: "input"}

@@ -908,8 +908,13 @@ def docstring_text(text: str) -> str:
     return escaped.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def generate(graph: Graph, source_name: str | None = None) -> str:
+def check(graph: Graph) -> None:
+    """Refuse, located and all at once, every op of `graph` this backend has no converter for."""
     check_supported(graph, "torch", CONVERTERS)
+
+
+def generate(graph: Graph, source_name: str | None = None) -> str:
+    check(graph)
     gen = _Generator(graph)
     gen.run()
     main = gen.main_class()

@@ -106,12 +106,14 @@ class OpDef:
     floats: frozenset[str] = field(init=False, repr=False, compare=False)
     flags: frozenset[str] = field(init=False, repr=False, compare=False)
     shorts: dict[str, str] = field(init=False, repr=False, compare=False)  # short form -> name
+    by_name: dict[str, Attr] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         derived = {"defaults": {a.name: a.default for a in self.attrs},
                    "floats": frozenset(a.name for a in self.attrs if a.type == FLOAT),
                    "flags": frozenset(a.name for a in self.attrs if a.type == FLAG),
-                   "shorts": {a.short: a.name for a in self.attrs if a.short}}
+                   "shorts": {a.short: a.name for a in self.attrs if a.short},
+                   "by_name": {a.name: a for a in self.attrs}}
         for key, value in derived.items():
             object.__setattr__(self, key, value)
         if self.positional is not None and self.positional not in derived["defaults"]:
@@ -123,7 +125,7 @@ class OpDef:
         return self.kind == LAYER
 
     def attr(self, name: str) -> Attr:
-        return next(a for a in self.attrs if a.name == name)
+        return self.by_name[name]
 
     def resolve(self, written: str) -> str | None:
         """The attribute a keyword names: its own name (lrn's `k`), else a short form (`s=2`)."""

@@ -189,6 +189,12 @@ CONVERTERS: dict[str, Callable] = {
 }
 
 
+def check(graph: Graph) -> None:
+    """Refuse, located and all at once, every op of `graph` this frontend has no converter for
+    (before any weights are made for it)."""
+    check_supported(graph, "relax", CONVERTERS, inference=True)
+
+
 def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1, layout: str = "NCHW",
              winograd: bool = False, wide_winograd: bool = False):
     """An IRModule whose `main(input)` (always NCHW) returns the logits; `batch` None: any batch.
@@ -196,7 +202,7 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
     (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
     """
-    check_supported(graph, "relax", CONVERTERS, inference=True)
+    check(graph)
     from tvm import relax
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
