@@ -133,5 +133,15 @@ class OpDef:
             return written
         return self.shorts.get(written)
 
+    def with_defaults(self, **given: Any) -> Attrs:
+        """The attributes of a node the compiler inserts: `given` over the defaults, in the
+        definition's order (as the lowering gives a layer's)."""
+        attrs = {**self.defaults, **given}
+        missing = [key for key, value in attrs.items() if value is None]
+        unknown = sorted(given.keys() - self.defaults.keys())
+        if missing or unknown:
+            raise ValueError(f"{self.name}: {missing} required, {unknown} unknown")
+        return attrs
+
     def params(self, attrs: Attrs, ins: list[Shape], out: Shape) -> int:
         return sum(prod(w.shape) for w in self.weights(attrs, ins, out) if w.kind == PARAMETER)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from ..diagnostics import ResdslError
 from ..ir import Graph
 from ..lower import lower_policy
-from ..ops import fmt_shape
+from ..ops import OPS, fmt_shape
 from .properties import LEGAL_ADDS, SHAPES
 from .shapes import InferShapes, locate
 
@@ -98,15 +98,14 @@ class LegalizeShortcuts:
             graph.set_input(add, 1, _projection(graph, scope, source, want[0], stride, span))
         if policy == "gated":
             gate = graph.add(f"{scope}.gate", "conv", [shortcut], span=span, scope=scope, label="gate",
-                             out=want[0], kernel=1, stride=stride, padding=0, groups=1, dilation=1, bias=1)
+                             **OPS["conv"].with_defaults(out=want[0], stride=stride, bias=1))
             graph.set_input(add, 2, gate)
         return policy == "gated" or graph.inputs(add)[1] != shortcut
 
 
 def _projection(graph: Graph, scope: str, source: str, channels: int, stride: int, span) -> str:
     conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope,
-                     label="downsample.0", out=channels, kernel=1, stride=stride, padding=0,
-                     groups=1, dilation=1, bias=0)
+                     label="downsample.0", **OPS["conv"].with_defaults(out=channels, stride=stride))
     return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
 
 
