@@ -165,6 +165,16 @@ def weight_options(f):
     return f
 
 
+def _check_backend(net, target: str) -> None:
+    """The target's backend lists the ops it cannot lower before anything else runs: weights
+    are made by the torch module, which would otherwise be the one to refuse, in its own words."""
+    if target == "onnx":
+        from .backends.onnx_export import check
+    else:
+        from .tvm.relax_frontend import check
+    check(net.graph)
+
+
 def _weights(net, weights: Path | None, seed: int) -> dict:
     """The weights every target runs: FILE checked against the network, or the seeded init.
     A --seed beside --weights would be ignored, so it is refused rather than silently dropped."""
@@ -276,6 +286,7 @@ def compile(spec: Path, target: str, output: Path | None, weights: Path | None, 
     if target == "onnx":  # an opset out of range is refused before the weights are read
         from .backends.onnx_export import check_opset
         check_opset(opset)
+    _check_backend(net, target)
     state = _weights(net, weights, seed)
     if target == "onnx":
         from .backends.onnx_export import spec_metadata, to_onnx
@@ -404,6 +415,7 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
          winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = _load(spec)
+    _check_backend(net, target)
     state = _weights(net, weights, seed)  # a bad file is refused before TVM loads (seconds)
     from .tvm.target import make_target
     from .tvm.tuning import RPC, TuneOptions, tune_network

@@ -143,16 +143,20 @@ def test_every_backend_refuses_an_op_it_cannot_lower_located(twice, backend) -> 
     assert "`thrice` is used here (throwaway.rds:4:" in text
 
 
-def test_the_cli_exits_1_naming_the_op_and_where(twice, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("target, backend", [("torch", "torch"), ("onnx", "onnx"), ("llvm", "relax")])
+def test_the_cli_exits_1_naming_the_op_and_where(twice, target, backend, tmp_path: Path, capsys) -> None:
     spec = tmp_path / "throwaway.rds"
     spec.write_text(SPEC.format(layers="t: twice"))
     assert main(["check", str(spec)]) == 0
     assert main(["summary", str(spec)]) == 0
     capsys.readouterr()
-    assert main(["compile", str(spec), "--target", "torch", "-o", str(tmp_path / "net.py")]) == 1
+    # The target's own backend refuses, before the torch module makes the weights.
+    out = tmp_path / {"torch": "net.py", "onnx": "net.onnx", "llvm": "net.so"}[target]
+    assert main(["compile", str(spec), "--target", target, "-o", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"{spec}:4:33: error: the torch backend cannot lower op `twice`" in err
+    assert f"{spec}:4:33: error: the {backend} backend cannot lower op `twice`" in err
     assert "KeyError" not in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [spec]  # nothing written
 
 
 def test_a_name_taken_cannot_be_registered_again() -> None:
