@@ -625,7 +625,9 @@ def show(spec: Path) -> None:
 @click.option(
     "--data",
     required=True,
-    help="cifar10:DIR, cifar100:DIR (python-version batches), folder:DIR (DIR/train|test/CLASS/*) or digits",
+    help="cifar10 or cifar100 (downloaded once into $RESDSL_DATA_DIR, default ~/.cache/resdsl/data), "
+         "cifar10:DIR or cifar100:DIR (python-version batches), folder:DIR (DIR/train|test/CLASS/*, "
+         "streamed from disk) or digits",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="the run directory: config.json, metrics.jsonl/.csv, TensorBoard events, checkpoint.pt, "
@@ -658,10 +660,12 @@ def show(spec: Path) -> None:
               help="4-pixel padding, random crop, horizontal flip (default: on for CIFAR, off for digits)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists")
+@click.option("--workers", type=click.IntRange(0, 256), default=2, show_default=True,
+              help="processes decoding folder: images (0: in the training process); results do not depend on it")
 def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: float | None, schedule: str,
           warmup_epochs: int, optimizer: str, momentum: float | None, weight_decay: float | None,
           label_smoothing: float, amp: str | None, init: Path | None, augment: bool | None, seed: int,
-          device: str) -> None:
+          device: str, workers: int) -> None:
     """Train a spec on a dataset, by default with the paper's recipe; resumable, with metrics per epoch.
 
     Rerun with the same --out to resume, or with a larger --epochs to extend a run (its schedule is
@@ -679,7 +683,7 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
                     optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
                     label_smoothing=label_smoothing, amp=amp, init=init and str(init), seed=seed,
                     device=device)  # checked before the data is read
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, stream=True)
     cifar = dataset.name.startswith("cifar")
     from dataclasses import replace
     recipe = replace(recipe, epochs=epochs or (164 if cifar else 30),
@@ -698,11 +702,11 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
     def note(message: str) -> None:
         print(f"note: {message}", file=sys.stderr, flush=True)
     if not world.leader:  # the leader speaks for the run
-        train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, world=world)
+        train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, world=world, workers=workers)
         return
     with _training_display(net.name, recipe.epochs) as (on_batch, on_epoch):
         rows = train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, on_batch,
-                          lambda row: (on_epoch(row), epoch_line(row)), world, note)
+                          lambda row: (on_epoch(row), epoch_line(row)), world, note, workers)
     last = rows[-1] if rows else None
     print(f"wrote {out / 'final.pt'}" + (f"; test error {100 * last['test_error']:.2f}%" if last else ""),
           file=sys.stderr)

@@ -15,7 +15,7 @@ EXTRAS = {
     "torch": ("torch",),
     "onnx": ("torch", "onnx", "onnxruntime"),
     "tvm": ("torch", "tvm"),
-    "train": ("torch", "sklearn", "matplotlib", "PIL"),
+    "train": ("torch", "sklearn", "matplotlib", "PIL", "tensorboardX"),
 }
 
 

@@ -277,3 +277,23 @@ def test_in_memory_datasets_hand_out_batches_too() -> None:
     got = list(digits.images("train", batches))
     np.testing.assert_array_equal(torch.cat(got).numpy(), digits.train_x[[3, 1, 0]])
     assert digits.shape == (1, 8, 8) and fit(digits, (3, 16, 16)).shape == (3, 16, 16)
+
+
+def test_training_on_a_folder_streams_it_and_workers_change_no_result(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import resdsl.training.data as data
+    root = image_folder(tmp_path / "images")
+    # Streamed, the decoded dataset is never held: a bound far below it does not matter.
+    monkeypatch.setattr(data, "check_dataset_bytes", lambda *a: pytest.fail("the folder was decoded whole"))
+    spec = tmp_path / "two.rds"
+    spec.write_text("network two {\n input 3x8x8\n classes 2\n stem { conv 4 k3 p1; relu }\n"
+                    " head { avgpool; fc classes }\n}\n")
+    rows = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"run{workers}"
+        assert main(["train", str(spec), "--data", f"folder:{root}", "--out", str(out), "--epochs", "2",
+                     "--batch", "3", "--workers", workers]) == 0
+        rows.append([{k: v for k, v in json.loads(line).items() if k not in ("images_per_s", "wall_s")}
+                     for line in (out / "metrics.jsonl").read_text().splitlines()])
+    assert len(rows[0]) == 2 and rows[0] == rows[1]

@@ -193,14 +193,17 @@ def _without_epochs(recipe: dict) -> dict:
 def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, out: Path, recipe: Recipe,
           on_batch: Callable[[int, int, float], None] | None = None,
           on_epoch: Callable[[dict], None] | None = None, world: World = World(),
-          on_note: Callable[[str], None] | None = None) -> list[dict]:
+          on_note: Callable[[str], None] | None = None, workers: int = 0) -> list[dict]:
+    """Train `net` on `data` into the run directory `out` (resuming it where it holds a run).
+    `workers` processes decode streamed images (an image folder); no result depends on them."""
     graph = net.graph
     if not graph.outputs_classes():
         raise ResdslError(f"`{net.name}` does not end in a class vector, so it cannot be trained to classify",
                           hint="end the head with `fc classes`")
     if graph.classes != data.classes:
         raise ResdslError(f"`{net.name}` has {graph.classes} classes, {data.name} has {data.classes}",
-                          graph.classes_span, hint=f"write `classes {data.classes}` in the spec")
+                          graph.classes_span,
+                          hint=f"give `--set classes={data.classes}`, or write `classes {data.classes}` in the spec")
     if min(recipe.batch, len(data.train_y)) < world.size:
         raise ResdslError(f"a batch of {min(recipe.batch, len(data.train_y))} images cannot be split over "
                           f"{world.size} processes",
@@ -221,7 +224,7 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
     finished = False
     try:
         note = on_note if on_note and world.leader else (lambda message: None)
-        rows = _train(net, data, out, run, recipe, on_batch, on_epoch, world, device, precision, note)
+        rows = _train(net, data, out, run, recipe, on_batch, on_epoch, world, device, precision, note, workers)
         finished = True
         return rows
     finally:
@@ -229,7 +232,7 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
 
 
 def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on_epoch, world: World,
-           device, precision: Precision, note: Callable[[str], None]) -> list[dict]:
+           device, precision: Precision, note: Callable[[str], None], workers: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
@@ -239,9 +242,10 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
     if recipe.init and not checkpoint.exists():
         load_init(net.graph, module, recipe.init, note)
     module = module.to(device)
-    mean, std = (torch.from_numpy(v)[None, :, None, None].to(device) for v in normalizer(data))
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
-    test_x, test_y = (world.shard(torch.from_numpy(v)).to(device) for v in (data.test_x, data.test_y))
+    mean, std = (torch.from_numpy(v)[None, :, None, None].to(device) for v in normalizer(data, workers))
+    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
+    test_shard = world.shard(torch.arange(len(test_y)))
+    test_batches = [test_shard[i:i + 500] for i in range(0, len(test_shard), 500)]
     n = len(train_y)
     # A last batch too small to give every process an image is dropped (only ever in a distributed run).
     per_epoch = n // recipe.batch + (n % recipe.batch >= world.size)
@@ -272,10 +276,12 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
             began = time.perf_counter()
             loss_sum = wrong = 0.0
             rates = []
-            for i in range(per_epoch):
-                batch = order[i * recipe.batch:(i + 1) * recipe.batch]
+            batches = [order[i * recipe.batch:(i + 1) * recipe.batch] for i in range(per_epoch)]
+            # Images come batch by batch (an image folder is decoded by `workers` processes
+            # meanwhile); the draws below still follow the batches in order.
+            images = data.images("train", (world.shard(batch) for batch in batches), workers)
+            for i, (batch, x) in enumerate(zip(batches, images)):
                 idx = world.shard(batch)
-                x = train_x[idx]
                 if recipe.augment:
                     x = augment(x, [world.shard(d) for d in crop_flip(len(batch), g)])
                 x, y = ((x.to(device) - mean) / std), train_y[idx].to(device)
@@ -302,8 +308,9 @@ def _train(net, data: Dataset, out: Path, run: Run, recipe: Recipe, on_batch, on
                     on_batch(epoch, i + 1, batch_loss / len(batch))
             seconds = time.perf_counter() - began
             world.share_buffers(module)
+            test_images = ((x.to(device) - mean) / std for x in data.images("test", test_batches, workers))
             test_loss, test_wrong, tested = world.sum(
-                _evaluate(module, (test_x - mean) / std, test_y, precision), device)
+                _evaluate(module, test_images, [test_y[b].to(device) for b in test_batches], precision), device)
             row = {
                 "epoch": epoch,
                 "iteration": epoch * per_epoch,
@@ -381,16 +388,17 @@ def _resume(path: Path, device, epochs: int, module, optimizer, schedule,
     return state["epoch"], state.get("best")
 
 
-def _evaluate(model, x, y, precision: Precision, batch: int = 500) -> list[float]:
-    """Summed loss, number wrong and number of images: sums, so processes can add theirs."""
+def _evaluate(model, images, labels: list, precision: Precision) -> list[float]:
+    """Summed loss, number wrong and number of images over the batches: sums, so processes can
+    add theirs."""
     import torch
     import torch.nn.functional as F
     model.eval()
     loss = wrong = 0.0
     with torch.no_grad():
-        for i in range(0, len(y), batch):
+        for x, y in zip(images, labels):
             with precision.autocast():
-                logits = model(x[i:i + batch])
-            loss += F.cross_entropy(logits.float(), y[i:i + batch], reduction="sum").item()
-            wrong += (logits.argmax(1) != y[i:i + batch]).sum().item()
-    return [loss, wrong, float(len(y))]
+                logits = model(x)
+            loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            wrong += (logits.argmax(1) != y).sum().item()
+    return [loss, wrong, float(sum(len(y) for y in labels))]
