@@ -155,6 +155,13 @@ def test_a_run_of_another_spec_is_refused(digits_run: Path, tmp_path: Path, caps
     assert "holds a run of `digits_resnet`" in err and "not of `other_net`" in err
 
 
+def test_a_run_of_the_same_spec_with_other_set_values_is_refused(digits_run: Path, capsys) -> None:
+    # The same text, another network: --set is part of what the run trained.
+    assert json.loads((digits_run / "config.json").read_text())["overrides"] == {}
+    assert main(["train", SPEC, *FAST, "--set", "input=1x16x16", "--out", str(digits_run)]) == 1
+    assert "was trained with other --set settings: {}" in capsys.readouterr().err
+
+
 def test_damaged_cifar_files_are_named(tmp_path: Path, capsys) -> None:
     _write_cifar(tmp_path / "cifar")
     (tmp_path / "cifar" / "data_batch_3").write_bytes(b"\x80\x04garbage")

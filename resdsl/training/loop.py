@@ -139,12 +139,15 @@ class Run:
         # A setting the run's config.json predates is the default it trained with.
         had = {**UNRECORDED, **old["recipe"]}
         wants = json.loads(json.dumps(config["recipe"]))  # as stored: tuples are lists
+        # `--set` changes the network the spec's text describes; a config.json from before it was
+        # recorded had none.
         for key, same in (("data", old["data"] == config["data"]),
+                          ("--set", old.get("overrides", {}) == config["overrides"]),
                           ("recipe", _without_epochs(had) == _without_epochs(wants))):
             if not same:
                 raise ResdslError(
                     f"{printable(str(self.out))} was trained with other {key} settings: "
-                    f"{brief(json.dumps(old[key]), 200)}",
+                    f"{brief(json.dumps(old.get(key if key != '--set' else 'overrides', {})), 200)}",
                     hint="rerun with the same settings (only --epochs may grow), or a new --out",
                 )
         planned, epochs = had.get("epochs"), wants["epochs"]
@@ -216,7 +219,8 @@ def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, ou
     data = fit(data, graph.shape("<input>"))
     run = Run(out)
     config = {"network": net.name, "spec_file": spec_file, "spec": spec_text,
-              "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(), "data": data_name,
+              "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(), "overrides": net.overrides,
+              "data": data_name,
               "recipe": {**asdict(recipe), "init": recipe.init and init_record(recipe.init)}}
     run.start(config, write=world.leader)
 
