@@ -13,9 +13,9 @@ import resdsl
 from conftest import ROOT, SPECS, TEST_SPECS
 from handwritten import TIMM, TORCHVISION, CifarResNet
 from resdsl.ir import INPUT, Graph
+from resdsl.ops import OPS
 
-MODULE_OPS = {"conv", "bn", "relu", "maxpool", "avgpool", "fc", "leaky_relu", "sigmoid", "softmax", "lrn",
-              "dropout", "flatten", "drop_path"}
+MODULE_OPS = {op for op, d in OPS.items() if d.module}  # what the generated module holds as modules
 
 
 def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -> torch.Tensor:

@@ -108,10 +108,10 @@ def _version() -> str:
 
 
 class _Builder:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET) -> None:
         from onnx import helper, numpy_helper
         self.helper, self.numpy_helper = helper, numpy_helper
-        self.graph, self.weights = graph, weights
+        self.graph, self.weights, self.opset = graph, weights, opset
         self.nodes: list = []
         self.initializers: list = []
         self.shapes: dict[str, tuple[int, ...]] = {}  # value -> its shape less the batch dim
@@ -150,6 +150,10 @@ class _Builder:
 
     def in_shape(self, name: str, i: int = 0) -> tuple[int, ...]:
         return self.graph.shape(self.graph.inputs(name)[i])
+
+    def scalar(self, name: str, value: float) -> str:
+        """A float32 0-d constant, broadcast by the node that reads it."""
+        return self.const(name, np.array(value, np.float32))
 
 
 def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -195,6 +199,29 @@ def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     return b.op("Gemm", [flat, b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name, transB=1)
 
 
+def _relu6(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    return b.op("Clip", [ins[0], b.scalar(f"{name}.min", 0.0), b.scalar(f"{name}.max", 6.0)], name)
+
+
+def _silu(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    return b.op("Mul", [ins[0], b.op("Sigmoid", ins, f"{name}.sigmoid", shape=b.in_shape(name))], name)
+
+
+GELU_OPSET = 20  # the first with a Gelu op; before it, the erf formula
+
+
+def _gelu(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    if b.opset >= GELU_OPSET:
+        return b.op("Gelu", ins, name)  # approximate="none": the erf form, as nn.GELU's default
+    # x * (1 + erf(x / sqrt(2))) / 2, in PyTorch's order: x * 0.5 * (1 + erf(x * M_SQRT1_2))
+    shape = b.in_shape(name)
+    scaled = b.op("Mul", [ins[0], b.scalar(f"{name}.sqrt1_2", np.sqrt(0.5))], f"{name}.scaled", shape=shape)
+    erf = b.op("Erf", [scaled], f"{name}.erf", shape=shape)
+    cdf = b.op("Add", [erf, b.scalar(f"{name}.one", 1.0)], f"{name}.cdf", shape=shape)
+    half = b.op("Mul", [ins[0], b.scalar(f"{name}.half", 0.5)], f"{name}.half_x", shape=shape)
+    return b.op("Mul", [half, cdf], name)
+
+
 def _add(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     if not a["gated"]:
         return b.op("Add", ins[:2], name)
@@ -227,6 +254,12 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "relu": lambda b, name, ins, a: b.op("Relu", ins, name),
     "leaky_relu": lambda b, name, ins, a: b.op("LeakyRelu", ins, name, alpha=a["slope"]),
     "sigmoid": lambda b, name, ins, a: b.op("Sigmoid", ins, name),
+    "relu6": _relu6,
+    "silu": _silu,
+    "gelu": _gelu,
+    # ONNX's HardSigmoid is max(0, min(1, alpha * x + beta)); PyTorch's is relu6(x + 3) / 6.
+    "hardsigmoid": lambda b, name, ins, a: b.op("HardSigmoid", ins, name, alpha=1 / 6, beta=0.5),
+    "hardswish": lambda b, name, ins, a: b.op("HardSwish", ins, name),  # x * HardSigmoid(x; 1/6, 1/2)
     "softmax": lambda b, name, ins, a: b.op("Softmax", ins, name, axis=1),
     "maxpool": _maxpool,
     "avgpool": _avgpool,
@@ -256,7 +289,7 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
     from onnx import TensorProto, checker, helper
     check(graph)
     check_opset(opset)
-    b = _Builder(graph, weights)
+    b = _Builder(graph, weights, opset)
     values = {INPUT: "input"}
     for name in graph.order():
         node = graph.node(name)

@@ -203,9 +203,11 @@ def _fc(layer: _Layer, a: dict) -> tuple[str, list[str]]:
 class Module:
     """A layer the generated class holds as a module: `build` gives its (constructor, arguments);
     `written` names the attributes those arguments write, each checked against every block a
-    class stands for. `relu` is made out-of-place where its input is read again."""
+    class stands for. An `inplace` one (`relu`, as torchvision writes it) gets `inplace=True`
+    unless its input is read again (a block input feeding the shortcut): see `_module_call`."""
     build: Callable[[_Layer, dict], tuple[str, list[str]]]
     written: tuple[str, ...] = ()
+    inplace: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,9 +227,14 @@ Converter = Module | Join | Handed
 CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
     "bn": Module(lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text])),
-    "relu": Module(lambda layer, a: ("nn.ReLU", ["inplace=True"])),
+    "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),
     "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
     "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),
+    "relu6": Module(lambda layer, a: ("nn.ReLU6", []), inplace=True),
+    "silu": Module(lambda layer, a: ("nn.SiLU", []), inplace=True),
+    "gelu": Module(lambda layer, a: ("nn.GELU", [])),  # approximate="none": the erf form
+    "hardsigmoid": Module(lambda layer, a: ("nn.Hardsigmoid", []), inplace=True),
+    "hardswish": Module(lambda layer, a: ("nn.Hardswish", []), inplace=True),
     "softmax": Module(lambda layer, a: ("nn.Softmax", ["dim=1"])),
     "maxpool": Module(lambda layer, a: ("nn.MaxPool2d", _window_args(layer, a)),
                       ("kernel", "stride", "padding")),
@@ -249,6 +256,16 @@ def _module(op: str) -> Module:
     converter = CONVERTERS[op]  # every op is in the table: `generate` checked before emitting
     assert isinstance(converter, Module), f"{op} is not a module"
     return converter
+
+
+def _module_call(graph: Graph, op: str, layer: _Layer, a: dict, source: str) -> tuple[str, list[str]]:
+    """A layer's (constructor, arguments); an in-place one is in place only where nothing else
+    reads its input (the block input that feeds the shortcut, the network's input)."""
+    module = _module(op)
+    ctor, args = module.build(layer, a)
+    if module.inplace and len(graph.users(source)) == 1 and source != INPUT:
+        args = [*args, "inplace=True"]
+    return ctor, args
 
 
 INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
@@ -313,9 +330,7 @@ class _BlockEmitter:
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
-            ctor, args = _module(op).build(layer, a)
-            if op == "relu" and (len(g.users(source)) != 1 or source == INPUT):
-                args = []  # its input is read again (a block input feeding the shortcut): not in place
+            ctor, args = _module_call(g, op, layer, a, source)
             entries.append((label, ctor, args))
             steps.append(_layer_step(label, op, name, source, var[source], target, layer.in_shape))
             var[name] = target
@@ -697,9 +712,7 @@ class _Generator:
             source = g.inputs(item)[0]
             layer = _Layer(lambda key, a=node["attrs"]: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
                            g.shape(source))
-            ctor, args = _module(node["op"]).build(layer, node["attrs"])
-            if node["op"] == "relu" and (len(g.users(source)) != 1 or source == INPUT):
-                args = []
+            ctor, args = _module_call(g, node["op"], layer, node["attrs"], source)
             entries.append((node["label"], ctor, args))
             step = _layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source))
             if item in returned:  # kept apart from any nn.Sequential, to be returned

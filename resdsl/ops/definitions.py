@@ -55,6 +55,12 @@ DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("leaky_relu", "leaky rectifier: `slope` times x below 0", same_shape, positional="slope",
           attrs=(Attr("slope", 0.01, FLOAT),), module=True),
     OpDef("sigmoid", "logistic sigmoid", same_shape, module=True),
+    # The activations of MobileNet, EfficientNet and ConvNeXt, each PyTorch's module of the name.
+    OpDef("relu6", "rectifier clipped at 6: min(max(x, 0), 6)", same_shape, module=True),
+    OpDef("silu", "x * sigmoid(x) (swish)", same_shape, module=True),
+    OpDef("gelu", "x * Phi(x), Phi the standard normal CDF (the exact erf form)", same_shape, module=True),
+    OpDef("hardsigmoid", "relu6(x + 3) / 6", same_shape, module=True),
+    OpDef("hardswish", "x * relu6(x + 3) / 6", same_shape, module=True),
     OpDef("softmax", "softmax over channels", same_shape, module=True),
     OpDef("maxpool", "max pooling", pool_shape, module=True,
           attrs=(Attr("kernel", None, short="k", example=3), Attr("stride", None, short="s", example=2),

@@ -151,6 +151,17 @@ def _fc(c: _Ctx, bb, name: str, ins: list, a: dict):
     return bb.emit(op.add(op.matmul(flat, weight_t), c.const(c.weights[f"{name}.bias"])))
 
 
+def _hardsigmoid(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """relu6(x + 3) / 6, as nn.Hardsigmoid (Relax has no op of its own for it)."""
+    op = c.relax.op
+    return bb.emit(op.divide(op.clip(op.add(ins[0], c.const(np.array(3.0))), 0.0, 6.0), c.const(np.array(6.0))))
+
+
+def _hardswish(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """x * relu6(x + 3) / 6, as nn.Hardswish."""
+    return bb.emit(c.relax.op.multiply(ins[0], _hardsigmoid(c, bb, name, ins, a)))
+
+
 def _add(c: _Ctx, bb, name: str, ins: list, a: dict):
     op = c.relax.op
     if not a["gated"]:
@@ -176,6 +187,11 @@ CONVERTERS: dict[str, Callable] = {
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),
     "leaky_relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.leakyrelu(ins[0], alpha=a["slope"])),
     "sigmoid": lambda c, bb, name, ins, a: bb.emit(c.relax.op.sigmoid(ins[0])),
+    "relu6": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu6(ins[0])),
+    "silu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.silu(ins[0])),
+    "gelu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.gelu(ins[0])),  # the erf form
+    "hardsigmoid": _hardsigmoid,
+    "hardswish": _hardswish,
     "softmax": _softmax,
     "maxpool": _maxpool,
     "avgpool": _avgpool,
