@@ -15,7 +15,6 @@ from ..ir import INPUT, Graph
 from ..ops import OPS
 from ..passes.shapes import locate
 from .support import check_supported
-from .weights import BN_EPS
 
 OPSET = 17  # the default, and the oldest offered: the first with every op below in its current form
 BATCH = "N"  # the symbolic batch dimension of the input, the outputs and every value_info
@@ -166,7 +165,7 @@ def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     keys = ("weight", "bias", "running_mean", "running_var")
     return b.op(
-        "BatchNormalization", [ins[0]] + [b.weight(f"{name}.{k}") for k in keys], name, epsilon=BN_EPS
+        "BatchNormalization", [ins[0]] + [b.weight(f"{name}.{k}") for k in keys], name, epsilon=a["eps"]
     )
 
 

@@ -30,7 +30,7 @@ from .. import ast
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..lower import POSITION, evaluate
-from ..ops import fmt_shape
+from ..ops import OPS, fmt_shape
 from ..reserved import HELPERS, LOCALS, PYTHON
 from ..resources import templates_dir
 from ..stats import totals
@@ -181,6 +181,15 @@ def _conv(layer: _Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.Conv2d", args + (["bias=False"] if not a["bias"] else [])
 
 
+def _bn(layer: _Layer, a: dict) -> tuple[str, list[str]]:
+    eps = layer.sym("eps")
+    # Written where it is not PyTorch's default, or where the spec wrote a parameter (`eps=eps`).
+    if a["eps"] != OPS["bn"].defaults["eps"] or eps.expr is not None and not isinstance(
+            eps.expr, (ast.Int, ast.Float)):
+        return "nn.BatchNorm2d", [layer.channels.text, f"eps={eps.text}"]
+    return "nn.BatchNorm2d", [layer.channels.text]
+
+
 def _window_args(layer: _Layer, a: dict) -> list[str]:
     return [f"kernel_size={layer.sym('kernel').text}", f"stride={layer.sym('stride').text}",
             f"padding={layer.sym('padding').text}"] + (["ceil_mode=True"] if a["ceil"] else [])
@@ -226,7 +235,7 @@ class Handed:
 Converter = Module | Join | Handed
 CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
-    "bn": Module(lambda layer, a: ("nn.BatchNorm2d", [layer.channels.text])),
+    "bn": Module(_bn, ("eps",)),
     "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),
     "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
     "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),

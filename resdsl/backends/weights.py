@@ -24,7 +24,6 @@ from ..files import DamagedFile, brief, load_torch
 from ..ir import Graph
 from ..ops import COUNTER, OPS, Weight, fmt_shape  # COUNTER: a kind of Weight (BN's batch counter)
 
-BN_EPS = 1e-5  # nn.BatchNorm2d's default, which the torch backend uses
 SAVE_HINT = ("save them with torch.save(model.state_dict(), PATH) from the module resdsl generates "
              "for this spec")
 MAX_SHOWN = 120  # characters of a key a message quotes: a key may be a megabyte long
@@ -162,9 +161,9 @@ def _short(text: str) -> str:
     return brief(text, MAX_SHOWN)
 
 
-def bn_scale_shift(weights: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:
-    """Inference-mode BN as y = x * scale + shift, per channel."""
-    scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + BN_EPS)
+def bn_scale_shift(weights: dict[str, np.ndarray], bn: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inference-mode BN (its `eps` attribute given) as y = x * scale + shift, per channel."""
+    scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + eps)
     return scale.astype(np.float32), (weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale).astype(
         np.float32
     )

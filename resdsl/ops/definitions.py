@@ -43,6 +43,11 @@ _LRN_RANGES = {
                            "overflows (AlexNet uses beta=0.75)"),
 }
 
+# nn.BatchNorm2d divides by sqrt(running_var + eps); its default is 1e-5.
+_BN_EPS = Range(0.0, open=True, why="added to the variance under the square root: at 0 a channel whose "
+                                    "variance is 0 divides by 0 (PyTorch's default is 1e-5, timm's "
+                                    "EfficientNet uses 1e-3)")
+
 DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("input", "the network's input, batch dimension left out", lambda a, i: a["shape"], arity=(0,),
           kind=INTERNAL),
@@ -50,7 +55,8 @@ DEFINITIONS: tuple[OpDef, ...] = (
           attrs=(Attr("out"), KERNEL, STRIDE, PADDING, Attr("groups", 1, short="g", example=32),
                  Attr("dilation", 1), Attr("bias", 0, FLAG)),
           weights=conv_weights, macs=conv_macs),
-    OpDef("bn", "batch normalisation over channels", map_shape("bn"), module=True, weights=bn_weights),
+    OpDef("bn", "batch normalisation over channels", map_shape("bn"), module=True, weights=bn_weights,
+          attrs=(Attr("eps", 1e-5, FLOAT, range=_BN_EPS),)),
     OpDef("relu", "rectifier", same_shape, module=True),
     OpDef("leaky_relu", "leaky rectifier: `slope` times x below 0", same_shape, positional="slope",
           attrs=(Attr("slope", 0.01, FLOAT),), module=True),

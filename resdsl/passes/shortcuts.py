@@ -106,7 +106,8 @@ class LegalizeShortcuts:
 def _projection(graph: Graph, scope: str, source: str, channels: int, stride: int, span) -> str:
     conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope,
                      label="downsample.0", **OPS["conv"].with_defaults(out=channels, stride=stride))
-    return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1")
+    return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1",
+                     **OPS["bn"].with_defaults())
 
 
 def _check_join(graph: Graph, add: str, a: str, b: str) -> None:

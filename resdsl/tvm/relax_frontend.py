@@ -69,7 +69,8 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
     weight = c.weights[f"{name}.weight"]
     bias = c.weights.get(f"{name}.bias", np.zeros(weight.shape[0], np.float32)) if a["bias"] else None
     if name in c.fold_into:
-        scale, shift = bn_scale_shift(c.weights, c.fold_into[name])
+        bn = c.fold_into[name]
+        scale, shift = bn_scale_shift(c.weights, bn, c.graph.node(bn)["attrs"]["eps"])
         weight = weight * scale.reshape(-1, 1, 1, 1)
         bias = shift if bias is None else bias * scale + shift
     p = a["padding"]
@@ -87,7 +88,7 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
 def _bn(c: _Ctx, bb, name: str, ins: list, a: dict):
     if name in c.folded:
         return ins[0]
-    scale, shift = bn_scale_shift(c.weights, name)
+    scale, shift = bn_scale_shift(c.weights, name, a["eps"])
     op = c.relax.op
     return bb.emit(op.add(op.multiply(ins[0], c.channel(scale)), c.channel(shift)))
 
