@@ -10,6 +10,14 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def cache_root() -> Path:
+    """resdsl's directory in the user's cache: $RESDSL_CACHE_DIR, else $XDG_CACHE_HOME/resdsl or
+    ~/.cache/resdsl. What an empty RESDSL_CACHE_DIR means is each cache's own choice."""
+    import os
+    base = os.environ.get("RESDSL_CACHE_DIR")
+    return Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resdsl"
+
+
 def data_dir(name: str) -> Path:
     for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
         if candidate.is_dir():

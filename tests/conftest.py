@@ -82,3 +82,16 @@ def run_bounded(argv: list[str], seconds: int) -> tuple[int, str]:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     return code, err.getvalue()
+
+
+def kill_at_first_checkpoint(command: list[str], out: Path, seconds: float = 120) -> None:
+    """Start a `resdsl train` command and SIGKILL it as soon as its first checkpoint exists."""
+    import signal
+    import subprocess
+    import time
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

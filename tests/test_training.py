@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_at_first_checkpoint
 from conftest import run_metrics as metrics
 from resdsl.cli import main
 
@@ -59,12 +57,7 @@ def test_final_weights_compile_for_every_target(digits_run: Path, tmp_path: Path
 def test_kill_9_then_resume_ends_as_an_uninterrupted_run(digits_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "resdsl", "train", SPEC, *FAST, "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(command, out)
     assert (out / "checkpoint.pt").exists()
     assert len(metrics(out)) < 3
     assert subprocess.run(command, capture_output=True).returncode == 0

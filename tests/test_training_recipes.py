@@ -7,16 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, kill_at_first_checkpoint
 from conftest import run_metrics as metrics
 
 from resdsl.cli import main
@@ -266,12 +264,7 @@ def test_logs_and_best_survive_kill_9_and_resume(tmp_path: Path) -> None:
     assert train(whole, *DIGITS, "--epochs", "3") == 0
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "resdsl", "train", SPEC, *DIGITS, "--epochs", "3", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(command, out)
     assert len(metrics(out)) < 3
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..diagnostics import ResdslError, printable
 from ..files import brief
 from ..limits import BOUNDS, LIMITS
+from ..resources import cache_root
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,13 @@ CHUNK = 1 << 20
 
 
 def data_directory() -> Path:
-    """Where downloaded datasets live; the cache root is found as the TVM line cache finds it
-    (resdsl/tvm/records.py), except that an empty RESDSL_CACHE_DIR, which turns that cache off,
-    cannot turn off a download's destination."""
+    """Where downloaded datasets live: $RESDSL_DATA_DIR, else data/ in resdsl's cache directory
+    (an empty RESDSL_CACHE_DIR, which turns the TVM line cache off, cannot turn off a download's
+    destination)."""
     explicit = os.environ.get("RESDSL_DATA_DIR")
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("RESDSL_CACHE_DIR")
-    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resdsl"
-    return root / "data"
+    return cache_root() / "data"
 
 
 # Given the URL and its size where the server says it, a context around the download whose value

@@ -423,13 +423,11 @@ def _read_cache() -> "Path | None":
     Reading a record costs TVM ~30 ms in the child, a minute for a 2000-record search; a line
     TVM read once it reads again, so each line pays that once per machine, not per command.
     `RESDSL_CACHE_DIR` moves it; `RESDSL_CACHE_DIR=` (empty) turns it off."""
-    from pathlib import Path
-    base = os.environ.get("RESDSL_CACHE_DIR")
-    if base == "":
+    from ..resources import cache_root
+    if os.environ.get("RESDSL_CACHE_DIR") == "":
         return None
-    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resdsl"
     import tvm
-    return root / f"tvm-{re.sub(r'[^0-9A-Za-z.]', '_', tvm.__version__)}-lines-read"
+    return cache_root() / f"tvm-{re.sub(r'[^0-9A-Za-z.]', '_', tvm.__version__)}-lines-read"
 
 
 def _load_cached_verdicts() -> None:
