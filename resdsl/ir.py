@@ -13,6 +13,14 @@ state_dict prefix), `seq` (creation order, for deterministic traversals), `exprs
 block: the attributes the spec wrote as expressions, as `ast.Expr` of the block's parameters,
 so backends can emit `width * 4` where the integer 256 is all shapes need) and, after shape
 inference, `shape` (C, H, W) or (features,).
+
+`role` says why the compiler, not the user, put a node there: shortcut legalization
+(`passes/shortcuts.py`) marks what it inserts, so no backend recognises its nodes by label:
+  "projection"  the B/C projection (`downsample.0` conv, `downsample.1` bn) and every layer a
+                user `policy` inserts;
+  "pad"         option A's parameter-free zero-pad;
+  "gate"        the highway gate conv of a `gated` add.
+Every other node's role is None.
 Edges carry `index`, the operand position. Analyses add keys to node data; they never
 create node types of their own.
 """
@@ -27,6 +35,10 @@ from .ast import Expr
 from .diagnostics import Span
 
 INPUT = "<input>"  # not an identifier, so no user label can collide with it
+
+# Roles of the nodes shortcut legalization inserts (see the module docstring).
+PROJECTION, PAD, GATE = "projection", "pad", "gate"
+ROLES = (PROJECTION, PAD, GATE)
 
 
 @dataclass
@@ -81,13 +93,15 @@ class Graph:
     # ---- construction
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
             label: str | None = None, exprs: dict[str, Expr] | None = None, branch: str = "",
-            **attrs: Any) -> str:
-        """Add a node; `branch` names the side path (`se`) a block's node belongs to, if any."""
+            role: str | None = None, **attrs: Any) -> str:
+        """Add a node; `branch` names the side path (`se`) a block's node belongs to, if any;
+        `role` marks a node a pass inserts (one of ROLES)."""
         assert name not in self.nx, name
+        assert role is None or role in ROLES, role
         self._seq += 1
         self._order = None
         self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
-                         seq=self._seq, attrs=attrs, exprs=exprs or {}, branch=branch)
+                         seq=self._seq, attrs=attrs, exprs=exprs or {}, branch=branch, role=role)
         for index, source in enumerate(inputs):
             self.nx.add_edge(source, name, index=index)
         return name

@@ -64,6 +64,10 @@ def test_legalize_shortcuts_inserts_what_each_policy_says(policy, first, rest) -
     assert LegalizeShortcuts().run(graph) is True
     assert [x for x in ops_in(graph, "layer2.0") if x not in body] == first  # where shapes change
     assert [x for x in ops_in(graph, "layer2.1") if x not in body] == rest  # where they agree
+    roles = {"downsample.0": "projection", "downsample.1": "projection", "shortcut": "pad", "gate": "gate"}
+    for scope in graph.blocks:  # what the pass inserted has a role, what the user wrote has none
+        for n in graph.scope_nodes(scope):
+            assert graph.node(n)["role"] == roles.get(graph.node(n)["label"]), n
     add = graph.node("layer2.0.add")
     assert {graph.shape(i) for i in graph.inputs("layer2.0.add")} == {add["shape"]}
     if policy == "A":
@@ -178,3 +182,13 @@ def test_a_resolution_the_branch_strides_do_not_explain_is_an_error() -> None:
     text = "block squeeze(w) {\n conv w k3 p1\n avgpool\n add shortcut\n}\n" + text.replace("4x4", "8x8")
     with pytest.raises(ResdslError, match="no shortcut can match: its strides multiply to 1"):
         run_pipeline(lower(load_text(text, "squeeze.rds")))
+
+
+def test_every_layer_a_policy_inserts_is_a_projection() -> None:
+    text = TWO_STAGES.format(policy="avg_down")
+    graph = run_pipeline(lower(load_text(text, "two_stages.rds")))
+    inserted = [(graph.node(n)["label"], graph.node(n)["role"]) for n in graph.scope_nodes("layer2.0")
+                if graph.node(n)["role"] is not None]
+    assert inserted == [("downsample.0", "projection"), ("downsample.1", "projection"),
+                        ("downsample.2", "projection")]
+    assert all(graph.node(n)["role"] is None for n in graph.scope_nodes("layer2.1"))

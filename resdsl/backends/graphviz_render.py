@@ -6,7 +6,7 @@ one of its repeated blocks, labelled with the repeat count, so ResNet-1202 fits 
 """
 from __future__ import annotations
 
-from ..ir import INPUT, Graph
+from ..ir import GATE, INPUT, PAD, PROJECTION, Graph
 from ..ops import fmt_shape
 
 STYLE = {
@@ -20,9 +20,9 @@ STYLE = {
     "add": {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.35", "fixedsize": "true"},
 }
 OTHER = {"shape": "box", "style": "rounded,filled", "fillcolor": "#f5f5f5"}  # activations, dropout, ...
-PROJECTION = {"style": "rounded,filled,bold", "fillcolor": "#ffb74d"}
-ZERO_PAD = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fff59d"}
-GATE = {"style": "rounded,filled,bold", "fillcolor": "#ce93d8"}
+PROJECTION_STYLE = {"style": "rounded,filled,bold", "fillcolor": "#ffb74d"}
+ZERO_PAD_STYLE = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fff59d"}
+GATE_STYLE = {"style": "rounded,filled,bold", "fillcolor": "#ce93d8"}
 
 
 def describe(graph: Graph, name: str) -> str:
@@ -55,23 +55,20 @@ def describe(graph: Graph, name: str) -> str:
 
 def _attrs(graph: Graph, name: str) -> dict[str, str]:
     node = graph.node(name)
-    if node["label"].startswith("downsample."):
-        return {**STYLE.get(node["op"], OTHER), **PROJECTION}
-    if node["op"] == "pad":
-        return ZERO_PAD
-    if node["label"] == "gate":
-        return {**STYLE["conv"], **GATE}
+    role = node["role"]
+    if role == PROJECTION:
+        return {**STYLE.get(node["op"], OTHER), **PROJECTION_STYLE}
+    if role == PAD:
+        return ZERO_PAD_STYLE
+    if role == GATE:
+        return {**STYLE.get(node["op"], OTHER), **GATE_STYLE}
     return STYLE.get(node["op"], OTHER)
 
 
 def _shortcut(graph: Graph, source: str, target: str) -> bool:
     """Is the edge part of a shortcut path (into an add's operand 1/2, or off the block input)?"""
     target_node = graph.node(target)
-    if (
-        target_node["label"].startswith("downsample.")
-        or target_node["op"] == "pad"
-        or target_node["label"] == "gate"
-    ):
+    if target_node["role"] is not None:  # a node shortcut legalization inserted
         return True
     if target_node["op"] == "add":
         return graph.inputs(target).index(source) > 0

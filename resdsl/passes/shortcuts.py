@@ -10,6 +10,8 @@ Requires: shapes. Provides: shapes and legal adds. For each `add`, by its policy
             where shapes differ;
   a `policy` the spec defines: its layers (`downsample.*`) where shapes differ, written for the
             output channels and the stride.
+Every node it inserts carries its `role` (ir.PROJECTION, PAD or GATE), which backends read
+instead of labels.
 `add shortcut from LABEL` makes the inserted layers read LABEL's value (a pre-activated input)
 while the identity still reads the block input. An `add NAME` of two values of a block (no
 shortcut) must already join equal shapes.
@@ -19,7 +21,7 @@ shortcut is already legal is left alone.
 from __future__ import annotations
 
 from ..diagnostics import ResdslError
-from ..ir import Graph
+from ..ir import GATE, PAD, PROJECTION, Graph
 from ..lower import lower_policy
 from ..ops import OPS, fmt_shape
 from .properties import LEGAL_ADDS, SHAPES
@@ -73,7 +75,10 @@ class LegalizeShortcuts:
                                    "multiply before the add")
         if policy in graph.policies:
             if differ:
+                before = set(graph.nx)
                 end = lower_policy(graph, graph.policies[policy], scope, source, want[0], stride)
+                for inserted in set(graph.nx) - before:
+                    graph.node(inserted)["role"] = PROJECTION
                 InferShapes().run(graph)
                 if graph.shape(end) != want:
                     raise ResdslError(
@@ -91,23 +96,23 @@ class LegalizeShortcuts:
                                   notes=notes, hint="use `shortcut B` here")
             extra = want[0] - have[0]
             pad = graph.add(f"{scope}.shortcut", "pad", [source], span=span, scope=scope,
-                            label="shortcut", stride=stride, pad_before=extra // 2,
+                            label="shortcut", role=PAD, stride=stride, pad_before=extra // 2,
                             pad_after=extra - extra // 2)
             graph.set_input(add, 1, pad)
         elif (policy in ("B", "gated") and differ) or policy == "C":
             graph.set_input(add, 1, _projection(graph, scope, source, want[0], stride, span))
         if policy == "gated":
             gate = graph.add(f"{scope}.gate", "conv", [shortcut], span=span, scope=scope, label="gate",
-                             **OPS["conv"].with_defaults(out=want[0], stride=stride, bias=1))
+                             role=GATE, **OPS["conv"].with_defaults(out=want[0], stride=stride, bias=1))
             graph.set_input(add, 2, gate)
         return policy == "gated" or graph.inputs(add)[1] != shortcut
 
 
 def _projection(graph: Graph, scope: str, source: str, channels: int, stride: int, span) -> str:
-    conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope,
-                     label="downsample.0", **OPS["conv"].with_defaults(out=channels, stride=stride))
+    conv = graph.add(f"{scope}.downsample.0", "conv", [source], span=span, scope=scope, label="downsample.0",
+                     role=PROJECTION, **OPS["conv"].with_defaults(out=channels, stride=stride))
     return graph.add(f"{scope}.downsample.1", "bn", [conv], span=span, scope=scope, label="downsample.1",
-                     **OPS["bn"].with_defaults())
+                     role=PROJECTION, **OPS["bn"].with_defaults())
 
 
 def _check_join(graph: Graph, add: str, a: str, b: str) -> None:
