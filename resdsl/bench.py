@@ -14,7 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-ENGINES = ("torch", "torch.compile", "onnxruntime", "tvm", "tvm-tuned")
+from . import targets
+
+REFERENCE = "torch"  # every row's output is compared with PyTorch eager's
 
 
 @dataclass
@@ -40,10 +42,8 @@ def _time(fn: Callable[[], np.ndarray], budget_s: float) -> list[float]:
     return times
 
 
-def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str, ...], tuned: tuple,
-            cpu: str | None):
-    """name -> a function that prepares an engine and returns a zero-argument function that runs
-    one inference and returns the logits. The TVM rows come from `resdsl.tvm.engine`."""
+def torch_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple, cpu: str | None) -> dict:
+    """PyTorch eager (every other row's reference) and torch.compile, on the generated module."""
     import torch
     torch.set_num_threads(threads)
     model = net.to_torch().eval()
@@ -61,7 +61,11 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str
             with torch.no_grad():
                 return fn(tx).numpy()
         return run
+    return {"torch": lambda: eager, "torch.compile": compiled}
 
+
+def onnxruntime_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple,
+                        cpu: str | None) -> dict:
     def onnxruntime():
         import onnxruntime as ort
         from .backends.onnx_export import to_onnx
@@ -70,11 +74,20 @@ def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str
         session = ort.InferenceSession(to_onnx(net.graph, weights).SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         return lambda: session.run(None, {"input": x})[0]
+    return {"onnxruntime": onnxruntime}
 
-    makers = {"torch": lambda: eager, "torch.compile": compiled, "onnxruntime": onnxruntime}
-    if any(name.startswith("tvm") for name in selected):
-        from .tvm.engine import tvm_engines
-        makers.update(tvm_engines(net, weights, x, threads, tuned, cpu))
+
+def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str, ...], tuned: tuple,
+            cpu: str | None):
+    """name -> a function that prepares an engine and returns a zero-argument function that runs
+    one inference and returns the logits. Each target's rows come from its `bench` function
+    (`resdsl.targets`); the reference, PyTorch eager, always."""
+    known = targets.engines()
+    wanted = {targets.for_engine(e).name for e in (REFERENCE, *selected) if e in known}
+    makers: dict = {}
+    for target in targets.TARGETS.values():
+        if target.name in wanted:
+            makers.update(target.function("bench")(net, weights, x, threads, tuned, cpu))
     return makers
 
 
@@ -92,7 +105,7 @@ def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str,
     from .ir import INPUT
     x = np.random.default_rng(0).standard_normal((batch, *net.graph.shape(INPUT)), dtype=np.float32)
     makers = engines(net, weights, x, threads, selected, tuned, cpu)
-    reference = makers["torch"]()()
+    reference = makers[REFERENCE]()()
     rows: list[tuple[Result, Callable[[], np.ndarray] | None]] = []
     for name in _expand(selected, makers):
         result = Result(name)

@@ -1,17 +1,20 @@
-"""`bench`'s TVM rows: the untuned build and one row per tuned database or library."""
+"""`bench`'s TVM rows: the untuned build and one row per tuned database or library; and a tuned
+library timed against ONNX Runtime, which `tune` reports."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from ..bench import run_bench
 from .workdir import WorkDir
 
 
 def tvm_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple[WorkDir | Path, ...],
                 cpu: str | None) -> dict:
     """`tvm` and `tvm-tuned` (one `tvm-tuned:NAME` row each where several are given); each
-    value prepares its engine and returns a function that runs one inference."""
+    value prepares its engine and returns a function that runs one inference. `bench` finds
+    this function through the llvm target's entry in `resdsl.targets`."""
     def make_engine(source: WorkDir | Path | None):
         def make():
             import tvm
@@ -60,7 +63,6 @@ def versus_onnxruntime(net, weights: dict, batch: int, library: Path, target, th
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from ..bench import run_bench
     from .target import machine
     # About two hundred runs each, in ten turns: outside load comes in bursts of seconds, and
     # with four turns one burst could still move the ratio by 5%.

@@ -1,18 +1,25 @@
 """How a graph becomes Relax: layout, Winograd, prepacked weights.
 
 Tuning records only apply to kernels lowered the same way, so a work directory remembers its
-lowering (`WorkDir.lowering`) and every later build from it reuses it.
+lowering (`WorkDir.lowering`) and every later build from it reuses it. A work directory stores a
+lowering, so `workdir` imports this module and never the reverse: here one is anything with a
+`path` and a `lowering()`.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Iterable
+from pathlib import Path
+from typing import Iterable, Protocol
 
 from ..diagnostics import OptionError, printable
 
-if TYPE_CHECKING:
-    from .workdir import WorkDir
+
+class LoweringSource(Protocol):
+    """What `resolve` reads of a `workdir.WorkDir`."""
+    path: Path
+
+    def lowering(self) -> Lowering | None: ...
 
 
 @dataclass(frozen=True)
@@ -33,8 +40,8 @@ class Lowering:
 
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None = None, winograd: bool | None = None,
-                work_dir: "WorkDir | None" = None, prepack: bool | None = None,
-                wide_winograd: bool | None = None, seeds: Iterable["WorkDir"] = ()) -> "Lowering":
+                work_dir: LoweringSource | None = None, prepack: bool | None = None,
+                wide_winograd: bool | None = None, seeds: Iterable[LoweringSource] = ()) -> "Lowering":
         """Options given (not None), else the work directory's, else that of the first
         directory it is seeded from, else the target's default."""
         saved = work_dir.lowering() if work_dir is not None else None
@@ -65,7 +72,7 @@ class Lowering:
         return lowering
 
     @classmethod
-    def seeded(cls, target_kind: str, seeds: Iterable["WorkDir"]) -> "Lowering | None":
+    def seeded(cls, target_kind: str, seeds: Iterable[LoweringSource]) -> "Lowering | None":
         """The lowering of the first seed that has one: its records only apply to kernels lowered
         the same way, so a directory seeded from a Winograd one and lowered without it would
         tune those kernels from nothing. None where it does not suit this target."""

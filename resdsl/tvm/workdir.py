@@ -44,9 +44,9 @@ from ..diagnostics import ResdslError, printable
 from ..limits import BOUNDS, LIMITS
 from ..output import write_atomic
 from . import records as schema
+from .lowering import Lowering
 
 if TYPE_CHECKING:
-    from .lowering import Lowering
     from .report import TuneReport
 
 WORKLOADS = schema.WORKLOAD_FILE
@@ -266,16 +266,15 @@ class WorkDir:
         return Repair(len(kept[RECORDS]), len(found.torn), len(problems), aside_path, tuple(problems))
 
     # ---- what resdsl keeps beside the records
-    def lowering(self) -> "Lowering | None":
+    def lowering(self) -> Lowering | None:
         """How its kernels were lowered; a selection is lowered as its search was. Directories
         from before resdsl recorded it hold NCHW direct convs."""
-        from .lowering import Lowering
         for path in (self.path / LOWERING, self.path.parent / LOWERING if self.name == SELECTED else None):
             if path is not None and _present(path):
                 return _read(path, Lowering.from_dict)
         return Lowering() if self.has_records() else None
 
-    def save_lowering(self, lowering: "Lowering") -> None:
+    def save_lowering(self, lowering: Lowering) -> None:
         write_atomic(self.path / LOWERING, lowering.to_json())
 
     def measurement(self, target_kind: str) -> str:

@@ -1,0 +1,21 @@
+"""The command line: the only package that prints or exits (`main`, the `resdsl` entry point).
+
+    app.py      the `resdsl` group, and `main`: errors to exit codes
+    options.py  the SPEC argument with --set, loading it, the weight, TVM and output options
+    specs.py    check, summary, list, show, fmt, graph
+    compile.py  compile, through the target registry (`resdsl.targets`)
+    tuning.py   tune, bench
+    train.py    train, plot
+    display.py  tables and live progress: rich on a terminal, plain lines otherwise
+
+A new command is a module here with `@app.command()` functions, imported below to register them.
+Every module imports only click and resdsl's light modules at the top: `resdsl --help` loads them all.
+"""
+import time  # noqa: F401  (tests patch resdsl.cli.time.monotonic, the clock the progress log reads)
+
+from . import compile, specs, train, tuning  # noqa: F401  (each registers its commands on `app`)
+from .app import app, main
+from .display import tuning_display as _progress_display  # noqa: F401  (the names tests know)
+from .tuning import _retune_command  # noqa: F401
+
+__all__ = ["app", "main"]
