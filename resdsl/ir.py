@@ -7,12 +7,19 @@ the compiler's own ops carry: `input` its `shape`; `add` its `policy`, `gated` (
 the gate's pre-sigmoid logits) and `source` (what the shortcut reads); `pad` (option A's
 shortcut) its `stride`, `pad_before` and `pad_after`.
 
-Every node also carries: `span` (where the user wrote it), `scope` (the block path such as
-`layer1.0`, or "" for stem and head), `label` (its name inside the scope; also its
-state_dict prefix), `seq` (creation order, for deterministic traversals), `exprs` (inside a
-block: the attributes the spec wrote as expressions, as `ast.Expr` of the block's parameters,
-so backends can emit `width * 4` where the integer 256 is all shapes need) and, after shape
-inference, `shape` (C, H, W) or (features,).
+A node is a `Node` (`Graph.node(name)`): its meaning is `op` and `attrs`; everything else is
+metadata that no shape rule or backend computes with:
+  `span`   where the user wrote it;
+  `scope`  the block path such as `layer1.0`, or "" for stem and head;
+  `label`  its name inside the scope; also its state_dict prefix;
+  `seq`    creation order, for deterministic traversals;
+  `exprs`  inside a block: the attributes the spec wrote as expressions, as `ast.Expr` of the
+           block's parameters, so backends can emit `width * 4` where the integer 256 is all
+           shapes need;
+  `branch` the side path (`se`) a block's node belongs to, or "";
+  `role`   see below;
+  `shape`  after shape inference, (C, H, W) or (features,); None before;
+  `facts`  what analyses record about the node (shortcut legalization's `legal`), by name.
 
 `role` says why the compiler, not the user, put a node there: shortcut legalization
 (`passes/shortcuts.py`) marks what it inserts, so no backend recognises its nodes by label:
@@ -21,13 +28,19 @@ inference, `shape` (C, H, W) or (features,).
   "pad"         option A's parameter-free zero-pad;
   "gate"        the highway gate conv of a `gated` add.
 Every other node's role is None.
-Edges carry `index`, the operand position. Analyses add keys to node data; they never
-create node types of their own.
+Edges carry `index`, the operand position. Analyses record facts on nodes; they never create
+node types of their own.
+
+Mapping compatibility (transitional): a Node also answers the dict protocol the IR used before
+it was typed, `node["attrs"]`, `node["shape"] = s`, `node.get("legal")`, `"shape" in node`: a
+field's name reads or writes the field (`shape` counts as absent while None), any other key a
+fact. New code uses attributes; `Node.__getitem__` and friends go once no caller is left.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import networkx as nx
 
@@ -39,6 +52,78 @@ INPUT = "<input>"  # not an identifier, so no user label can collide with it
 # Roles of the nodes shortcut legalization inserts (see the module docstring).
 PROJECTION, PAD, GATE = "projection", "pad", "gate"
 ROLES = (PROJECTION, PAD, GATE)
+
+
+@dataclass(slots=True)
+class Node(MutableMapping):
+    """One op of the graph: `op` and `attrs` are its meaning, the rest metadata (see the module
+    docstring). Every field has a default so networkx can make an empty one (`Graph` sets it as
+    the DiGraph's node_attr_dict_factory, so `graph.nx.nodes[name]` is this object too)."""
+    op: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    span: Span | None = None
+    scope: str = ""
+    label: str = ""
+    seq: int = 0
+    exprs: dict[str, Expr] = field(default_factory=dict)
+    branch: str = ""
+    role: str | None = None
+    shape: tuple[int, ...] | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    # ---- mapping compatibility: the dict protocol of the untyped IR (module docstring) --------
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELDS:
+            value = getattr(self, key)
+            if value is None and key == "shape":
+                raise KeyError(key)
+            return value
+        return self.facts[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _FIELDS:
+            setattr(self, key, value)
+        else:
+            self.facts[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key == "shape" and self.shape is not None:
+            self.shape = None
+        elif key in _FIELDS:
+            raise KeyError(f"{key} is a field of Node, not a removable key")
+        else:
+            del self.facts[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key) if key in _FIELDS else self.facts.get(key, default)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        if key in _FIELDS:
+            return key != "shape" or self.shape is not None
+        return key in self.facts
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (k for k in _FIELD_ORDER if k != "shape" or self.shape is not None)
+        yield from self.facts
+
+    def __len__(self) -> int:
+        return len(_FIELDS) - (self.shape is None) + len(self.facts)
+
+    def copy(self) -> Node:
+        """A shallow copy (networkx copies node data with `.copy()`)."""
+        return Node(self.op, dict(self.attrs), self.span, self.scope, self.label, self.seq,
+                    dict(self.exprs), self.branch, self.role, self.shape, dict(self.facts))
+
+
+# The fields the mapping layer maps (`facts` is the mapping for everything else).
+_FIELD_ORDER = ("op", "attrs", "span", "scope", "label", "seq", "exprs", "branch", "role", "shape")
+_FIELDS = frozenset(_FIELD_ORDER)
+
+
+class _DiGraph(nx.DiGraph):
+    """A DiGraph whose node data is a `Node`, so networkx code (copies, views) keeps them typed."""
+    node_attr_dict_factory = Node
 
 
 @dataclass
@@ -77,7 +162,12 @@ class Graph:
         self.classes = classes
         self.classes_span = classes_span  # where the spec says it, for errors about the output
         self.policies: dict = {}  # user-defined shortcut policies (ast.PolicyDef), by name
-        self.nx = nx.DiGraph()
+        self.nx: nx.DiGraph = _DiGraph()
+        # networkx's own node and adjacency dicts: the queries below are the compiler's innermost
+        # loops, and its public views cost an object per lookup.
+        self._nodes: dict[str, Node] = self.nx._node
+        self._pred: dict[str, dict[str, dict]] = self.nx._pred
+        self._succ: dict[str, dict[str, dict]] = self.nx._succ
         self.blocks: dict[str, BlockInstance] = {}
         self.signatures: dict[str, BlockSignature] = {}  # of every block used, by definition name
         # Top level in execution order: ("node", id) for stem/head layers, ("stage", name).
@@ -90,7 +180,7 @@ class Graph:
         self._scopes: dict[str, list[str]] = {}  # scope -> its nodes, in order; built from _order
         self._scopes_for: list[str] | None = None  # the _order that _scopes was built from
 
-    # ---- construction
+    # ---- construction and edits: every edit goes through these, which drop the cached order
     def add(self, name: str, op: str, inputs: list[str], *, span: Span | None, scope: str = "",
             label: str | None = None, exprs: dict[str, Expr] | None = None, branch: str = "",
             role: str | None = None, **attrs: Any) -> str:
@@ -100,19 +190,29 @@ class Graph:
         assert role is None or role in ROLES, role
         self._seq += 1
         self._order = None
-        self.nx.add_node(name, op=op, span=span, scope=scope, label=label or name,
-                         seq=self._seq, attrs=attrs, exprs=exprs or {}, branch=branch, role=role)
+        self.nx.add_node(name)
+        self._nodes[name] = Node(op, attrs, span, scope, label or name, self._seq, exprs or {}, branch, role)
         for index, source in enumerate(inputs):
             self.nx.add_edge(source, name, index=index)
         return name
 
     def set_input(self, node: str, index: int, source: str) -> None:
         """Re-point operand `index` of `node` at `source`."""
+        self.remove_input(node, index)
+        self.nx.add_edge(source, node, index=index)
+
+    def remove_input(self, node: str, index: int) -> None:
+        """Drop operand `index` of `node` (the last one: operands stay numbered 0..n-1)."""
         self._order = None
         for old, _, data in list(self.nx.in_edges(node, data=True)):
             if data["index"] == index:
                 self.nx.remove_edge(old, node)
-        self.nx.add_edge(source, node, index=index)
+
+    def remove(self, name: str) -> None:
+        """Remove a node nobody reads any longer, with the edges into it."""
+        assert not self._succ[name], f"{name} is still read by {sorted(self._succ[name])}"
+        self._order = None
+        self.nx.remove_node(name)
 
     # ---- queries
     def outputs_classes(self) -> bool:
@@ -131,27 +231,35 @@ class Graph:
     def __len__(self) -> int:
         return len(self.nx)
 
-    def node(self, name: str) -> dict[str, Any]:
-        return self.nx.nodes[name]
+    def node(self, name: str) -> Node:
+        return self._nodes[name]
 
     def inputs(self, name: str) -> list[str]:
-        preds = self.nx.pred[name]
+        preds = self._pred[name]
         if len(preds) < 2:
             return list(preds)
         return sorted(preds, key=lambda source: preds[source]["index"])
 
     def users(self, name: str) -> list[str]:
-        return sorted(self.nx.successors(name), key=lambda n: self.nx.nodes[n]["seq"])
+        nodes = self._nodes
+        return sorted(self._succ[name], key=lambda n: nodes[n].seq)
 
     def order(self) -> list[str]:
-        """Topological order, ties broken by creation order (so traversals are deterministic)."""
+        """Topological order, ties broken by creation order (so traversals are deterministic).
+        Raises networkx.NetworkXUnfeasible on a cycle."""
         if self._order is None:
-            seq = self.nx.nodes
-            self._order = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: seq[n]["seq"]))
+            nodes = self._nodes
+            self._order = list(nx.lexicographical_topological_sort(self.nx, key=lambda n: nodes[n].seq))
         return list(self._order)
 
+    def sinks(self) -> list[str]:
+        """The nodes no node reads, in order."""
+        succ = self._succ
+        return [n for n in self.order() if not succ[n]]
+
     def nodes_of(self, op: str) -> Iterator[str]:
-        return (n for n in self.order() if self.nx.nodes[n]["op"] == op)
+        nodes = self._nodes
+        return (n for n in self.order() if nodes[n].op == op)
 
     def scope_nodes(self, scope: str) -> list[str]:
         if self._order is None or self._scopes_for is not self._order:
@@ -159,9 +267,12 @@ class Graph:
             scopes: dict[str, list[str]] = {}
             for n in self._order:
                 if n != INPUT:
-                    scopes.setdefault(self.nx.nodes[n]["scope"], []).append(n)
+                    scopes.setdefault(self._nodes[n].scope, []).append(n)
             self._scopes, self._scopes_for = scopes, self._order
         return list(self._scopes.get(scope, []))
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self.nx.nodes[name]["shape"]
+        shape = self._nodes[name].shape
+        if shape is None:
+            raise KeyError(f"{name} has no shape: shapes are inferred by the infer-shapes pass")
+        return shape

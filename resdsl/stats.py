@@ -31,12 +31,12 @@ def layer_stats(graph: Graph) -> list[LayerStats]:
     rows = []
     for name in graph.order():
         node = graph.node(name)
-        info = OPS[node["op"]]
+        info = OPS[node.op]
         ins = [graph.shape(i) for i in graph.inputs(name)]
         rows.append(LayerStats(
-            "input" if node["op"] == "input" else name, node["op"], node["shape"],
-            info.params(node["attrs"], ins, node["shape"]), info.macs(node["attrs"], ins, node["shape"]),
-            math.prod(node["shape"]) * BYTES_PER_ELEMENT))
+            "input" if node.op == "input" else name, node.op, node.shape,
+            info.params(node.attrs, ins, node.shape), info.macs(node.attrs, ins, node.shape),
+            math.prod(node.shape) * BYTES_PER_ELEMENT))
     return rows
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -31,17 +32,17 @@ def lowered(policy: str = "B") -> Graph:
 
 def snapshot(graph: Graph) -> tuple:
     """Everything a pass could change: nodes with their data, and edges with operand positions."""
-    nodes = {n: {k: v for k, v in d.items() if k != "span"} for n, d in graph.nx.nodes(data=True)}
+    nodes = {n: dataclasses.replace(graph.node(n), span=None) for n in graph.nx}
     return copy.deepcopy(nodes), sorted((u, v, d["index"]) for u, v, d in graph.nx.edges(data=True))
 
 
 def ops_in(graph: Graph, scope: str) -> list[tuple[str, str]]:
-    return [(graph.node(n)["label"], graph.node(n)["op"]) for n in graph.scope_nodes(scope)]
+    return [(graph.node(n).label, graph.node(n).op) for n in graph.scope_nodes(scope)]
 
 
 def test_infer_shapes_gives_every_node_its_shape_and_is_idempotent() -> None:
     graph = lowered()
-    assert not any("shape" in d for n, d in graph.nx.nodes(data=True) if n != INPUT)
+    assert not any(graph.node(n).shape for n in graph.nx if n != INPUT)
     InferShapes().run(graph)
     assert graph.shape(INPUT) == (3, 16, 16) and graph.shape("conv1") == (8, 16, 16)
     assert graph.shape("layer2.0.conv1") == (16, 8, 8)  # the stride-2 conv
@@ -67,11 +68,11 @@ def test_legalize_shortcuts_inserts_what_each_policy_says(policy, first, rest) -
     roles = {"downsample.0": "projection", "downsample.1": "projection", "shortcut": "pad", "gate": "gate"}
     for scope in graph.blocks:  # what the pass inserted has a role, what the user wrote has none
         for n in graph.scope_nodes(scope):
-            assert graph.node(n)["role"] == roles.get(graph.node(n)["label"]), n
+            assert graph.node(n).role == roles.get(graph.node(n).label), n
     add = graph.node("layer2.0.add")
-    assert {graph.shape(i) for i in graph.inputs("layer2.0.add")} == {add["shape"]}
+    assert {graph.shape(i) for i in graph.inputs("layer2.0.add")} == {add.shape}
     if policy == "A":
-        pad = graph.node("layer2.0.shortcut")["attrs"]
+        pad = graph.node("layer2.0.shortcut").attrs
         assert (pad["stride"], pad["pad_before"], pad["pad_after"]) == (2, 4, 4)
     before = snapshot(graph)
     assert LegalizeShortcuts().run(graph) is False  # idempotent: every add is already legal
@@ -109,7 +110,7 @@ class Vandal:
     provides: frozenset[str] = frozenset()
 
     def run(self, graph: Graph) -> bool:
-        graph.node("layer1.0.conv2")["attrs"]["out"] = 9
+        graph.node("layer1.0.conv2").attrs["out"] = 9
         return True
 
 
@@ -158,7 +159,7 @@ network stride3 {{
 def test_shortcut_stride_is_the_branch_stride_not_a_guess_from_shapes(policy: str, node: str) -> None:
     # On a 4x4 map strides 2 and 3 both give 2x2; the branch samples pixels 0 and 3, so must the shortcut.
     graph = run_pipeline(lower(load_text(STRIDE_3.format(policy=policy), "stride3.rds")))
-    assert graph.node(f"layer1.0.{node}")["attrs"]["stride"] == 3
+    assert graph.node(f"layer1.0.{node}").attrs["stride"] == 3
 
 
 def test_stride_3_projection_equals_an_independent_computation() -> None:
@@ -187,8 +188,48 @@ def test_a_resolution_the_branch_strides_do_not_explain_is_an_error() -> None:
 def test_every_layer_a_policy_inserts_is_a_projection() -> None:
     text = TWO_STAGES.format(policy="avg_down")
     graph = run_pipeline(lower(load_text(text, "two_stages.rds")))
-    inserted = [(graph.node(n)["label"], graph.node(n)["role"]) for n in graph.scope_nodes("layer2.0")
-                if graph.node(n)["role"] is not None]
+    inserted = [(graph.node(n).label, graph.node(n).role) for n in graph.scope_nodes("layer2.0")
+                if graph.node(n).role is not None]
     assert inserted == [("downsample.0", "projection"), ("downsample.1", "projection"),
                         ("downsample.2", "projection")]
-    assert all(graph.node(n)["role"] is None for n in graph.scope_nodes("layer2.1"))
+    assert all(graph.node(n).role is None for n in graph.scope_nodes("layer2.1"))
+
+
+def test_verify_finds_a_cycle() -> None:
+    graph = run_pipeline(lowered())
+    graph.set_input("conv1", 0, "layer1.0.conv1")  # the stem now reads a later layer
+    with pytest.raises(IRError, match="not well-formed: the graph has a cycle"):
+        Verify().run(graph)
+
+
+def test_a_node_is_typed_and_still_answers_the_untyped_protocol() -> None:
+    graph = run_pipeline(lowered())
+    node = graph.node("layer2.0.downsample.0")
+    assert graph.nx.nodes["layer2.0.downsample.0"] is node  # one object, whichever API reads it
+    assert (node.op, node.scope, node.label, node.role, node.shape) == (
+        "conv", "layer2.0", "downsample.0", "projection", (16, 8, 8))
+    assert node["attrs"] is node.attrs and node["shape"] == node.shape and node.get("legal") is None
+    node["shape"] = (1, 2, 3)
+    assert node.shape == (1, 2, 3)
+    assert graph.node("layer2.0.add").get("legal") is True and "legal" in graph.node("layer2.0.add")
+    fresh = lowered().node("conv1")
+    assert "shape" not in fresh and fresh.get("shape") is None
+    with pytest.raises(KeyError):
+        fresh["shape"]
+    assert dict(fresh)["label"] == "conv1" and "shape" not in dict(fresh)
+    copied = graph.nx.copy()  # networkx copies keep nodes typed
+    assert copied.nodes["conv1"] == graph.node("conv1") and copied.nodes["conv1"] is not graph.node("conv1")
+
+
+def test_a_deep_copy_keeps_one_node_object_per_name_and_edits_stay_apart() -> None:
+    graph = run_pipeline(lowered())
+    twin = copy.deepcopy(graph)
+    assert twin.node("conv1") is twin.nx.nodes["conv1"] and twin.node("conv1") is not graph.node("conv1")
+    twin.set_input("relu", 0, INPUT)  # conv1, bn1 now dead ends in the copy only
+    twin.remove_input("relu", 0)
+    twin.set_input("relu", 0, "bn1")
+    assert twin.order() == graph.order()
+    assert graph.inputs("relu") == ["bn1"]
+    twin.add("extra", "relu", ["fc"], span=None)
+    twin.remove("extra")
+    assert "extra" not in twin and twin.order() == graph.order()

@@ -27,7 +27,7 @@ GATE_STYLE = {"style": "rounded,filled,bold", "fillcolor": "#ce93d8"}
 
 def describe(graph: Graph, name: str) -> str:
     node = graph.node(name)
-    a, op = node["attrs"], node["op"]
+    a, op = node.attrs, node.op
     if op == "conv":
         text = f"conv {a['kernel']}x{a['kernel']}, {a['out']}"
         text += f", /{a['stride']}" if a["stride"] != 1 else ""
@@ -47,30 +47,30 @@ def describe(graph: Graph, name: str) -> str:
             f", /{a['stride']}" if a["stride"] != 1 else ""
         )
     elif op == "input":
-        return f"input {fmt_shape(node['shape'])}"
+        return f"input {fmt_shape(node.shape)}"
     else:
         text = op
-    return f"{node['label']}\n{text}" if node["label"] not in (op, "shortcut") else text
+    return f"{node.label}\n{text}" if node.label not in (op, "shortcut") else text
 
 
 def _attrs(graph: Graph, name: str) -> dict[str, str]:
     node = graph.node(name)
-    role = node["role"]
+    role = node.role
     if role == PROJECTION:
-        return {**STYLE.get(node["op"], OTHER), **PROJECTION_STYLE}
+        return {**STYLE.get(node.op, OTHER), **PROJECTION_STYLE}
     if role == PAD:
         return ZERO_PAD_STYLE
     if role == GATE:
-        return {**STYLE.get(node["op"], OTHER), **GATE_STYLE}
-    return STYLE.get(node["op"], OTHER)
+        return {**STYLE.get(node.op, OTHER), **GATE_STYLE}
+    return STYLE.get(node.op, OTHER)
 
 
 def _shortcut(graph: Graph, source: str, target: str) -> bool:
     """Is the edge part of a shortcut path (into an add's operand 1/2, or off the block input)?"""
     target_node = graph.node(target)
-    if target_node["role"] is not None:  # a node shortcut legalization inserted
+    if target_node.role is not None:  # a node shortcut legalization inserted
         return True
-    if target_node["op"] == "add":
+    if target_node.op == "add":
         return graph.inputs(target).index(source) > 0
     return False
 
@@ -84,10 +84,10 @@ def to_dot(graph: Graph, collapse: bool = False):
                            edge_attr={"fontname": "Helvetica", "fontsize": "8"})
     shown = _visible(graph, collapse)
     visible = set(shown)
-    scopes = {graph.node(n)["scope"] for n in shown}
+    scopes = {graph.node(n).scope for n in shown}
     members: dict[str, list[str]] = {}
     for name in shown:
-        members.setdefault(graph.node(name)["scope"], []).append(name)
+        members.setdefault(graph.node(name).scope, []).append(name)
     cluster_of = {}
     for stage in graph.stages.values():
         paths = [p for p in stage.blocks if p in scopes]
@@ -128,12 +128,12 @@ def _visible(graph: Graph, collapse: bool) -> list[str]:
     if not collapse:
         return graph.order()
     keep = {p for s in graph.stages.values() for p in s.blocks[:2]}
-    return [n for n in graph.order() if not graph.node(n)["scope"] or graph.node(n)["scope"] in keep]
+    return [n for n in graph.order() if not graph.node(n).scope or graph.node(n).scope in keep]
 
 
 def _representative(graph: Graph, source: str, shown: set[str]) -> str:
     """In collapsed pictures an edge from a hidden block comes from the stage's shown repeat."""
     if source in shown or source == INPUT:
         return source
-    block = graph.blocks[graph.node(source)["scope"]]
+    block = graph.blocks[graph.node(source).scope]
     return graph.blocks[graph.stages[block.stage].blocks[1]].output

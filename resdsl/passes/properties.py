@@ -7,7 +7,7 @@ in the graph's size.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import networkx as nx
 
@@ -24,20 +24,21 @@ class IRError(Exception):
 
 
 def well_formed(graph: Graph) -> list[str]:
-    g = graph.nx
-    if not nx.is_directed_acyclic_graph(g):
+    try:
+        graph.order()  # cached until the next edit, which every later check reuses
+    except nx.NetworkXUnfeasible:
         return ["the graph has a cycle"]
     problems = []
-    sinks = [n for n in g if g.out_degree(n) == 0]
+    sinks = graph.sinks()
     if sinks != [graph.output]:
         problems.append(f"the graph must end in its output {graph.output!r}, ends in {sinks}")
-    for name in g:
-        op = g.nodes[name]["op"]
+    for name in graph.order():
+        op = graph.node(name).op
         info = OPS.get(op)
         if info is None:
             problems.append(f"{name}: unknown op {op!r}")
             continue
-        arity = len(g.pred[name])
+        arity = len(graph.inputs(name))
         if arity not in info.arity:
             problems.append(f"{name}: {op} takes {info.arity} operands, has {arity}")
     return problems
@@ -47,17 +48,17 @@ def shapes(graph: Graph) -> list[str]:
     problems = []
     for name in graph.order():
         node = graph.node(name)
-        if "shape" not in node:
+        if node.shape is None:
             problems.append(f"{name}: no shape")
             continue
         try:
             inputs = [graph.shape(i) for i in graph.inputs(name)]
-            want = OPS[node["op"]].shape(node["attrs"], inputs)
+            want = OPS[node.op].shape(node.attrs, inputs)
         except (KeyError, ShapeError) as exc:
             problems.append(f"{name}: its shape rule fails ({exc})")
             continue
-        if want != node["shape"]:
-            problems.append(f"{name}: shape {fmt_shape(node['shape'])} is stale, "
+        if want != node.shape:
+            problems.append(f"{name}: shape {fmt_shape(node.shape)} is stale, "
                             f"its inputs give {fmt_shape(want)}")
     return problems
 
@@ -69,7 +70,7 @@ def legal_adds(graph: Graph) -> list[str]:
         found = {graph.shape(i) for i in operands}
         if len(found) != 1:
             problems.append(f"{name}: add operands differ: " + " vs ".join(fmt_shape(s) for s in found))
-        if graph.node(name)["attrs"]["gated"] != (len(operands) == 3):
+        if graph.node(name).attrs["gated"] != (len(operands) == 3):
             problems.append(f"{name}: a gated add needs its gate as a third operand, and only it")
     return problems
 
@@ -83,9 +84,9 @@ CHECKS: dict[str, Callable[[Graph], list[str]]] = {
 
 def check(graph: Graph, properties, context: str) -> None:
     """Raise IRError listing every way `graph` fails `properties` (in CHECKS' order)."""
-    for prop in CHECKS:
+    for prop, find in CHECKS.items():
         if prop in properties:
-            problems = CHECKS[prop](graph)
+            problems = find(graph)
             if problems:
                 more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
                 shown = "; ".join(problems[:5]) + more

@@ -23,17 +23,17 @@ class InferShapes:
             node = graph.node(name)
             inputs = [graph.shape(i) for i in graph.inputs(name)]
             try:
-                node["shape"] = OPS[node["op"]].shape(node["attrs"], inputs)
+                node.shape = OPS[node.op].shape(node.attrs, inputs)
             except ShapeError as exc:
                 flattener = _flattened_by(graph, name)
-                if flattener is not None and graph.node(flattener)["scope"]:
+                if flattener is not None and graph.node(flattener).scope:
                     # An `fc` inside a block is the mistake, not the head layer that trips over it.
                     span, notes = locate(graph, flattener)
                     node = graph.node(name)
-                    raise ResdslError(f"`{graph.node(flattener)['op']}` inside a block makes a flat vector, "
-                                      f"but `{node['op']}` after it needs a feature map", span,
+                    raise ResdslError(f"`{graph.node(flattener).op}` inside a block makes a flat vector, "
+                                      f"but `{node.op}` after it needs a feature map", span,
                                       hint="`fc` belongs in the head; use `conv OUT k1` inside blocks",
-                                      notes=notes + ((f"`{node['op']}` is here", node["span"]),)) from None
+                                      notes=notes + ((f"`{node.op}` is here", node.span),)) from None
                 span, notes = locate(graph, name)
                 raise ResdslError(str(exc), span, hint=exc.hint, notes=notes) from None
         _check_output(graph)
@@ -71,7 +71,7 @@ def locate(graph: Graph, name: str) -> tuple[Span | None, tuple]:
     A statement in the prelude is not the user's to edit, so then the stage comes first.
     """
     node = graph.node(name)
-    span, scope = node["span"], node["scope"]
+    span, scope = node.span, node.scope
     if not scope:
         return span, ()
     block = graph.blocks[scope]

@@ -37,21 +37,21 @@ class LegalizeShortcuts:
         changed = False
         for add in list(graph.nodes_of("add")):
             node = graph.node(add)
-            if node.get("legal"):
+            if node.facts.get("legal"):
                 continue
             residual, shortcut = graph.inputs(add)[:2]
-            if node["attrs"]["policy"] == "join":
+            if node.attrs["policy"] == "join":
                 _check_join(graph, add, residual, shortcut)
             else:
                 changed |= self._legalize(graph, add, graph.shape(residual), shortcut)
-            node["legal"] = True
+            node.facts["legal"] = True
         if changed:
             InferShapes().run(graph)
         return changed
 
     def _legalize(self, graph: Graph, add: str, want: tuple, shortcut: str) -> bool:
         node = graph.node(add)
-        policy, scope, span = node["attrs"]["policy"], node["scope"], node["span"]
+        policy, scope, span = node.attrs["policy"], node.scope, node.span
         where, notes = locate(graph, add)
         have = graph.shape(shortcut)
         differ = have != want
@@ -61,7 +61,7 @@ class LegalizeShortcuts:
                               hint="use `shortcut B` (1x1 projection) or `shortcut A` (zero-padding) "
                                    "for this stage or network")
         residual = graph.inputs(add)[0]
-        source = node["attrs"].get("source") or shortcut  # what inserted layers read
+        source = node.attrs.get("source") or shortcut  # what inserted layers read
         stride = _branch_stride(graph, source, residual)
         if stride is None or _subsampled(have, stride) != want[1:]:
             # The shortcut must sample the pixels the branch does (its strides' product); a
@@ -78,7 +78,7 @@ class LegalizeShortcuts:
                 before = set(graph.nx)
                 end = lower_policy(graph, graph.policies[policy], scope, source, want[0], stride)
                 for inserted in set(graph.nx) - before:
-                    graph.node(inserted)["role"] = PROJECTION
+                    graph.node(inserted).role = PROJECTION
                 InferShapes().run(graph)
                 if graph.shape(end) != want:
                     raise ResdslError(
@@ -88,7 +88,7 @@ class LegalizeShortcuts:
                         notes=notes,
                         hint="its layers must map the input to `channels` channels at `stride`",
                     )
-                node["attrs"]["applied"] = (graph.shape(source)[0], want[0], stride)
+                node.attrs["applied"] = (graph.shape(source)[0], want[0], stride)
                 graph.set_input(add, 1, end)
         elif policy == "A" and differ:
             if want[0] < have[0]:
@@ -135,7 +135,7 @@ def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:
         inputs = graph.inputs(current)
         if not inputs:
             return None
-        stride *= graph.node(current)["attrs"].get("stride") or 1  # adaptive pools: no stride
+        stride *= graph.node(current).attrs.get("stride") or 1  # adaptive pools: no stride
         current = inputs[0]
     return stride
 
