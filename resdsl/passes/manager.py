@@ -8,8 +8,9 @@ a fact an earlier edit invalidated.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from ..ir import Graph
 from .properties import WELL_FORMED, IRError, check
@@ -28,6 +29,9 @@ class PassManager:
     passes: Sequence[Pass]
     verify: bool = True  # check contracts around every pass (linear in the graph; on by default)
     held: set[str] = field(default_factory=set)  # properties known to hold now
+    # Called after each pass with its name and the graph (checked, when verifying): to print the
+    # IR between passes (`printer.format_graph`), time them, or keep snapshots.
+    after_each: Callable[[str, Graph], None] | None = None
 
     def run(self, graph: Graph) -> Graph:
         if self.verify:
@@ -43,6 +47,8 @@ class PassManager:
             self.held |= set(p.provides)
             if self.verify:
                 check(graph, set(p.provides) | {WELL_FORMED}, f"after pass `{p.name}`, which provides it")
+            if self.after_each is not None:
+                self.after_each(p.name, graph)
         return graph
 
 
