@@ -77,10 +77,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            check="resdsl.backends.onnx_export:check", validate="resdsl.targets:validate_onnx",
            names=(".onnx",), extra="onnx", options=("opset",), engines=("onnxruntime",),
            bench="resdsl.bench:onnxruntime_engines"),
-    Target("llvm", ".llvm.so", "a shared library", compile="resdsl.tvm.compile:compile_library",
+    Target("llvm", ".llvm.so", "a shared library", compile="resdsl.tvm_compile:compile_library",
            check="resdsl.tvm.relax_frontend:check", names=(".llvm.so", ".so"), extra="tvm",
            options=("untuned",), engines=("tvm", "tvm-tuned"), bench="resdsl.tvm.engine:tvm_engines"),
-    Target("cuda", ".cuda.so", "a shared library", compile="resdsl.tvm.compile:compile_library",
+    Target("cuda", ".cuda.so", "a shared library", compile="resdsl.tvm_compile:compile_library",
            check="resdsl.tvm.relax_frontend:check", names=(".cuda.so",), extra="tvm", options=("untuned",)),
 )}
 

@@ -46,10 +46,10 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     net = load(spec)
     targets.check(target, net.graph)
     state = checked_weights(net, weights, seed)  # a bad file is refused before TVM loads (seconds)
-    from ..tvm.compile import work_dir as named_work_dir
     from ..tvm.target import make_target
     from ..tvm.tuning import RPC, TuneOptions, tune_network
     from ..tvm.workdir import WorkDir
+    from ..tvm_compile import work_dir as named_work_dir
     from .display import tuning_display
     options = TuneOptions(
         trials=trials, batch=batch or 1, rpc=RPC.parse(rpc_tracker, rpc_key) if rpc_tracker else None,
@@ -122,8 +122,8 @@ def _tuned_for_bench(spec: Path, network: str, given: tuple[str, ...], cpu: str 
     """The tvm-tuned rows' sources (WorkDir, or Path for a built .so), with a note where one was
     tuned on another machine: the CPU and the thread count both shape a schedule."""
     from ..tvm import databases
-    from ..tvm.compile import work_dir as named_work_dir
     from ..tvm.target import describe_machine, host_cpu, machine, make_target
+    from ..tvm_compile import work_dir as named_work_dir
     cpu = cpu or host_cpu()
     ours = make_target("llvm", cpu=cpu, cores=threads)  # refuses a CPU LLVM does not know
     sources = tuple(Path(t) if t.endswith(".so") and Path(t).is_file() else named_work_dir(t, "--tuned")

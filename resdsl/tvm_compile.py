@@ -1,17 +1,19 @@
-"""`compile --target llvm|cuda`: a shared library, built with the tuning records that apply.
+"""`compile --target llvm|cuda`: a TVM shared library, built with the tuning records that apply.
 
 The records are --tuned's work directory, else (llvm) the shipped database `databases.choose`
-picks for the network, as `bench` does; `tvm` itself is imported only once a build starts.
+picks for the network, as `bench` does; `tvm` itself is imported only once a build starts. This
+is the command line's side of resdsl/tvm, which speaks of options and never of flags: here a
+work directory is named as the user gave it, with the flag that gave it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..diagnostics import ResdslError
-from ..targets import Job, Output
-from . import databases
-from .lowering import Lowering
-from .workdir import WorkDir
+from .diagnostics import ResdslError
+from .targets import Job, Output
+from .tvm import databases
+from .tvm.lowering import Lowering
+from .tvm.workdir import WorkDir
 
 
 def work_dir(text: str, flag: str) -> WorkDir:
@@ -40,8 +42,8 @@ def repair(work: WorkDir, say) -> None:
 
 
 def compile_library(job: Job) -> Output:
-    from . import build as tvm_build
-    from .target import make_target
+    from .tvm import build as tvm_build
+    from .tvm.target import make_target
     o = job.options
     batch, work = o["batch"], None
     if o["tuned"]:
@@ -49,7 +51,7 @@ def compile_library(job: Job) -> Output:
         repair(work, job.say)
     elif not o["untuned"]:
         # It belongs in this module: in output.py it closes the output -> tvm.databases -> output cycle.
-        from ..output import implicit_database
+        from .output import implicit_database
         work, batch, said = implicit_database(job.spec, job.net.name, job.target, o["cpu"], batch, o["layout"],
                                               o["winograd"], o["prepack"], o["wide_winograd"])
         for line in said:
