@@ -28,7 +28,7 @@ import jinja2
 
 from .. import ast
 from ..diagnostics import ResdslError
-from ..ir import INPUT, Graph
+from ..ir import GATE, INPUT, PAD, PROJECTION, Graph
 from ..lower import POSITION, evaluate
 from ..ops import OPS, fmt_shape
 from ..reserved import HELPERS, LOCALS, PYTHON
@@ -277,7 +277,9 @@ def _module_call(graph: Graph, op: str, layer: _Layer, a: dict, source: str) -> 
     return ctor, args
 
 
-INSERTED = ("downsample.", "shortcut", "gate")  # labels shortcut legalization gives its nodes
+def _inserted(graph: Graph, path: str, role: str) -> list[str]:
+    """The nodes shortcut legalization inserted into block `path` with `role`, in order."""
+    return [n for n in graph.scope_nodes(path) if graph.node(n)["role"] == role]
 
 
 @dataclass
@@ -322,7 +324,7 @@ class _BlockEmitter:
         for name in nodes:
             node = g.node(name)
             label, op, a = node["label"], node["op"], node["attrs"]
-            if label.startswith(INSERTED):
+            if node["role"] is not None:  # inserted by shortcut legalization: handed in, or the gate
                 continue
             source = g.inputs(name)[0]
             target = self._target(name, path)
@@ -411,14 +413,15 @@ class _BlockEmitter:
     def _gate(self, path: str, channels: dict, checks: list) -> list[str]:
         """The highway gate, a 1x1 conv of the block input with a bias, its stride the shortcut's."""
         g = self.graph
-        gate = f"{path}.gate"
-        if gate not in g:
+        gates = _inserted(g, path, GATE)
+        if not gates:
             return []
+        gate = gates[0]
         add = next(u for u in g.users(gate) if g.node(u)["op"] == "add")
         residual = channels[g.inputs(add)[0]]
         stride = self._stride_sym(g.node(gate)["attrs"]["stride"])
-        checks += [(residual, lambda p: g.node(f"{p}.gate")["attrs"]["out"]),
-                   (stride, lambda p: g.node(f"{p}.gate")["attrs"]["stride"])]
+        checks += [(residual, lambda p: g.node(_inserted(g, p, GATE)[0])["attrs"]["out"]),
+                   (stride, lambda p: g.node(_inserted(g, p, GATE)[0])["attrs"]["stride"])]
         args = [self._channels(path).text, residual.text, "kernel_size=1"] + ([f"stride={stride.text}"]
                                                                               if stride.text != "1" else [])
         return call("self.gate = nn.Conv2d", args, 8)
@@ -451,13 +454,15 @@ def _shortcut_call(graph: Graph, path: str) -> str | None:
         if applied:  # a user-defined policy: its helper, named after it
             c_in, channels, stride = applied
             return f"{_policy_function(graph.node(add)['attrs']['policy'])}({c_in}, {channels}, {stride})"
-    if f"{path}.downsample.0" in graph:
-        conv = graph.node(f"{path}.downsample.0")["attrs"]
-        c_in = graph.shape(graph.inputs(f"{path}.downsample.0")[0])[0]
+    projection = _inserted(graph, path, PROJECTION)
+    if projection:  # B or C: its conv, then its bn
+        conv = graph.node(projection[0])["attrs"]
+        c_in = graph.shape(graph.inputs(projection[0])[0])[0]
         stride = f", stride={conv['stride']}" if conv["stride"] != 1 else ""
         return f"projection({c_in}, {conv['out']}{stride})"
-    if f"{path}.shortcut" in graph:
-        a = graph.node(f"{path}.shortcut")["attrs"]
+    pad = _inserted(graph, path, PAD)
+    if pad:
+        a = graph.node(pad[0])["attrs"]
         return f"ZeroPadShortcut({a['stride']}, {a['pad_before']}, {a['pad_after']})"
     return None
 
@@ -480,7 +485,7 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
     path, add = next((n, a) for n in graph.blocks for a in graph.scope_nodes(n)
                      if graph.node(a)["op"] == "add" and graph.node(a)["attrs"].get("policy") == name
                      and graph.node(a)["attrs"].get("applied"))
-    chain = [n for n in graph.scope_nodes(path) if graph.node(n)["label"].startswith("downsample.")]
+    chain = _inserted(graph, path, PROJECTION)
     env = {policy.params[0].name: graph.node(add)["attrs"]["applied"][1],
            policy.params[1].name: graph.node(add)["attrs"]["applied"][2]}
     channels = Sym("in_channels", 4, ast.Var(IN, None))
