@@ -11,6 +11,7 @@ from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String, Text, Whitespace
 
 from .keywords import STAGE_OPTIONS, declaration_keywords, keywords
+from .kinds import NONE
 from .ops import JOINS, user_ops
 from .parser import POLICIES
 
@@ -43,6 +44,7 @@ class RdsLexer(RegexLexer):
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(LAYERS, suffix=r"\b"), Name.Builtin),
             (words(POLICIES, prefix=r"\b", suffix=r"\b"), Name.Constant),
+            (words((NONE,), prefix=r"\b", suffix=r"\b"), Keyword.Constant),  # the layer kind of no layer
             (r"([A-Za-z_][A-Za-z0-9_]*)(\s*)(=)", bygroups(Name.Attribute, Whitespace, Operator)),
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
             (r"[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+", Number.Float),

@@ -15,6 +15,17 @@ from typing import Iterable
 from . import ast
 from .diagnostics import ResdslError, Span, in_prelude
 from .ir import INPUT, BlockInstance, BlockSignature, Graph, Stage
+from .kinds import (
+    NONE,
+    Kind,
+    check_argument,
+    kind_of,
+    kind_params,
+    misfit,
+    not_a_kind,
+    shape_change,
+    unknown_kind,
+)
 from .limits import LIMITS
 from .loader import Program
 from .ops import JOINS, OPS, OpDef
@@ -133,25 +144,30 @@ def _input_shape(value: object, old: tuple[int, int, int] | None, flag: str, spa
 
 
 Number = int | float
+Value = Number | Kind  # what a name may hold: a number, or a layer kind (a block's `act = relu`)
 # What a block's expressions may read of its place in the network, beside its parameters.
 POSITION = ("block_index", "num_blocks")
 
 
-def evaluate(expr: ast.Expr, env: dict[str, Number]) -> Number:
+def evaluate(expr: ast.Expr, env: dict[str, Value]) -> Value:
     """An expression's value: an int where every operand is one (and `/` divides exactly), else
-    a float. Iterative in effect: the parser bounds how deep expressions nest."""
+    a float; a bare name no one binds that names a layer is that layer kind (`relu`). Iterative
+    in effect: the parser bounds how deep expressions nest."""
     if isinstance(expr, ast.Int):
         return expr.value
     if isinstance(expr, ast.Float):
         LIMITS.check_value(expr.value, expr.span)
         return expr.value
     if isinstance(expr, ast.Var):
-        if expr.name not in env:
+        if expr.name in env:
+            return env[expr.name]
+        kind = kind_of(expr.name, expr.span)
+        if kind is None:
             raise ResdslError(f"unknown name `{expr.name}`", expr.span, hint=_suggest(expr.name, env))
-        return env[expr.name]
+        return kind
     if isinstance(expr, ast.Neg):
-        return -evaluate(expr.operand, env)
-    lhs, rhs = evaluate(expr.lhs, env), evaluate(expr.rhs, env)
+        return -_operand(expr.operand, env)
+    lhs, rhs = _operand(expr.lhs, env), _operand(expr.rhs, env)
     real = isinstance(lhs, float) or isinstance(rhs, float)
     if expr.op == "+":
         value = lhs + rhs
@@ -173,9 +189,22 @@ def evaluate(expr: ast.Expr, env: dict[str, Number]) -> Number:
     return value
 
 
-def evaluate_int(expr: ast.Expr, env: dict[str, Number], what: str) -> int:
-    """An expression where only an integer makes sense (a width, a count, a stride)."""
+def _operand(expr: ast.Expr, env: dict[str, Value]) -> Number:
     value = evaluate(expr, env)
+    not_a_kind(value, "an operand of arithmetic", expr.span)
+    return value
+
+
+def evaluate_number(expr: ast.Expr, env: dict[str, Value], what: str) -> Number:
+    """An expression where only a number makes sense, not a layer kind."""
+    value = evaluate(expr, env)
+    not_a_kind(value, what, expr.span)
+    return value
+
+
+def evaluate_int(expr: ast.Expr, env: dict[str, Value], what: str) -> int:
+    """An expression where only an integer makes sense (a width, a count, a stride)."""
+    value = evaluate_number(expr, env, what)
     if isinstance(value, float):
         raise ResdslError(f"{what} must be an integer, not {value!r}", expr.span,
                           hint="integers are written without a decimal point; floats are for rates")
@@ -196,6 +225,8 @@ class _Lowering:
         self.inserting = False  # lowering a shortcut policy's layers, which own `downsample.*`
         self.net = program.network
         self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
+        self.kind_params: dict[str, dict[str, str]] = {}  # block definition -> `kinds(...)`
+        self.slots: dict[str, str] = {}  # the expanded block's kind parameters -> the kind each is written for
 
     def run(self) -> Graph:
         net = self.net
@@ -206,7 +237,7 @@ class _Lowering:
         if net.classes is None and not net.outputs:
             raise ResdslError(f"network `{net.name}` does not say how many classes it has", net.span,
                               hint="add a line such as `classes 1000` (or `outputs ...` for a backbone)")
-        env: dict[str, Number] = {}
+        env: dict[str, Value] = {}
         classes = evaluate_int(net.classes, env, "`classes`") if net.classes is not None else 0
         if classes < 1 and net.classes is not None:
             raise ResdslError(
@@ -300,7 +331,8 @@ class _Lowering:
             if arg.name == "stride":
                 raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
                                   hint=f"write `stage {stage.name}: ... x N stride S`")
-        first = {arg.name: evaluate(arg.value, env) for arg in stage.first}
+        kinds = self.kinds(definition)
+        first = {arg.name: self._argument(definition, arg.name, arg.value, env, kinds) for arg in stage.first}
         for index in range(repeat):
             path = f"{stage.name}.{index}"
             extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
@@ -313,16 +345,35 @@ class _Lowering:
             g.blocks[path] = instance
             g.stages[stage.name].blocks.append(path)
             self.note = (f"block {path} (`{definition.name}`) of stage `{stage.name}`", stage.span)
+            self.slots = kinds
             current = self._body(definition.body, path, current, block_env, block_input=current,
                                  policy=policy)
-            self.note = None
+            self.note, self.slots = None, {}
             instance.output = current
         return current
 
-    def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, int],
-              extra: dict[str, int]) -> dict[str, int]:
+    def kinds(self, definition: ast.BlockDef) -> dict[str, str]:
+        """`kinds.kind_params` of a definition, worked out once."""
+        if definition.name not in self.kind_params:
+            self.kind_params[definition.name] = kind_params(definition)
+        return self.kind_params[definition.name]
+
+    def _argument(self, definition: ast.BlockDef, name: str, expr: ast.Expr, env: dict[str, Value],
+                  kinds: dict[str, str]) -> Value:
+        """A block argument's value, a layer kind where its parameter takes one, else a number."""
+        if name in kinds:
+            error = unknown_kind(expr, env)
+            if error is not None:
+                raise error
+        value = evaluate(expr, env)
+        check_argument(definition.name, name, value, kinds, expr.span)
+        return value
+
+    def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, Value],
+              extra: dict[str, Value]) -> dict[str, Value]:
         names = [p.name for p in definition.params]
-        values: dict[str, int] = {}
+        kinds = self.kinds(definition)
+        values: dict[str, Value] = {}
         positional = [a for a in call.args if isinstance(a, ast.Positional)]
         if len(positional) > len(names):
             raise ResdslError(f"block `{definition.name}` takes {len(names)} parameters, "
@@ -330,7 +381,7 @@ class _Lowering:
                               hint=f"its parameters are ({', '.join(names)})",
                               notes=(("defined here", definition.span),))
         for name, arg in zip(names, positional):
-            values[name] = evaluate(arg.value, env)
+            values[name] = self._argument(definition, name, arg.value, env, kinds)
         for arg in call.args:
             if isinstance(arg, ast.Keyword):
                 if arg.name not in names:
@@ -340,7 +391,7 @@ class _Lowering:
                     raise ResdslError(
                         f"parameter `{arg.name}` is given twice", arg.span, hint="keep one of them"
                     )
-                values[arg.name] = evaluate(arg.value, env)
+                values[arg.name] = self._argument(definition, arg.name, arg.value, env, kinds)
         values.update(extra)
         scope = {
             "classes": env["classes"],
@@ -357,7 +408,7 @@ class _Lowering:
         return scope
 
     # ---- layers
-    def _body(self, layers: tuple, scope: str, current: str, env: dict[str, Number],
+    def _body(self, layers: tuple, scope: str, current: str, env: dict[str, Value],
               block_input: str | None, policy: str) -> str:
         ctx = _Body(scope, self.top_names if scope == "" else _Names(), block_input, policy)
         if block_input is not None:
@@ -375,12 +426,12 @@ class _Lowering:
         return current
 
     def _statements(
-        self, layers: tuple, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+        self, layers: tuple, ctx: "_Body", current: str, env: dict[str, Value], prefix: str
     ) -> str:
         for layer in layers:
             try:
-                if isinstance(layer, ast.Let):
-                    env = {**env, layer.name: evaluate(layer.value, env)}  # for the layers after it
+                if isinstance(layer, ast.Let):  # for the layers after it
+                    env = {**env, layer.name: evaluate_number(layer.value, env, f"`let {layer.name}`")}
                 elif isinstance(layer, ast.Branch):
                     self._branch(layer, ctx, current, env, prefix)
                 else:
@@ -404,7 +455,7 @@ class _Lowering:
         raise ResdslError(d.message, d.span, d.hint, ((f"in {self.note[0]}", self.note[1]),)) from None
 
     def _branch(
-        self, branch: ast.Branch, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+        self, branch: ast.Branch, ctx: "_Body", current: str, env: dict[str, Value], prefix: str
     ) -> None:
         if ctx.block_input is None:
             raise ResdslError("branches belong in blocks", branch.span,
@@ -432,12 +483,23 @@ class _Lowering:
         ctx.branches[label] = (end, branch.span)
 
     def _layer(
-        self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Number], prefix: str
+        self, layer: ast.Layer, ctx: "_Body", current: str, env: dict[str, Value], prefix: str
     ) -> str:
         g, scope = self.graph, ctx.scope
         if layer.op in JOINS:
             return self._join(layer, ctx, current, prefix)
-        info = OPS.get(layer.op)
+        op, exprs = layer.op, {}
+        if op in env:  # a parameter: the layer kind it holds
+            kind = env[op]
+            if not isinstance(kind, Kind):
+                raise ResdslError(f"`{op}` is {kind!r} here, a number, not a layer kind", layer.op_span,
+                                  hint="a parameter stands for a layer where its default is a kind (`act = relu`)")
+            if op in self.slots:
+                self._fits(layer, kind, self.slots[op], env)
+            if kind.op == NONE:
+                return current
+            exprs["op"], op = ast.Var(op, layer.op_span), kind.op
+        info = OPS.get(op)
         if info is None or not info.user:
             known = sorted([op for op, i in OPS.items() if i.user] + list(JOINS))
             hint = _suggest(layer.op, known, "known layers")
@@ -446,17 +508,34 @@ class _Lowering:
                                   layer.op_span, hint=f"blocks do not nest; use `{layer.op}` in a stage: "
                                                       f"`stage NAME: {layer.op}(...) x N`")
             raise ResdslError(f"unknown layer `{layer.op}`", layer.op_span, hint=hint)
-        exprs: dict[str, ast.Expr] = {}
         attrs = self._attrs(layer, info, env, exprs)
         label = self._label(layer, prefix, ctx, layer.op)
         name = f"{scope}.{label}" if scope else label
         if not scope:
             g.layout.append(("node", name))
         ctx.values[label] = name
-        return g.add(name, layer.op, [current], span=layer.span, scope=scope, label=label,
+        return g.add(name, op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs if scope else None, branch=ctx.branch, **attrs)
 
-    def _attrs(self, layer: ast.Layer, info: OpDef, env: dict[str, Number],
+    def _fits(self, layer: ast.Layer, given: Kind, default: str, env: dict[str, Value]) -> None:
+        """A kind other than the one a slot is written for must take the slot's arguments and give
+        the output shape that one gives (`norm = conv` does neither where `bn` stood)."""
+        if given.op == default:
+            return
+        slot = f"{layer.label or layer.op}: {layer.op}"
+        try:
+            attrs = None if given.op == NONE else self._attrs(layer, OPS[given.op], env, {})
+        except ResdslError as exc:
+            raise misfit(given, default, slot, exc.diagnostic.message, layer.span) from None
+        try:
+            expected = None if default == NONE else self._attrs(layer, OPS[default], env, {})
+        except ResdslError:  # the slot does not fit its own kind: its layer reports that
+            return
+        why = shape_change(given.op, attrs, default, expected)
+        if why is not None:
+            raise misfit(given, default, slot, why, layer.span)
+
+    def _attrs(self, layer: ast.Layer, info: OpDef, env: dict[str, Value],
                exprs: dict[str, ast.Expr]) -> dict[str, Number]:
         """The layer's attributes (ints, or floats where the op takes a rate); `exprs` gets the
         expressions they were written as."""
@@ -467,7 +546,7 @@ class _Lowering:
             if isinstance(arg, ast.Positional):
                 if positional is None or positional in attrs:
                     what = "no" if positional is None else "one"
-                    raise ResdslError(f"`{layer.op}` takes {what} positional argument", arg.span,
+                    raise ResdslError(f"`{info.name}` takes {what} positional argument", arg.span,
                                       hint=_attr_hint(info))
                 key = positional
             else:
@@ -475,20 +554,20 @@ class _Lowering:
                 key = info.resolve(arg.name)
                 if key is None:
                     written = SHORT_ATTRS.get(arg.name, arg.name)
-                    raise ResdslError(f"`{layer.op}` has no attribute `{written}`", arg.span,
+                    raise ResdslError(f"`{info.name}` has no attribute `{written}`", arg.span,
                                       hint=_attr_hint(info))
                 if key in attrs:
                     raise ResdslError(f"attribute `{key}` is given twice", arg.span, hint="keep one of them")
             if key in info.floats:
-                attrs[key] = float(evaluate(arg.value, env))
+                attrs[key] = float(evaluate_number(arg.value, env, f"`{key}` of `{info.name}`"))
             else:
-                attrs[key] = evaluate_int(arg.value, env, f"`{key}` of `{layer.op}`")
+                attrs[key] = evaluate_int(arg.value, env, f"`{key}` of `{info.name}`")
             exprs[key] = arg.value
             spans[key] = arg.span
         for key, default in defaults.items():
             if key not in attrs:
                 if default is None:
-                    raise ResdslError(f"`{layer.op}` needs `{key}`", layer.span,
+                    raise ResdslError(f"`{info.name}` needs `{key}`", layer.span,
                                       hint=_attr_hint(info))
                 attrs[key] = default
         for key, value in attrs.items():
@@ -497,7 +576,7 @@ class _Lowering:
                 bounds = info.attr(key).range
                 if bounds is not None and value not in bounds:
                     raise ResdslError(f"`{key}` must be {bounds.describe()}, not {value:g}", span,
-                                      hint=f"`{key}` of `{layer.op}` is {bounds.why}")
+                                      hint=f"`{key}` of `{info.name}` is {bounds.why}")
                 continue
             if key in info.flags:
                 if value not in (0, 1):

@@ -8,6 +8,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from . import ast
 from .diagnostics import ResdslError, Span
+from .kinds import kind_of
 from .reserved import python_private
 from .resources import grammar_path
 
@@ -263,7 +264,12 @@ class _ToAst(Transformer):
 
     def _python_name(self, token: Token, what: str) -> None:
         """Parameters and lets become names in the generated Python: most that Python reserves are
-        renamed there (`self` -> `self_`), but not these."""
+        renamed there (`self` -> `self_`), but not these. Nor may they take a layer's name: a
+        bare `relu` in an expression is that layer kind (`act = relu`)."""
+        if kind_of(str(token)) is not None:
+            raise ResdslError(f"`{token}` cannot name {what}: it names a layer kind",
+                              _span(token, self.text, self.filename),
+                              hint=f"choose another name, e.g. `{token}_`")
         if python_private(str(token)):
             raise ResdslError(f"`{token}` cannot name {what}: names starting with `__` are Python's",
                               _span(token, self.text, self.filename),
@@ -393,6 +399,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def let_stmt(self, meta, children):
+        self._python_name(children[0], "a `let`")
         return ("let", (str(children[0]), children[1], self._span(meta)))
 
     @v_args(meta=True)

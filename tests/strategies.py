@@ -4,19 +4,27 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from resdsl.ops import FLAG, FLOAT, OPS, user_ops
+from resdsl.ops.rules import same_shape
 
 # Every op a spec may write, from the op definitions: a new op is drawn without an edit here.
 LAYER_OPS = tuple(user_ops())
+# The layer kinds an activation slot (`act1: act`) can take: every op that keeps its input's shape
+# and needs no argument; `none` leaves the layer out. A norm slot (`bn1: norm`) takes bn or none.
+ACT_KINDS = tuple(op.name for op in OPS.values() if op.user and op.shape is same_shape
+                  and all(a.default is not None for a in op.attrs)) + ("none",)
+NORM_KINDS = ("bn", "none")
+KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
+               "preact_bottleneck", "highway", "se_bottleneck", "grouped"}  # those with `act` and `norm`
 
 BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
           "preact_bottleneck", "highway", "grouped", "se_bottleneck", "gated_se", "paths", "wide")
 POLICIES = ("A", "B", "B", "C", "gated", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
-block grouped(width, stride = 1, groups = 2) {
+block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
     let inner = width * groups
     conv1: conv inner k1
-    bn1: bn
-    relu
+    bn1: norm
+    act
     conv2: conv inner k3 s=stride p1 g=groups
     add shortcut
 }
@@ -84,7 +92,11 @@ def stages(draw, index: int) -> str:
     repeat = draw(st.integers(1, 2))
     stride = draw(st.sampled_from([1, 1, 2, 3]))
     policy = draw(st.sampled_from((None,) + POLICIES))
-    line = f"    stage s{index}: {block}({width}) x {repeat}"
+    kinds = ""
+    if block in KIND_BLOCKS and draw(st.booleans()):
+        kinds += f", act={draw(st.sampled_from(ACT_KINDS))}"
+        kinds += f", norm={draw(st.sampled_from(NORM_KINDS))}" if draw(st.booleans()) else ""
+    line = f"    stage s{index}: {block}({width}{kinds}) x {repeat}"
     line += f" stride {stride}" if stride != 1 else ""
     line += f" shortcut {policy}" if policy else ""
     return line + "\n"
@@ -151,4 +163,8 @@ MISTAKES = [
     ("}\n", "} }\n"),
     ("stem { ", "stem { conv 8 k99 p0; "),
     ("stem { ", "stem { conv 7 g2; "),
+    ("groups = 2, act = relu", "groups = 2, act = 3"),  # a number where a layer kind goes
+    ("    conv1: conv inner k1\n", "    conv1: conv inner * act k1\n"),  # arithmetic on a layer kind
+    ("    act\n", "    inner\n"),  # a number where a layer goes
+    ("act = relu, norm = bn) {\n    let inner", "act = relu, norm = conv) {\n    let inner"),  # a kind that misfits
 ]

@@ -6,7 +6,9 @@ downsample=None)`) and every layer is written with the expressions the spec used
 (`nn.Conv2d(width, width * expansion, ...)`), so every block of a definition is one class. A
 shortcut that a policy inserted is built by the network and handed in as `downsample`, as
 torchvision's `_make_layer` does; a highway gate, present in every gated block, is the block's
-own. Each stage is an nn.Sequential of blocks, so module and state_dict names are the graph's
+own. A parameter holding a layer kind (`act = relu`) becomes a constructor argument as timm's
+`act_layer=nn.ReLU` where some block gives it another kind (see `kind_arguments`). Each stage is
+an nn.Sequential of blocks, so module and state_dict names are the graph's
 node names: `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`.
 
 Every expression is checked against the integers of every block it stands for; a definition
@@ -29,6 +31,7 @@ import jinja2
 from .. import ast
 from ..diagnostics import ResdslError
 from ..ir import GATE, INPUT, PAD, PROJECTION, Graph
+from ..kinds import NONE, Kind, kind_of
 from ..lower import POSITION, evaluate
 from ..ops import OPS, fmt_shape
 from ..reserved import HELPERS, LOCALS, PYTHON
@@ -267,14 +270,42 @@ def _module(op: str) -> Module:
     return converter
 
 
-def _module_call(graph: Graph, op: str, layer: _Layer, a: dict, source: str) -> tuple[str, list[str]]:
+def _module_call(graph: Graph, op: str, layer: _Layer, a: dict, source: str,
+                 inplace: bool | None = None) -> tuple[str, list[str]]:
     """A layer's (constructor, arguments); an in-place one is in place only where nothing else
-    reads its input (the block input that feeds the shortcut, the network's input)."""
+    reads its input (the block input that feeds the shortcut, the network's input). `inplace`,
+    where given, says whether the module can be (every kind a parameter takes can)."""
     module = _module(op)
     ctor, args = module.build(layer, a)
-    if module.inplace and len(graph.users(source)) == 1 and source != INPUT:
+    if inplace is None:
+        inplace = module.inplace
+    if inplace and len(graph.users(source)) == 1 and source != INPUT:
         args = [*args, "inplace=True"]
     return ctor, args
+
+
+def constructor(op: str) -> str:
+    """The module class a layer kind's layers are made with (`silu` -> `nn.SiLU`)."""
+    attrs = {key: 1 if value is None else value for key, value in OPS[op].defaults.items()}
+    return _module(op).build(_Layer(lambda key: Sym.literal(attrs[key]), Sym("c"), (1, 1, 1)), attrs)[0]
+
+
+def kind_arguments(graph: Graph, paths: list[str]) -> tuple[set[str], dict[str, bool]]:
+    """A block definition's kind parameters (`act`), and those its class takes as constructor
+    arguments, as timm's `act_layer=nn.ReLU`, each with whether every kind it takes works in
+    place. A class takes one where some block gives it a kind other than its default, and no
+    block `none` (its layer left out there, the blocks have different bodies); elsewhere the class
+    writes its one kind as any layer, so a spec that changes no kind gets the class it always did."""
+    blocks = [graph.blocks[p] for p in paths]
+    defaults = dict(graph.signatures[blocks[0].block].params)
+    kinds = {name for b in blocks for name, value in b.args.items() if isinstance(value, Kind)}
+    taken: dict[str, bool] = {}
+    for name in sorted(kinds):
+        given = {b.args[name] for b in blocks}
+        default = {evaluate(defaults[name], {**b.args, "classes": graph.classes}) for b in blocks}
+        if given != default and all(k.op != NONE for k in given | default):
+            taken[name] = all(_module(k.op).inplace for k in given | default)
+    return kinds, taken
 
 
 def _inserted(graph: Graph, path: str, role: str) -> list[str]:
@@ -305,8 +336,10 @@ class _Emitted:
 class _BlockEmitter:
     """Emits a block definition's class body from one of its blocks (the prototype)."""
 
-    def __init__(self, graph: Graph, params: dict[str, str], literal: bool) -> None:
+    def __init__(self, graph: Graph, params: dict[str, str], literal: bool,
+                 kinds: dict[str, bool] | None = None) -> None:
         self.graph, self.params, self.literal = graph, params, literal
+        self.kinds = {} if literal or kinds is None else kinds  # see `kind_arguments`
 
     def emit(self, path: str, shortcut: bool) -> _Emitted:
         g = self.graph
@@ -341,13 +374,17 @@ class _BlockEmitter:
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = _Layer(self._attr_sym(node), channels[source], g.shape(source))
-            ctor, args = _module_call(g, op, layer, a, source)
+            kind = node["exprs"].get("op")  # the parameter its kind came from, if a class argument
+            kind = kind.name if kind is not None and kind.name in self.kinds else None
+            ctor, args = _module_call(g, op, layer, a, source, self.kinds[kind] if kind else None)
+            if kind:
+                ctor = self.params[kind]
             entries.append((label, ctor, args))
             steps.append(_layer_step(label, op, name, source, var[source], target, layer.in_shape))
             var[name] = target
             channels[name] = layer.sym("out") if op in ("conv", "fc") else channels[source]
             checks += self._checks(label, op, layer, source)
-            structure.append((label, op, tuple(args), target))
+            structure.append((label, f"<{kind}>" if kind else op, tuple(args), target))
         init, forward = _assemble(g, entries, steps)
         gate = self._gate(path, channels, checks)
         if gate:
@@ -393,7 +430,7 @@ class _BlockEmitter:
         g = self.graph
         out = [(layer.channels, lambda p, s=source, proto=self.proto: g.shape(_peer(g, s, p, proto))[0])]
         for key in _module(op).written:
-            out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"][k]))
+            out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"].get(k)))
         return out
 
     def _add(self, name: str, residual: str, shortcut: bool, source: str, target: str) -> list[str]:
@@ -525,6 +562,7 @@ class _Generator:
         self.classes: list[_Class] = []
         self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
         self.helpers: set[str] = set()
+        self.kinds: dict[str, tuple[set[str], dict[str, bool]]] = {}  # definition -> `kind_arguments`
 
     def run(self) -> None:
         by_definition: dict[str, list[str]] = {}
@@ -532,6 +570,7 @@ class _Generator:
             for path in stage.blocks:
                 by_definition.setdefault(self.graph.blocks[path].block, []).append(path)
         for definition, paths in by_definition.items():
+            self.kinds[definition] = kind_arguments(self.graph, paths)
             if not self._symbolic(definition, paths):
                 self._literal(definition, paths)
         for path in self.calls:
@@ -552,7 +591,8 @@ class _Generator:
         params = {}
         signature = self.graph.signatures[definition]
         for name, _ in signature.params + signature.lets:  # `self` -> `self_`, `print` -> `print_`
-            params[name] = names.fresh(name, "_") if name not in names.used else names.fresh(name + "_", "_")
+            base = name + "_layer" if name in self.kinds[definition][1] else name  # timm's `act_layer`
+            params[name] = names.fresh(base, "_") if base not in names.used else names.fresh(base + "_", "_")
         params[IN] = names.fresh("in_channels", "_")
         if "classes" not in params:
             params["classes"] = str(self.graph.classes)  # a network-level name: its value
@@ -568,7 +608,7 @@ class _Generator:
                  if g.node(n)["op"] == "add"}
         if len(gated) > 1:
             return False
-        emitter = _BlockEmitter(g, params, literal=False)
+        emitter = _BlockEmitter(g, params, literal=False, kinds=self.kinds[definition][1])
         try:
             emitted = emitter.emit(paths[0], shortcut)
             for path in paths:
@@ -598,8 +638,12 @@ class _Generator:
                 parts.append("*")  # a required parameter after one with a default: keyword-only
                 keyword_only = True
             kind = "float" if self._real_param(definition, name) else "int"
+            if name in self.kinds[definition][1]:
+                kind = "type[nn.Module]"
             if default is None:
                 parts.append(f"{params[name]}: {kind}")
+            elif self._kind_default(definition, default):
+                parts.append(f"{params[name]}: {kind} = {constructor(default.name)}")
             elif _constant(default):
                 parts.append(f"{params[name]}: {kind} = {render(default, params).text}")
             else:
@@ -615,8 +659,15 @@ class _Generator:
         """The definition's parameters as its class takes them. A default that reads the block's
         place in the network (`rate = 0.2 * block_index / num_blocks`) is no default there: the
         class cannot know its place, so the network passes that value to every block."""
+        kinds, taken = self.kinds[definition]
         return tuple((name, None if default is not None and _reads_position(default) else default)
-                     for name, default in self.graph.signatures[definition].params)
+                     for name, default in self.graph.signatures[definition].params
+                     if name not in kinds or name in taken)
+
+    def _kind_default(self, definition: str, default: ast.Expr) -> bool:
+        """Whether a parameter's default is a layer kind itself (`act = relu`), not another's."""
+        return (isinstance(default, ast.Var) and kind_of(default.name) is not None
+                and default.name not in dict(self.graph.signatures[definition].params))
 
     def _real_param(self, definition: str, name: str) -> bool:
         """Whether a block parameter holds a float (a rate) in any block of the definition."""
@@ -632,7 +683,7 @@ class _Generator:
         """`if p is None: p = <expr>` for defaults that use earlier parameters."""
         lines = []
         for name, default in self._class_params(definition):
-            if default is not None and not _constant(default):
+            if default is not None and not _constant(default) and not self._kind_default(definition, default):
                 lines += [f"if {params[name]} is None:",
                           f"    {params[name]} = {render(default, params).text}"]
         return lines
@@ -660,7 +711,7 @@ class _Generator:
             if default is not None:
                 keyword = True
                 if evaluate(default, scope) != value:
-                    args.append(f"{params[name]}={value}")
+                    args.append(f"{params[name]}={constructor(value.op) if isinstance(value, Kind) else value}")
             else:
                 args.append(f"{params[name]}={value}" if keyword else str(value))
             scope[name] = value
