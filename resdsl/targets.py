@@ -127,7 +127,8 @@ def target_for(output: str | Path | None, target: str | None) -> str:
     if named not in (None, target) and TARGETS[named].file_suffix == TARGETS[target].file_suffix \
             and name.endswith(TARGETS[named].suffix):
         stem = Path(output).name[:-len(TARGETS[named].suffix)]
-        raise ResdslError(f"-o {printable(Path(output).name)} names a {named} library, but --target is {target}",
+        shown = printable(Path(output).name)
+        raise ResdslError(f"-o {shown} names a {named} library, but --target is {target}",
                           hint=f"pass --target {named}, or name the output "
                                f"{printable(stem)}{TARGETS[target].suffix}")
     return target

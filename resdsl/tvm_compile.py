@@ -52,14 +52,15 @@ def compile_library(job: Job) -> Output:
     elif not o["untuned"]:
         # It belongs in this module: in output.py it closes the output -> tvm.databases -> output cycle.
         from .output import implicit_database
-        work, batch, said = implicit_database(job.spec, job.net.name, job.target, o["cpu"], batch, o["layout"],
-                                              o["winograd"], o["prepack"], o["wide_winograd"])
+        work, batch, said = implicit_database(job.spec, job.net.name, job.target, o["cpu"], batch,
+                                              o["layout"], o["winograd"], o["prepack"], o["wide_winograd"])
         for line in said:
             job.say(line)
     if batch is None and work is not None:
         report = work.report()
         batch = report.batch if report else 1  # records are specialised to the batch they were tuned at
-    lowering = Lowering.resolve(job.target, o["layout"], o["winograd"], work, o["prepack"], o["wide_winograd"])
+    lowering = Lowering.resolve(job.target, o["layout"], o["winograd"], work, o["prepack"],
+                                o["wide_winograd"])
     tvm_target = make_target(job.target, cpu=o["cpu"], arch=o["arch"])
     mod = tvm_build.relax_module(job.net.graph, job.weights, batch, lowering)
     executable = tvm_build.build(mod, tvm_target, work, lowering)

@@ -88,11 +88,13 @@ def test_the_graph_counts_imports_inside_functions_and_for_type_checking(tmp_pat
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from .sub import b\n")
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
-    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import x\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\n"
+                              "if TYPE_CHECKING:\n    from pkg.a import x\n")
     (pkg / "d.py").write_text("import pkg.sub.b\nfrom . import c\n")
     graph = import_graph(pkg)
     assert set(graph.edges) == {("pkg.a", "pkg.sub.b"), ("pkg.a", "pkg.sub"), ("pkg.sub.b", "pkg.c"),
-                                ("pkg.c", "pkg.a"), ("pkg.d", "pkg.sub.b"), ("pkg.d", "pkg.sub"), ("pkg.d", "pkg.c")}
+                                ("pkg.c", "pkg.a"), ("pkg.d", "pkg.sub.b"), ("pkg.d", "pkg.sub"),
+                                ("pkg.d", "pkg.c")}
     [(group, cycle)] = cycles(graph)
     assert group == {"pkg.a", "pkg.sub.b", "pkg.c"}
     assert cycle.split(" -> ")[0] == cycle.split(" -> ")[-1] and len(cycle.split(" -> ")) == 4

@@ -75,7 +75,8 @@ def _refuse_other_targets_options(ctx: click.Context, target: str, options: dict
     for name in dict.fromkeys(n for t in targets.TARGETS.values() for n in t.options):
         owners = [t.name for t in targets.TARGETS.values() if name in t.options]
         if target not in owners and options[name] != params[name].get_default(ctx):
-            raise ResdslError(f"{params[name].opts[0]} applies to --target {' or '.join(owners)}, not {target}")
+            flag = params[name].opts[0]
+            raise ResdslError(f"{flag} applies to --target {' or '.join(owners)}, not {target}")
 
 
 def _write_source(job: targets.Job, output: Path | None, weights: Path | None, seed: int) -> None:

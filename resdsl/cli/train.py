@@ -52,7 +52,8 @@ from .options import load, spec_argument
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda where a GPU exists")
 @click.option("--workers", type=click.IntRange(0, 256), default=2, show_default=True,
-              help="processes decoding folder: images (0: in the training process); results do not depend on it")
+              help="processes decoding folder: images (0: in the training process); "
+                   "results do not depend on it")
 def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: float | None, schedule: str,
           warmup_epochs: int, optimizer: str, momentum: float | None, weight_decay: float | None,
           label_smoothing: float, amp: str | None, init: Path | None, augment: bool | None, seed: int,
@@ -94,7 +95,8 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
     def note(message: str) -> None:
         print(f"note: {message}", file=sys.stderr, flush=True)
     if not world.leader:  # the leader speaks for the run
-        train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, world=world, workers=workers)
+        train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, world=world,
+                   workers=workers)
         return
     with training_display(net.name, recipe.epochs) as (on_batch, on_epoch):
         rows = train_loop(net, read_source(spec), str(spec), dataset, data, out, recipe, on_batch,

@@ -16,12 +16,12 @@ A shipped database (`resdsl.tvm.databases`) has the same layout with the two Met
 gzipped (`*.json.gz`) and only each kernel's chosen record in them.
 
 Nothing here trusts these files: each is read through `resdsl.files` (a regular file, capped at
-RESDSL_MAX_RECORD_BYTES, a gzipped one decompressed to the same cap), resdsl's own JSON files are
-checked for shape, and MetaSchedule's are checked line by line (`records`) before TVM opens
-them. `repair` sets a damaged line of a work directory aside; anything else that reads the
-database (`database`, `check`) refuses it, naming the file and line. A shipped database is never
-rewritten: a damaged line in it is refused, since its records were chosen together and building
-from part of them would quietly differ from what was shipped.
+RESDSL_MAX_RECORD_BYTES; a gzipped one decompressed to the same cap, by `workdir_io`), resdsl's
+own JSON files are checked for shape, and MetaSchedule's are checked line by line (`records`)
+before TVM opens them. `repair` sets a damaged line of a work directory aside; anything else that
+reads the database (`database`, `check`) refuses it, naming the file and line. A shipped database
+is never rewritten: a damaged line in it is refused, since its records were chosen together and
+building from part of them would quietly differ from what was shipped.
 """
 from __future__ import annotations
 
@@ -30,21 +30,18 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import shutil
-import stat
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .. import files
 from ..diagnostics import ResdslError, printable
-from ..limits import BOUNDS, LIMITS
 from ..output import write_atomic
 from . import records as schema
 from .lowering import Lowering
+from .workdir_io import SHIPPED_HINT, append_aside, cache_setting, choices_summary, gunzip, present, read
 
 if TYPE_CHECKING:
     from .report import TuneReport
@@ -105,7 +102,7 @@ class WorkDir:
         """WORKLOADS' or RECORDS' contents (a shipped database's decompressed), None where the
         file is absent. A FIFO, a device, a directory or a file past the cap is refused."""
         if self.shipped:
-            return _gunzip(self.path / (name + GZ))
+            return gunzip(self.path / (name + GZ))
         path = self.path / name
         if not (path.exists() or path.is_symlink()):  # a dangling link is refused, not created through
             return None
@@ -134,7 +131,7 @@ class WorkDir:
             name, number, problem = min(damaged, key=lambda d: (d[0] != WORKLOADS, d[1]))
             more = f" (and {len(damaged) - 1} more damaged line(s))" if len(damaged) > 1 else ""
             raise files.DamagedFile(self._shown(name), problem + more, number,
-                                    hint=_SHIPPED_HINT if self.shipped else _DAMAGED_HINT)
+                                    hint=SHIPPED_HINT if self.shipped else _DAMAGED_HINT)
         _CLEAN.add(key)
         return workloads, records
 
@@ -255,7 +252,8 @@ class WorkDir:
         for name, lines in bad.items():
             if lines:
                 aside_path = self.path / (name + CORRUPT)
-                _append(aside_path, b"".join(line.raw + b"\n" for line in lines))  # kept before anything goes
+                # kept before anything goes
+                append_aside(aside_path, b"".join(line.raw + b"\n" for line in lines))
                 shown = printable(str(self.path / name))
                 problems += [f"{shown}:{line.number}: {line.problem}" for line in lines]
         for name, data in rewrite.items():
@@ -270,8 +268,8 @@ class WorkDir:
         """How its kernels were lowered; a selection is lowered as its search was. Directories
         from before resdsl recorded it hold NCHW direct convs."""
         for path in (self.path / LOWERING, self.path.parent / LOWERING if self.name == SELECTED else None):
-            if path is not None and _present(path):
-                return _read(path, Lowering.from_dict)
+            if path is not None and present(path):
+                return read(path, Lowering.from_dict)
         return Lowering() if self.has_records() else None
 
     def save_lowering(self, lowering: Lowering) -> None:
@@ -288,8 +286,8 @@ class WorkDir:
         setting existed, are hot. The two never mix in one database: times are compared.
         """
         path = self.path / MEASUREMENT
-        if _present(path):
-            return _read(path, _cache)
+        if present(path):
+            return read(path, cache_setting)
         if self.has_records():
             return "hot"
         return "cold" if target_kind == "llvm" else "hot"
@@ -304,7 +302,7 @@ class WorkDir:
     def choices(self) -> dict | None:
         """The last selection's summary (`top_k`, `choices`), if it is still in force."""
         path = self.selected.path / CHOICES
-        return _read(path, _choices) if _present(path) else None
+        return read(path, choices_summary) if present(path) else None
 
     def discard_selection(self) -> None:
         shutil.rmtree(self.selected.path, ignore_errors=True)
@@ -327,7 +325,7 @@ class WorkDir:
         """The last tuning run's report; None where there is none, a user error where it is damaged."""
         from .report import TuneReport
         path = self.path / REPORT
-        return _read(path, TuneReport.from_dict) if _present(path) else None
+        return read(path, TuneReport.from_dict) if present(path) else None
 
     def save_report(self, report: "TuneReport") -> Path:
         write_atomic(self.path / REPORT, report.to_json())
@@ -383,94 +381,5 @@ class WorkDir:
 # Digests of (workloads, records) contents checked clean in this process.
 _CLEAN: set[bytes] = set()
 
-_SHIPPED_HINT = ("a shipped database is read as a whole and never rewritten: reinstall resdsl, "
-                 "or point RESDSL_DATABASES at an intact copy")
-
-
 def _digest(workloads: bytes, records: bytes) -> bytes:
     return hashlib.sha256(len(workloads).to_bytes(8, "little") + workloads + records).digest()
-
-
-def _present(path: Path) -> bool:
-    """Whether something is there: a FIFO or a dangling link is, to be refused when read."""
-    return path.exists() or path.is_symlink()
-
-
-def _gunzip(path: Path) -> bytes:
-    """A gzipped file's contents, decompressed no further than the cap: a few kilobytes of
-    gzip can hold gigabytes of zeros."""
-    data = files.read_bytes(path, "max_record_bytes", what="gzipped tuning database file")
-    cap = LIMITS.max_record_bytes
-    out = bytearray()
-    try:
-        while data:  # one gzip member after another, as gzip itself reads them
-            member = zlib.decompressobj(wbits=31)
-            while not member.eof:
-                chunk = member.decompress(data, _STEP)
-                data = member.unconsumed_tail
-                if not chunk and not data:
-                    break  # the input ran out before the member's end
-                out += chunk
-                if len(out) > cap:
-                    variable = BOUNDS["max_record_bytes"].variable
-                    raise ResdslError(f"{printable(str(path))} decompresses to more than resdsl reads "
-                                      f"({cap:,} bytes)", hint=f"raise {variable} if you really mean it")
-            if not member.eof:
-                raise files.DamagedFile(path, "the gzip data ends early", hint=_SHIPPED_HINT)
-            data = member.unused_data
-    except zlib.error as exc:
-        raise files.DamagedFile(path, f"not valid gzip data ({exc})", hint=_SHIPPED_HINT) from None
-    return bytes(out)
-
-
-_STEP = 1 << 20  # decompressed bytes at a time
-
-
-def _append(path: Path, data: bytes) -> None:
-    """Append to a `.corrupt` file: a regular file or none, never through a link or into a FIFO."""
-    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT
-             | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise ResdslError(f"cannot set damaged lines aside in {printable(str(path))}: {exc.strerror}",
-                          hint="it must be a regular file, or not exist") from None
-    with os.fdopen(fd, "ab") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ResdslError(f"cannot set damaged lines aside in {printable(str(path))}: not a regular file",
-                              hint="it must be a regular file, or not exist")
-        f.write(data)
-
-
-def _read(path: Path, parse: Callable[[Any], Any]):
-    """One of resdsl's own JSON files, read bounded and checked for shape by `parse` (which
-    raises ValueError saying what is wrong): damage is a user error naming the file."""
-    value = files.read_json(path, "max_record_bytes", what="tuning file", hint=_REWRITE_HINT)
-    try:
-        return parse(value)
-    except (ValueError, TypeError) as exc:
-        raise files.DamagedFile(path, str(exc), hint=_REWRITE_HINT) from None
-
-
-_REWRITE_HINT = "restore it, or delete it and rerun `resdsl tune` on this directory"
-
-
-def _cache(value: Any) -> str:
-    if not (isinstance(value, dict) and value.get("cache") in ("cold", "hot")):
-        raise ValueError('it should be {"cache": "cold"} or {"cache": "hot"}')
-    return value["cache"]
-
-
-def _choices(value: Any) -> dict:
-    """`{"top_k": K, "choices": [{"name", "rank", "selected_ms", ...}, ...]}`, as `selection` writes it."""
-    if not (isinstance(value, dict) and type(value.get("top_k")) is int
-            and isinstance(value.get("choices"), list)):
-        raise ValueError('it should be {"top_k": K, "choices": [...]}')
-    for i, choice in enumerate(value["choices"]):
-        ms = choice.get("selected_ms") if isinstance(choice, dict) else None
-        if not (isinstance(choice, dict) and isinstance(choice.get("name"), str)
-                and type(choice.get("rank")) is int and choice["rank"] >= 0
-                and isinstance(ms, (int, float)) and not isinstance(ms, bool)
-                and math.isfinite(ms) and ms >= 0):
-            raise ValueError(f"choice {i} is not {{\"name\": ..., \"rank\": N, \"selected_ms\": T, ...}}")
-    return value
