@@ -8,6 +8,11 @@ TVM, and this module imports no backend. A new backend is its own module plus on
     check     (graph): refuses, located, every op the backend cannot lower, before weights are read
     validate  (job): refuses the job's options before anything heavy runs
     bench     (net, weights, x, threads, tuned, cpu) -> {engine: prepare}, the rows `bench` times
+
+Beside them: the default output suffix and the output names that ask for the target, the extra
+it needs, whether its output carries the weights, the `compile` options only it takes (refused
+for the others), and whether `tune` searches its kernels. A backend with options of its own
+also declares them on `resdsl compile` (resdsl/cli/compile.py).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class Target:
     options: tuple[str, ...] = ()  # `compile` options (parameter names) only this target takes
     engines: tuple[str, ...] = ()  # `bench` rows, made by `bench`
     bench: str | None = None
+    tunable: bool = False  # `resdsl tune` searches its kernels' schedules (MetaSchedule)
 
     @property
     def file_suffix(self) -> str:
@@ -79,9 +85,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            bench="resdsl.bench:onnxruntime_engines"),
     Target("llvm", ".llvm.so", "a shared library", compile="resdsl.tvm_compile:compile_library",
            check="resdsl.tvm.relax_frontend:check", names=(".llvm.so", ".so"), extra="tvm",
-           options=("untuned",), engines=("tvm", "tvm-tuned"), bench="resdsl.tvm.engine:tvm_engines"),
+           options=("untuned",), engines=("tvm", "tvm-tuned"), bench="resdsl.tvm.engine:tvm_engines",
+           tunable=True),
     Target("cuda", ".cuda.so", "a shared library", compile="resdsl.tvm_compile:compile_library",
-           check="resdsl.tvm.relax_frontend:check", names=(".cuda.so",), extra="tvm", options=("untuned",)),
+           check="resdsl.tvm.relax_frontend:check", names=(".cuda.so",), extra="tvm", options=("untuned",),
+           tunable=True),
 )}
 
 

@@ -16,7 +16,8 @@ from .options import checked_weights, load, spec_argument, tvm_options, weight_o
 
 @app.command()
 @spec_argument
-@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--target", type=click.Choice([t.name for t in targets.TARGETS.values() if t.tunable]),
+              default="llvm", show_default=True)
 @click.option("--trials", type=click.IntRange(1, 10**6), default=512, show_default=True,
               help="measured candidates in all, across tasks and restarts")
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False, dir_okay=True),
