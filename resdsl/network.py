@@ -61,12 +61,13 @@ class Network:
         return f"<Network {self.name}: {len(self.graph)} nodes, {params:,} params, {macs / 1e9:.2f} GMACs>"
 
 
+LOWERED = "lower"  # `until` for the graph as lowering leaves it, before any pass
 HEADER_KEYS = ("classes", "input")  # `--set` names that replace the header, not a `let`
 
 
 def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: int | None = None,
          input: str | tuple[int, ...] | None = None, num_classes: int | None = None,
-         in_chans: int | None = None) -> Network:
+         in_chans: int | None = None, until: str | None = None) -> Network:
     """A spec file, or a bundled model's name (`resdsl.list_models()`); a file of that name wins.
 
     `overrides` replace `let` constants: {"n": "18"} (values are expressions), and, as
@@ -75,11 +76,15 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: 
     channels) do the same as keywords; `num_classes=` and `in_chans=` are timm's names (for
     `classes` and the input's channels alone). A head that cannot take the new class count (an
     `fc 1000` rather than `fc classes`) or an input too small for the strides is an error located
-    in the spec, with a note naming the override."""
+    in the spec, with a note naming the override.
+
+    `until` stops the pipeline after the pass of that name (`passes.pass_names()`), or before
+    the first with "lower", to look at the graph there (`resdsl ir --after`)."""
     from .zoo import resolve
     header = _header(overrides, classes, input, num_classes, in_chans)
     program = load_file(resolve(path))
-    return Network(_lower_checked(program, overrides, header), program.files, _applied(overrides, header))
+    graph = _lower_checked(program, overrides, header, until)
+    return Network(graph, program.files, _applied(overrides, header))
 
 
 def loads(text: str, filename: str = "<string>", base_dir: str | Path = ".",
@@ -119,13 +124,15 @@ def _header(overrides, classes, input, num_classes, in_chans) -> HeaderOverrides
     return header
 
 
-def _lower_checked(program, overrides: dict[str, str] | None, header: HeaderOverrides) -> Graph:
+def _lower_checked(program, overrides: dict[str, str] | None, header: HeaderOverrides,
+                   until: str | None = None) -> Graph:
     """Lower and check `program`; an error after the header was overridden gets a note saying what
     replaced it (the spec alone may be fine)."""
     from .diagnostics import ResdslError
     lets = {k: v for k, v in (overrides or {}).items() if k not in HEADER_KEYS}
     try:
-        return run_pipeline(lower(program, _parse_overrides(lets), header))
+        graph = lower(program, _parse_overrides(lets), header)
+        return graph if until == LOWERED else run_pipeline(graph, until=until)
     except ResdslError as exc:
         if not header.notes:
             raise

@@ -3,6 +3,7 @@
     app.py      the `resdsl` group, and `main`: errors to exit codes
     options.py  the SPEC argument with --set, loading it, the weight, TVM and output options
     specs.py    check, summary, list, show, fmt, graph
+    ir.py       ir: the graph IR as text, after any pass
     compile.py  compile, through the target registry (`resdsl.targets`)
     tuning.py   tune, bench
     train.py    train, plot
@@ -13,7 +14,7 @@ Every module imports only click and resdsl's light modules at the top: `resdsl -
 """
 import time  # noqa: F401  (tests patch resdsl.cli.time.monotonic, the clock the progress log reads)
 
-from . import compile, specs, train, tuning  # noqa: F401  (each registers its commands on `app`)
+from . import compile, ir, specs, train, tuning  # noqa: F401  (each registers its commands on `app`)
 from .app import app, main
 from .display import tuning_display as _progress_display  # noqa: F401  (the names tests know)
 from .tuning import _retune_command  # noqa: F401

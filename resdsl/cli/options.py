@@ -41,11 +41,11 @@ def spec_argument(f):
     return click.argument("spec", type=click.Path(path_type=Path), callback=_resolve_spec)(f)
 
 
-def load(spec: Path):
+def load(spec: Path, until: str | None = None):
     from ..network import load
     ctx = click.get_current_context()
     require_extras(ctx.command.name, ctx.params)
-    return load(spec, ctx.meta.get("resdsl.sets"))
+    return load(spec, ctx.meta.get("resdsl.sets"), until=until)
 
 
 def require_extras(command: str, params: dict) -> None:
