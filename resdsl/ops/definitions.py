@@ -10,6 +10,7 @@ from .rules import (
     conv_macs,
     conv_shape,
     conv_weights,
+    equal_shape,
     fc_macs,
     fc_shape,
     fc_weights,
@@ -96,4 +97,7 @@ DEFINITIONS: tuple[OpDef, ...] = (
           arity=(2,), kind=JOIN),
     OpDef("concat", "join along channels", concat_shape, arity=tuple(range(2, 65)), kind=JOIN),
     OpDef("pad", "option-A shortcut: subsample by `stride`, zero-pad channels", pad_shape, kind=INTERNAL),
+    # Made only by the decompose pass (a highway gate's mix as x + T * (F(x) - x)), for the
+    # backends that lower the decomposed graph.
+    OpDef("sub", "operand 0 minus operand 1, of one shape", equal_shape, arity=(2,), kind=INTERNAL),
 )

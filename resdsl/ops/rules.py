@@ -91,6 +91,13 @@ def same_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
+def equal_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    """An elementwise op of operands of one shape (no broadcasting)."""
+    if len(set(ins)) != 1:
+        raise ShapeError("operands differ: " + " vs ".join(fmt_shape(s) for s in ins))
+    return ins[0]
+
+
 def map_shape(what: str):
     """Shape-preserving, but only on a feature map (BatchNorm2d, LocalResponseNorm)."""
     def shape(attrs: Attrs, ins: list[Shape]) -> Shape:
