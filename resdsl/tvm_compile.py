@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .diagnostics import ResdslError
+from .diagnostics import OptionError, ResdslError, printable
 from .targets import Job, Output
 from .tvm import databases
 from .tvm.lowering import Lowering
@@ -50,8 +50,6 @@ def compile_library(job: Job) -> Output:
         work = work_dir(o["tuned"], "--tuned")
         repair(work, job.say)
     elif not o["untuned"]:
-        # It belongs in this module: in output.py it closes the output -> tvm.databases -> output cycle.
-        from .output import implicit_database
         work, batch, said = implicit_database(job.spec, job.net.name, job.target, o["cpu"], batch,
                                               o["layout"], o["winograd"], o["prepack"], o["wide_winograd"])
         for line in said:
@@ -70,3 +68,48 @@ def compile_library(job: Job) -> Output:
         if o["cuda_source"] is not None:
             job.write(o["cuda_source"], "\n".join(tvm_build.cuda_sources(executable)))
     return Output(write, f"TVM {tvm_target.kind.name}, batch {batch or 'any'}, {job.net.name}")
+
+
+def implicit_database(spec, network: str, target: str, cpu: str | None, batch: int | None,
+                      layout: str | None, winograd: bool | None, prepack: bool | None,
+                      wide_winograd: bool | None):
+    """The shipped database `compile --target llvm` applies when given no --tuned: the one
+    `databases.choose` picks for the network and CPU (as bench does), with its lowering and batch
+    (records apply only to kernels lowered alike, at the shapes they were tuned at).
+
+    Returns (work_dir or None, batch, lines for stderr): a note naming the database and how to
+    opt out, or a warning that the library runs untuned kernels, saying why and what to run."""
+    opt_out = "--untuned builds without one"
+    from .zoo import bundled
+    ours = bundled().get(network)
+    if ours is not None and Path(spec).resolve() == ours.resolve():
+        spec = network  # the bundled model: its name is what the user typed, wherever it is installed
+    tune = f"tune it with `resdsl tune {printable(str(spec))}" + (" --target cuda" if target == "cuda" else "") \
+        + (f" --cpu {cpu}" if cpu else "") + "`, then compile with --tuned WORK_DIR"
+
+    def untuned(why: str) -> str:
+        return (f"warning: {why}: this library runs untuned kernels (~50-100x slower than tuned); {tune}, "
+                f"or pass --untuned to build it untuned without this warning")
+    if target != "llvm":
+        return None, batch, [untuned(f"no tuning records for {network} on {target} (no databases ship for cuda)")]
+    from .tvm.target import describe_machine, host_cpu, machine
+    cpu_name = cpu or host_cpu()
+    chosen = databases.choose(network, cpu_name)
+    if chosen is None:
+        return None, batch, [untuned(f"no tuning records for {network} (no shipped database for it)")]
+    report = chosen.report()
+    tuned_batch = report.batch if report else 1
+    try:
+        Lowering.resolve(target, layout, winograd, chosen, prepack, wide_winograd)
+    except OptionError as exc:
+        return None, batch, [untuned(f"the shipped database {chosen.name} does not apply: {exc}")]
+    if batch is not None and batch != tuned_batch:
+        return None, batch, [untuned(f"the shipped database {chosen.name} was tuned at batch {tuned_batch}, "
+                                     f"not {batch}, and its records apply only there")]
+    theirs = chosen.tuned_for()
+    where = describe_machine(theirs) if theirs is not None else "an unrecorded machine"
+    if theirs is not None and machine(theirs)[1] != cpu_name:
+        where += f", not this {cpu_name}: another CPU's schedules, still far faster than none"
+    batch_note = "" if batch is not None else f", at batch {tuned_batch} as tuned"
+    note = f"note: applying the shipped database {chosen.name} (tuned on {where}){batch_note}; {opt_out}"
+    return chosen, tuned_batch, [note]

@@ -11,32 +11,11 @@ import pytest
 
 from resdsl.cli import main
 from resdsl.diagnostics import ResdslError
-from resdsl.output import DEFAULT_SUFFIXES, default_name, refuse_shadowing, target_for
+from resdsl.output import refuse_shadowing
 
 HAS_TVM = importlib.util.find_spec("tvm") is not None
 needs_tvm = pytest.mark.skipif(not HAS_TVM, reason="needs the tvm extra")
 TINY = "network {name} {{\n    input 3x8x8\n    classes 3\n    stem {{ conv 4 k3 p1; relu }}\n    head {{ avgpool; fc classes }}\n}}\n"
-
-
-def test_default_names() -> None:
-    assert {t: str(default_name("net", t)) for t in DEFAULT_SUFFIXES} == {
-        "torch": "net.py", "onnx": "net.onnx", "llvm": "net.llvm.so", "cuda": "net.cuda.so"}
-
-
-@pytest.mark.parametrize("output, target", [
-    (None, "torch"), ("-", "torch"), ("a/x.py", "torch"), ("x.onnx", "onnx"), ("x.ONNX", "onnx"),
-    ("x.so", "llvm"), ("x.llvm.so", "llvm"), ("x.cuda.so", "cuda")])
-def test_target_from_the_suffix(output, target) -> None:
-    assert target_for(output, None) == target
-    assert target_for(output, "onnx" if target == "torch" else "torch") != target  # --target wins here
-    # (the kinds of file contradicting it are refused by compile: test_a_suffix_contradicting_target)
-
-
-def test_an_unknown_suffix_needs_a_target() -> None:
-    with pytest.raises(ResdslError) as err:
-        target_for("net.bin", None)
-    assert "cannot tell the target" in str(err.value) and ".onnx (onnx)" in err.value.render()
-    assert target_for("net.bin", "onnx") == "onnx"
 
 
 def test_compile_follows_the_suffix(tmp_path, monkeypatch, capsys) -> None:

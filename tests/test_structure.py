@@ -18,8 +18,6 @@ KNOWN = {
     # the front end: diagnostics renders with highlight, which reads the grammar's keywords
     frozenset({"resdsl.diagnostics", "resdsl.highlight", "resdsl.parser", "resdsl.keywords", "resdsl.ast",
                "resdsl.kinds"}),
-    # output.implicit_database (its home: resdsl.tvm_compile) imports tvm.databases, which writes with output
-    frozenset({"resdsl.output", "resdsl.tvm.databases", "resdsl.tvm.workdir"}),
     frozenset({"resdsl.zoo", "resdsl.network"}),  # zoo's catalogue loads networks; load resolves names
     frozenset({"resdsl.training.data", "resdsl.training.images"}),
 }

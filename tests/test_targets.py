@@ -40,6 +40,11 @@ def test_output_names_follow_the_entries() -> None:
         targets.target_for("x.llvm.so", "cuda")  # both shared libraries: only the name tells them apart
     assert caught.value.diagnostic.hint == "pass --target llvm, or name the output x.cuda.so"
     assert targets.target_for("x.so", "cuda") == "cuda"  # a plain .so is either library
+    assert targets.target_for("x.py", "onnx") == "onnx"  # --target wins (compile refuses the mismatch)
+    with pytest.raises(ResdslError) as caught:
+        targets.target_for("net.bin", None)
+    assert "cannot tell the target" in str(caught.value) and ".onnx (onnx)" in caught.value.render()
+    assert targets.target_for("net.bin", "onnx") == "onnx"
 
 
 def test_bench_rows_come_from_the_entries() -> None:

@@ -70,12 +70,12 @@ def test_trials_go_where_the_time_is() -> None:
 
 
 def test_a_background_tuning_run_logs_its_progress(monkeypatch, capsys) -> None:
-    from resdsl import cli
+    from resdsl.cli import display
     from resdsl.tvm.tuning import Progress
     clock = [1000.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(display.time, "monotonic", lambda: clock[0])
     progress = Progress(total=100, tasks=3, started=1000.0, stage="seeding 1/2")
-    with cli._progress_display("net", "llvm") as show:  # capsys: not a terminal
+    with display.tuning_display("net", "llvm") as show:  # capsys: not a terminal
         show(progress)
         progress.stage = "tuning"
         show(progress)
@@ -460,7 +460,7 @@ def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
 
 
 def test_bench_says_how_to_tune_a_database_for_this_cpu(tmp_path, monkeypatch) -> None:
-    from resdsl.cli import _retune_command
+    from resdsl.cli.tuning import _retune_command
     (tmp_path / "shipped").mkdir()  # elsewhere than these work directories
     monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path / "shipped"))
     wide = WorkDir(tuned_dir(tmp_path, "wide-net-llvm-rocketlake", "rocketlake"))

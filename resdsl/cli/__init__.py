@@ -12,11 +12,7 @@
 A new command is a module here with `@app.command()` functions, imported below to register them.
 Every module imports only click and resdsl's light modules at the top: `resdsl --help` loads them all.
 """
-import time  # noqa: F401  (tests patch resdsl.cli.time.monotonic, the clock the progress log reads)
-
 from . import compile, ir, specs, train, tuning  # noqa: F401  (each registers its commands on `app`)
 from .app import app, main
-from .display import tuning_display as _progress_display  # noqa: F401  (the names tests know)
-from .tuning import _retune_command  # noqa: F401
 
 __all__ = ["app", "main"]
