@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test,onnx,tvm,train]"
+	$(PY) -m pip install -q -e ".[test,onnx,openvino,tvm,train]"
 	touch $@
 
 .PHONY: setup demo test bench fuzz

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -64,17 +64,36 @@ def torch_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple,
     return {"torch": lambda: eager, "torch.compile": compiled}
 
 
-def onnxruntime_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple,
-                        cpu: str | None) -> dict:
+def onnx_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple, cpu: str | None) -> dict:
+    """ONNX Runtime and OpenVINO, on the same ONNX model. OpenVINO is what a user running CNNs on
+    an x86 CPU picks instead: its latency hint, float32 unless asked, the same thread count; a
+    string in place of a maker says why the row is skipped (the extra is not installed)."""
+    from functools import cache
+
+    from .extras import install_line, missing
+
+    @cache
+    def model() -> bytes:
+        from .backends.onnx_export import to_onnx
+        return to_onnx(net.graph, weights).SerializeToString()
+
     def onnxruntime():
         import onnxruntime as ort
-        from .backends.onnx_export import to_onnx
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(to_onnx(net.graph, weights).SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model(), options, providers=["CPUExecutionProvider"])
         return lambda: session.run(None, {"input": x})[0]
-    return {"onnxruntime": onnxruntime}
+
+    def openvino():
+        import openvino as ov
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(model=model(), weights=b""), "CPU", {
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        return lambda: request.infer({0: x})[0].copy()
+    return {"onnxruntime": onnxruntime,
+            "openvino": f"needs {install_line('openvino')}" if missing("openvino") else openvino}
 
 
 def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str, ...], tuned: tuple,
@@ -112,6 +131,8 @@ def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str,
         fn = None
         if name not in makers:
             result.note = "skipped: needs --tuned"
+        elif isinstance(makers[name], str):
+            result.note = f"skipped: {makers[name]}"
         else:
             fn = makers[name]()
             out = fn()

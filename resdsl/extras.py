@@ -14,6 +14,7 @@ from .diagnostics import ResdslError
 EXTRAS = {
     "torch": ("torch",),
     "onnx": ("torch", "onnx", "onnxruntime"),
+    "openvino": ("torch", "onnx", "openvino"),
     "tvm": ("torch", "tvm"),
     "train": ("torch", "sklearn", "matplotlib", "PIL", "tensorboardX"),
 }
