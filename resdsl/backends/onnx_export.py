@@ -1,6 +1,8 @@
 """Graph -> ONNX (opset 17 by default, up to the newest the installed ONNX Runtime runs), one
-converter per op; the batch dimension stays symbolic, every intermediate tensor carries its shape
-(`value_info`) from resdsl's own inference, and the model says where it came from (metadata)."""
+converter per op, of a decomposed copy of the graph (`passes/decompose.py`: a highway gate is
+Sigmoid, Sub, Mul and Add; an fc on a map reads a Flatten). The batch dimension stays symbolic,
+every intermediate tensor carries its shape (`value_info`) from resdsl's own inference, and the
+model says where it came from (metadata). BatchNormalization stays: ONNX Runtime folds it."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +15,7 @@ import numpy as np
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from ..passes.decompose import decomposed
 from ..passes.shapes import locate
 from .support import check_supported
 
@@ -194,8 +197,8 @@ def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 
 
 def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:
-    flat = b.op("Flatten", ins, f"{name}.flatten", shape=(int(np.prod(b.in_shape(name))),), axis=1)
-    return b.op("Gemm", [flat, b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name, transB=1)
+    # On a vector: decomposition put a Flatten before every fc that reads a map.
+    return b.op("Gemm", [ins[0], b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name, transB=1)
 
 
 def _relu6(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -219,17 +222,6 @@ def _gelu(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     cdf = b.op("Add", [erf, b.scalar(f"{name}.one", 1.0)], f"{name}.cdf", shape=shape)
     half = b.op("Mul", [ins[0], b.scalar(f"{name}.half", 0.5)], f"{name}.half_x", shape=shape)
     return b.op("Mul", [half, cdf], name)
-
-
-def _add(b: _Builder, name: str, ins: list[str], a: dict) -> str:
-    if not a["gated"]:
-        return b.op("Add", ins[:2], name)
-    residual, shortcut, logits = ins
-    gate, out = b.in_shape(name, 2), b.graph.shape(name)
-    t = b.op("Sigmoid", [logits], f"{name}.t", shape=gate)
-    carry = b.op("Sub", [b.const(f"{name}.one", np.ones((), np.float32)), t], f"{name}.carry", shape=gate)
-    return b.op("Add", [b.op("Mul", [residual, t], f"{name}.transform", shape=out),
-                        b.op("Mul", [shortcut, carry], f"{name}.keep", shape=out)], name)
 
 
 def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -266,7 +258,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
                                         bias=a["k"]),
     "flatten": lambda b, name, ins, a: b.op("Flatten", ins, name, axis=1),
     "fc": _fc,
-    "add": _add,
+    "add": lambda b, name, ins, a: b.op("Add", ins, name),  # decomposed: never gated
+    "sub": lambda b, name, ins, a: b.op("Sub", ins, name),
     "mul": lambda b, name, ins, a: b.op("Mul", ins, name),
     "concat": lambda b, name, ins, a: b.op("Concat", ins, name, axis=1),
     "pad": _pad,
@@ -286,8 +279,9 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
     one output per name of the spec's `outputs`. `metadata` (e.g. spec_metadata(path)) is
     added to what the graph itself tells: resdsl's version, the network, its input and classes."""
     from onnx import TensorProto, checker, helper
-    check(graph)
     check_opset(opset)
+    graph = decomposed(graph)
+    check(graph)
     b = _Builder(graph, weights, opset)
     values = {INPUT: "input"}
     for name in graph.order():

@@ -1,10 +1,11 @@
 """Graph -> Relax IRModule, directly (no frontend), one converter per op.
 
-For inference, BN folds into the conv before it (scale into the weights, shift into a bias);
-a BN with no conv before it becomes a per-channel multiply-add. Weights are embedded as
-constants, so the compiled library needs only the input. The batch dimension is symbolic
-unless a batch is given: tuned kernels are specialised to the batch they were tuned at, so a
-tuned build fixes it.
+It lowers a copy of the graph legalized for inference: decomposed (`passes/decompose.py`: a
+highway gate is sigmoid, sub, mul and add; an fc reads a flatten) and each BN that follows a
+conv folded into it (`passes/fold_bn.py`; the weights by `fold_weights`); a BN with no conv
+before it becomes a per-channel multiply-add. Weights are embedded as constants, so the
+compiled library needs only the input. The batch dimension is symbolic unless a batch is given:
+tuned kernels are specialised to the batch they were tuned at, so a tuned build fixes it.
 
 Layouts: `NCHW` (PyTorch's, what the library's input always is) or `NHWC`, where channels are
 innermost and a tuned CPU conv can vectorise over them: ResNet's late stages have 7x7 maps, too
@@ -21,6 +22,8 @@ from ..backends.support import check_supported
 from ..backends.weights import bn_scale_shift
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from ..passes.decompose import Decompose, on_a_copy
+from ..passes.fold_bn import FoldBatchNorm, fold_weights
 from . import winograd
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -32,8 +35,10 @@ class _Ctx:
         from tvm import relax
         self.relax, self.graph, self.weights, self.batch, self.layout = relax, graph, weights, batch, layout
         self.winograd, self.wide_winograd = winograd, wide_winograd
-        self.folded = _foldable_bns(graph)  # bn -> the conv it folds into
-        self.fold_into = {conv: bn for bn, conv in self.folded.items()}
+        # Flattens whose rows stay in NHWC's (H, W, C) order: each fc reading one reorders its
+        # weight's columns instead, at compile time (flatten -> its input's (C, H, W)).
+        self.hwc_rows: dict[str, tuple[int, int, int]] = {}
+        self.results = {node for _, node in graph.results()}  # these leave in PyTorch's layout
         self.channel_axis = layout.index("C")
         self.spatial_axes = [layout.index("H"), layout.index("W")]
 
@@ -55,24 +60,10 @@ class _Ctx:
         return widths
 
 
-def _foldable_bns(graph: Graph) -> dict[str, str]:
-    folded = {}
-    for bn in graph.nodes_of("bn"):
-        (src,) = graph.inputs(bn)
-        if graph.node(src)["op"] == "conv" and graph.users(src) == [bn]:
-            folded[bn] = src
-    return folded
-
-
 def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
     op = c.relax.op
     weight = c.weights[f"{name}.weight"]
     bias = c.weights.get(f"{name}.bias", np.zeros(weight.shape[0], np.float32)) if a["bias"] else None
-    if name in c.fold_into:
-        bn = c.fold_into[name]
-        scale, shift = bn_scale_shift(c.weights, bn, c.graph.node(bn)["attrs"]["eps"])
-        weight = weight * scale.reshape(-1, 1, 1, 1)
-        bias = shift if bias is None else bias * scale + shift
     p = a["padding"]
     tile = winograd.tile_for(a, weight.shape, c.wide_winograd) if c.winograd else None
     if tile is not None:
@@ -86,8 +77,6 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
 
 
 def _bn(c: _Ctx, bb, name: str, ins: list, a: dict):
-    if name in c.folded:
-        return ins[0]
     scale, shift = bn_scale_shift(c.weights, name, a["eps"])
     op = c.relax.op
     return bb.emit(op.add(op.multiply(ins[0], c.channel(scale)), c.channel(shift)))
@@ -128,9 +117,14 @@ def _lrn(c: _Ctx, bb, name: str, ins: list, a: dict):
 
 
 def _flatten(c: _Ctx, bb, name: str, ins: list, a: dict):
-    x = ins[0]
-    if c.layout == "NHWC" and len(c.graph.shape(c.graph.inputs(name)[0])) == 3:
-        x = bb.emit(c.relax.op.permute_dims(x, [0, 3, 1, 2]))  # PyTorch flattens (C, H, W)
+    x, g = ins[0], c.graph
+    in_shape = g.shape(g.inputs(name)[0])
+    if c.layout == "NHWC" and len(in_shape) == 3:
+        users = g.users(name)
+        if users and all(g.node(u).op == "fc" for u in users) and name not in c.results:
+            c.hwc_rows[name] = in_shape  # the fcs take the (H, W, C) order; no transpose
+        else:
+            x = bb.emit(c.relax.op.permute_dims(x, [0, 3, 1, 2]))  # PyTorch flattens (C, H, W)
     return bb.emit(c.relax.op.reshape(x, (c.batch, -1)))
 
 
@@ -140,16 +134,16 @@ def _softmax(c: _Ctx, bb, name: str, ins: list, a: dict):
 
 
 def _fc(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """On a vector: decomposition put a flatten before every fc that reads a map."""
     op = c.relax.op
-    flat = bb.emit(op.reshape(ins[0], (c.batch, -1)))
     weight = c.weights[f"{name}.weight"]
-    in_shape = c.graph.shape(c.graph.inputs(name)[0])
-    if c.layout == "NHWC" and len(in_shape) == 3:
-        # Rows follow PyTorch's (C, H, W) flattening; reorder them to (H, W, C).
-        ch, h, w = in_shape
+    source = c.graph.inputs(name)[0]
+    if source in c.hwc_rows:
+        # Its columns follow PyTorch's (C, H, W) flattening; reorder them to (H, W, C).
+        ch, h, w = c.hwc_rows[source]
         weight = weight.reshape(-1, ch, h, w).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
     weight_t = c.const(weight.T)
-    return bb.emit(op.add(op.matmul(flat, weight_t), c.const(c.weights[f"{name}.bias"])))
+    return bb.emit(op.add(op.matmul(ins[0], weight_t), c.const(c.weights[f"{name}.bias"])))
 
 
 def _hardsigmoid(c: _Ctx, bb, name: str, ins: list, a: dict):
@@ -161,16 +155,6 @@ def _hardsigmoid(c: _Ctx, bb, name: str, ins: list, a: dict):
 def _hardswish(c: _Ctx, bb, name: str, ins: list, a: dict):
     """x * relu6(x + 3) / 6, as nn.Hardswish."""
     return bb.emit(c.relax.op.multiply(ins[0], _hardsigmoid(c, bb, name, ins, a)))
-
-
-def _add(c: _Ctx, bb, name: str, ins: list, a: dict):
-    op = c.relax.op
-    if not a["gated"]:
-        return bb.emit(op.add(ins[0], ins[1]))
-    residual, shortcut, logits = ins
-    t = bb.emit(op.sigmoid(logits))
-    # T*F + (1-T)*x == x + T*(F - x): one multiply fewer.
-    return bb.emit(op.add(shortcut, op.multiply(t, op.subtract(residual, shortcut))))
 
 
 def _pad(c: _Ctx, bb, name: str, ins: list, a: dict):
@@ -199,7 +183,8 @@ CONVERTERS: dict[str, Callable] = {
     "lrn": _lrn,
     "flatten": _flatten,
     "fc": _fc,
-    "add": _add,
+    "add": lambda c, bb, name, ins, a: bb.emit(c.relax.op.add(ins[0], ins[1])),  # decomposed: never gated
+    "sub": lambda c, bb, name, ins, a: bb.emit(c.relax.op.subtract(ins[0], ins[1])),
     "mul": lambda c, bb, name, ins, a: bb.emit(c.relax.op.multiply(ins[0], ins[1])),
     "concat": lambda c, bb, name, ins, a: bb.emit(c.relax.op.concat(ins, axis=c.channel_axis)),
     "pad": _pad,
@@ -219,6 +204,8 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
     (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
     """
+    graph = on_a_copy(graph, [Decompose(), FoldBatchNorm()])
+    weights = fold_weights(graph, weights)
     check(graph)
     from tvm import relax
     if layout not in LAYOUTS:
