@@ -213,7 +213,7 @@ def test_a_line_that_crashes_tvm_is_found_in_a_child(tmp_path) -> None:
 
 
 def test_resdsls_own_failure_is_not_blamed_on_the_lines(tmp_path, monkeypatch) -> None:
-    from resdsl.tvm import records
+    from resdsl.tvm import record_reading as records
     monkeypatch.setattr(records, "_VERDICTS", {})
     monkeypatch.setattr(records, "_child", lambda *args: None)  # the child leaves before reading a line
     work = WorkDir(write_dir(tmp_path / "work", WORKLOAD_LINES, RECORD_LINES))
@@ -224,7 +224,8 @@ def test_resdsls_own_failure_is_not_blamed_on_the_lines(tmp_path, monkeypatch) -
 
 
 def test_lines_tvm_read_are_remembered_in_the_users_cache(tmp_path, monkeypatch) -> None:
-    from resdsl.tvm import records, workdir
+    from resdsl.tvm import record_reading as records
+    from resdsl.tvm import workdir
     monkeypatch.setenv("RESDSL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(records, "_VERDICTS", {})
     monkeypatch.setattr(workdir, "_CLEAN", set())  # contents checked earlier in this process

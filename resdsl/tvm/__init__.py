@@ -5,6 +5,8 @@
     relax_frontend.py  graph -> Relax, one converter per op; winograd.py, its F(m, 3) kernels
     build.py           fused kernels, tuned schedules applied, the shared library
     workdir.py         a tuning work directory: the one owner of its on-disk format
+    records.py         MetaSchedule's two files checked line by line before TVM reads them: each
+                       line's shape (record_lines.py), then TVM's reading in a child (record_reading.py)
     tuning.py          `tune_network`: search, select, build, time, report
     selection.py       each kernel's schedule chosen by re-timing its best records cold
     report.py          `TuneReport`, what a tuning run writes and `bench` ranks by
