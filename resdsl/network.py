@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .ir import Graph
 from .loader import load_file, load_text
 from .lower import HeaderOverrides, lower
-from .passes import run_pipeline
+from .passes import INFERENCE, PIPELINE, pass_names, run_pipeline
 from .stats import summary_json, totals
 
 if TYPE_CHECKING:  # torch stays unimported until a model is asked for
@@ -79,7 +79,8 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, *, classes: 
     in the spec, with a note naming the override.
 
     `until` stops the pipeline after the pass of that name (`passes.pass_names()`), or before
-    the first with "lower", to look at the graph there (`resdsl ir --after`)."""
+    the first with "lower", to look at the graph there (`resdsl ir --after`); a pass of
+    `passes.INFERENCE` runs the pipeline and the backends' legalization up to it."""
     from .zoo import resolve
     header = _header(overrides, classes, input, num_classes, in_chans)
     program = load_file(resolve(path))
@@ -132,7 +133,10 @@ def _lower_checked(program, overrides: dict[str, str] | None, header: HeaderOver
     lets = {k: v for k, v in (overrides or {}).items() if k not in HEADER_KEYS}
     try:
         graph = lower(program, _parse_overrides(lets), header)
-        return graph if until == LOWERED else run_pipeline(graph, until=until)
+        if until == LOWERED:
+            return graph
+        inference = until is not None and until in pass_names(INFERENCE)
+        return run_pipeline(graph, until=until, passes=PIPELINE + INFERENCE if inference else PIPELINE)
     except ResdslError as exc:
         if not header.notes:
             raise

@@ -60,3 +60,15 @@ def test_locations_name_the_line_the_spec_wrote(capsys):
 def test_an_unknown_pass_is_a_usage_error(capsys, after):
     assert main(["ir", "specs/resnet18.rds", "--after", after]) != 0
     assert "lower" in capsys.readouterr().err
+
+
+def test_the_inference_legalizations_can_be_read_too(capsys):
+    whole = _nodes(_ir(capsys, "specs/cifar/highway20.rds"))
+    onnx = _nodes(_ir(capsys, "specs/cifar/highway20.rds", "--after", "decompose"))
+    relax = _nodes(_ir(capsys, "specs/cifar/highway20.rds", "--after", "fold-bn"))
+    gated = [n for n, op in whole.items() if op == "add"]
+    assert len(gated) == 9  # 3 stages of 3 highway blocks
+    for add in gated:  # x + T * (F - x), the add keeping its name
+        assert (onnx[f"{add}.t"], onnx[f"{add}.diff"], onnx[f"{add}.mix"], onnx[add]) == ("sigmoid", "sub", "mul", "add")
+    assert "bn" in onnx.values() and "bn" not in relax.values()  # every BN follows a conv: all fold
+    assert len(relax) == len(onnx) - list(onnx.values()).count("bn")

@@ -4,13 +4,16 @@
 `PIPELINE` is what `resdsl check` and every backend run, in this order, under the
 `PassManager`, which checks each pass's contract around it. `run_pipeline(until=NAME)` stops
 after the pass of that name, to look at the graph there (`printer.format_graph`); a
-`PassManager(after_each=...)` sees the graph after every pass.
+`PassManager(after_each=...)` sees the graph after every pass. `INFERENCE` are the backends'
+own legalizations (decompose, fold-bn), which they run on a copy of the pipeline's graph.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from ..ir import Graph
+from .decompose import Decompose
+from .fold_bn import FoldBatchNorm
 from .manager import Pass, PassManager
 from .properties import IRError
 from .shapes import InferShapes
@@ -18,6 +21,9 @@ from .shortcuts import LegalizeShortcuts
 from .verify import Verify
 
 PIPELINE = (InferShapes(), LegalizeShortcuts())
+# What the inference backends run after it, on a copy: ONNX decompose, Relax both. The torch
+# backend reads the pipeline's graph as written. `resdsl ir --after fold-bn` shows Relax's input.
+INFERENCE = (Decompose(), FoldBatchNorm())
 
 
 def pass_names(passes: Sequence[Pass] = PIPELINE) -> list[str]:
@@ -36,5 +42,5 @@ def run_pipeline(graph: Graph, verify: bool = True, *, until: str | None = None,
     return PassManager(passes, verify=verify).run(graph)
 
 
-__all__ = ["PIPELINE", "IRError", "InferShapes", "LegalizeShortcuts", "Pass", "PassManager", "Verify",
-           "pass_names", "run_pipeline"]
+__all__ = ["INFERENCE", "PIPELINE", "Decompose", "FoldBatchNorm", "IRError", "InferShapes", "LegalizeShortcuts",
+           "Pass", "PassManager", "Verify", "pass_names", "run_pipeline"]

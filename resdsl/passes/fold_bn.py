@@ -17,11 +17,13 @@ ONNX keeps BatchNormalization, which ONNX Runtime fuses itself, and torch keeps 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..ir import Graph
 from .properties import LEGAL_ADDS, SHAPES
+
+if TYPE_CHECKING:  # numpy is imported where weights are folded: `resdsl --help` reads this module
+    import numpy as np
 
 BN_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -62,6 +64,7 @@ class FoldBatchNorm:
 def fold_weights(graph: Graph, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`weights` (a state_dict of the graph before folding) for the folded `graph`: each folded
     conv's weight and bias computed, its bn's tensors left out, every other tensor as it was."""
+    import numpy as np
     folded = dict(weights)
     for name in graph.order():
         record = graph.node(name).facts.get("folded_bn")
