@@ -143,3 +143,16 @@ def test_the_text_is_a_function_of_the_graph(text: str) -> None:
     lines = [line.strip() for line in printed.splitlines()]
     defined = [line.split(" = ", 1)[0] for line in lines if line.startswith("%")]
     assert defined == [f"%{name}" for name in graph.order()]  # every node once, in graph order
+
+
+def test_a_copy_is_equal_and_its_edits_stay_in_it() -> None:
+    from resdsl import load
+    from resdsl.passes import INFERENCE
+    graph = load("specs/cifar/highway20.rds").graph
+    before = format_graph(graph)
+    twin = graph.copy()
+    assert format_graph(twin) == before
+    PassManager(INFERENCE).run(twin)  # rewires, inserts and removes nodes
+    assert format_graph(graph) == before
+    assert format_graph(twin) != before and "bn" not in {twin.node(n).op for n in twin.order()}
+    assert twin.blocks["layer1.0"] is not graph.blocks["layer1.0"] and twin.layout is not graph.layout

@@ -19,7 +19,6 @@ copy: `on_a_copy`); the torch backend generates readable source from the graph a
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 
 from ..ir import Graph
@@ -65,7 +64,7 @@ class Decompose:
 def on_a_copy(graph: Graph, passes: Iterable[Pass]) -> Graph:
     """A copy of `graph` after `passes`, run under the pass manager; `graph` itself is left as
     it was (the torch backend, and any later caller, still reads it)."""
-    return PassManager(list(passes)).run(copy.deepcopy(graph))
+    return PassManager(list(passes)).run(graph.copy())
 
 
 def decomposed(graph: Graph) -> Graph:
