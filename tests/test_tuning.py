@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 from resdsl.diagnostics import ResdslError
 from resdsl.tvm.lowering import Lowering
-from resdsl.tvm.tuning import pick_task
+from resdsl.tvm.tasks import pick_task
 from resdsl.tvm.workdir import RECORDS, WorkDir
 
 pytestmark = pytest.mark.tvm
@@ -71,7 +71,7 @@ def test_trials_go_where_the_time_is() -> None:
 
 def test_a_background_tuning_run_logs_its_progress(monkeypatch, capsys) -> None:
     from resdsl.cli import display
-    from resdsl.tvm.tuning import Progress
+    from resdsl.tvm.search import Progress
     clock = [1000.0]
     monkeypatch.setattr(display.time, "monotonic", lambda: clock[0])
     progress = Progress(total=100, tasks=3, started=1000.0, stage="seeding 1/2")
@@ -190,8 +190,8 @@ def test_library_messages_name_no_command_line_flags() -> None:
 
 
 def test_a_work_dir_keeps_how_it_times_candidates(tmp_path) -> None:
+    from resdsl.tvm.measuring import evaluator, make_runner
     from resdsl.tvm.target import make_target
-    from resdsl.tvm.tuning import evaluator, make_runner
     work = WorkDir(tmp_path / "work")
     work.path.mkdir()
     llvm = make_target("llvm")
@@ -280,7 +280,7 @@ def test_selection_re_times_each_kernels_best_records(tuned_tiny, monkeypatch) -
     from resdsl.network import load
     from resdsl.tvm.build import relax_module
     from resdsl.tvm.target import make_target
-    from resdsl.tvm.tuning import extract_tasks, heaviest
+    from resdsl.tvm.tasks import extract_tasks, heaviest
     net = load(tuned_tiny[0])
     lowering = Lowering.resolve("llvm", work_dir=WorkDir(work))
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering),
@@ -309,8 +309,9 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
     from resdsl.tvm.build import relax_module
+    from resdsl.tvm.reuse import reuse_records
     from resdsl.tvm.target import make_target
-    from resdsl.tvm.tuning import extract_tasks, reuse_records
+    from resdsl.tvm.tasks import extract_tasks
     net = load(tiny)
     lowering = Lowering.resolve("llvm", work_dir=WorkDir(seeded))
     _, tasks = extract_tasks(relax_module(net.graph, load_weights(net.graph), 1, lowering), make_target("llvm"),
@@ -341,8 +342,9 @@ def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, cap
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
     from resdsl.tvm.build import relax_module
+    from resdsl.tvm.reuse import RETIME_TOP, Reused, reuse_records
     from resdsl.tvm.target import make_target
-    from resdsl.tvm.tuning import RETIME_TOP, Reused, extract_tasks, reuse_records
+    from resdsl.tvm.tasks import extract_tasks
     tiny, work = tuned_tiny
     host = make_target("llvm")
     cpu = str(host.attrs["mcpu"])
@@ -545,7 +547,7 @@ def test_tuning_registers_only_its_targets_tensor_intrinsics() -> None:
     script = """
 import sys
 from resdsl.tvm.target import make_target
-from resdsl.tvm.tuning import register_intrinsics
+from resdsl.tvm.measuring import register_intrinsics
 from tvm.s_tir import TensorIntrin
 register_intrinsics(make_target("llvm"))
 import tvm.s_tir.tensor_intrin  # what every TuneContext does: now a no-op

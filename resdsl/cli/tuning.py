@@ -47,8 +47,9 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
     net = load(spec)
     targets.check(target, net.graph)
     state = checked_weights(net, weights, seed)  # a bad file is refused before TVM loads (seconds)
+    from ..tvm.measuring import RPC
     from ..tvm.target import make_target
-    from ..tvm.tuning import RPC, TuneOptions, tune_network
+    from ..tvm.tuning import TuneOptions, tune_network
     from ..tvm.workdir import WorkDir
     from ..tvm_compile import work_dir as named_work_dir
     from .display import tuning_display

@@ -8,6 +8,10 @@
     records.py         MetaSchedule's two files checked line by line before TVM reads them: each
                        line's shape (record_lines.py), then TVM's reading in a child (record_reading.py)
     tuning.py          `tune_network`: search, select, build, time, report
+    search.py          the resumable search: seed, tune until the budget is measured, select
+    measuring.py       how a candidate is built and timed (builder, runner, RPC, intrinsics)
+    tasks.py           a network's tasks, what the database says of each, who gets the next trials
+    reuse.py           seeding from other work directories' records of the same kernels
     selection.py       each kernel's schedule chosen by re-timing its best records cold
     report.py          `TuneReport`, what a tuning run writes and `bench` ranks by
     databases.py       the databases shipped as package data, and which one a build uses

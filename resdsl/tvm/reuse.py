@@ -1,0 +1,106 @@
+"""Seeding a tuning run with the measured records of other work directories, for the kernels
+they share, each record timed the way this directory times its own.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..diagnostics import ResdslError
+from . import selection
+from .target import machine
+from .tasks import measured
+from .workdir import WorkDir
+
+# Records from another machine are timed again here, the best few per kernel: enough to seed
+# the search with schedules that were good there, without compiling thousands of them.
+RETIME_TOP = 8
+
+
+@dataclass
+class Reused:
+    copied: int = 0  # records committed here; they count against --trials like any other
+    left_out: int = 0  # another machine's records that could not be timed again here
+
+
+def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, retime: bool = True,
+                  on_kernel: Callable[[int, int], None] | None = None) -> Reused:
+    """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
+
+    MetaSchedule keys records by the kernel's structure, so another work directory's records
+    apply wherever the same kernel appears: another lowering of the same network (only the
+    kernels it changed need tuning). Across networks, kernels that look alike need not match
+    (ResNet-18's layer3 conv + bias + ReLU records did not apply to ResNet-50's). Kernels that
+    already have records here are left alone, so repeating it is harmless.
+
+    Times are compared across records, so every copied record carries a time measured the way
+    this directory measures, on this machine. From the same machine (`target.machine`) they
+    are copied as they are, and records timed hot and cold do not mix (a selection holds its
+    candidates re-timed cold). From another CPU, each kernel's
+    RETIME_TOP best are built and timed again here, and keep only that time. Where this host
+    is not where the records will be measured (a GPU target, or `retime` False: an RPC
+    tracker's devices), another machine's records are left out and counted.
+    """
+    ours = work_dir.measurement(target.kind.name)  # before the database below creates its (empty) files
+    into = work_dir.database()
+    retime = retime and target.kind.name == "llvm"
+    # Check every source before committing anything, so a refusal leaves the directory as it was.
+    plan = [kernel for source in sources for kernel in _plan(work_dir, source, tasks, target, into, ours)]
+    return _copy(plan, into, target, ours, retime, on_kernel)
+
+
+def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str) -> list[tuple]:
+    """(task index, kernel, records from this machine, records from others) for each kernel that
+    `source` has records of and `into` has none; refused if they were timed otherwise."""
+    if not source.has_records():
+        raise ResdslError(
+            f"{source.path} holds no tuning records", hint="give a `resdsl tune` work directory"
+        )
+    theirs = source.measurement(target.kind.name)
+    database = source.database()
+    plan = []
+    for k, task in enumerate(tasks):
+        mod = task.dispatched[0]
+        if not database.has_workload(mod) or measured(into, mod)[0]:
+            continue
+        here, elsewhere = [], []
+        for record in database.get_top_k(database.commit_workload(mod), 10**6):
+            (here if machine(record.target) == machine(target) else elsewhere).append(record)
+        if here and theirs != ours:
+            raise ResdslError(f"{source.path}'s records were timed with the cache {theirs}, "
+                              f"{work_dir.path}'s {ours}",
+                              hint=f"seed from {source.selected.path} (its candidates re-timed cold)"
+                              if theirs == "hot" else "seed from a directory timed the same way")
+        plan.append((k, mod, here, elsewhere))
+    return plan
+
+
+def _copy(plan: list[tuple], into, target, ours: str, retime: bool,
+          on_kernel: Callable[[int, int], None] | None) -> Reused:
+    """Commit the planned records, each kernel's from the first source that has it (as if the
+    sources were one), another machine's timed again here where `retime`."""
+    from tvm.s_tir import meta_schedule as ms
+    reused = Reused()
+    seeded = set()
+    for i, (k, mod, here, elsewhere) in enumerate(plan):
+        if on_kernel:
+            on_kernel(i, len(plan))
+        if k in seeded:
+            continue
+        timed = [(r, r.run_secs) for r in here]
+        if elsewhere and retime:
+            elsewhere = elsewhere[:RETIME_TOP]
+            timed += [
+                (elsewhere[j], [secs]) for j, secs in selection.retime(elsewhere, target, cold=ours == "cold")
+            ]
+        elif elsewhere:
+            reused.left_out += len(elsewhere)
+        if not timed:
+            continue
+        seeded.add(k)
+        workload = into.commit_workload(mod)
+        for record, run_secs in timed:
+            into.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, run_secs, target,
+                                                                 record.args_info))
+            reused.copied += 1
+    return reused
