@@ -282,7 +282,8 @@ def interrupted(tmp_path_factory) -> Path:
     from resdsl.files import read_source
     from resdsl.network import load
     from resdsl.training.data import load_dataset
-    from resdsl.training.loop import Recipe, train
+    from resdsl.training.loop import train
+    from resdsl.training.recipe import Recipe
 
     def stop(row: dict) -> None:
         raise Stop

@@ -69,8 +69,8 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
     from ..files import read_source
     from ..training.data import load_dataset
     from ..training.distributed import World
-    from ..training.loop import Recipe
     from ..training.loop import train as train_loop
+    from ..training.recipe import Recipe
     world = World.from_env()
     recipe = Recipe(epochs=epochs or 0, batch=batch, lr=lr, momentum=momentum, weight_decay=weight_decay,
                     optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,

@@ -19,7 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..diagnostics import ResdslError
-from ..files import brief
 from .checkpoint import CHECKPOINT
 from .data import Dataset, fit
 from .distributed import World
@@ -27,11 +26,10 @@ from .epoch import Epochs
 from .finetune import init_record, load_init
 from .logs import TensorBoard
 from .recipe import Precision, Recipe, make_optimizer, make_schedule, retarget
-from .rundir import CONFIG, FINAL, METRICS, Run, read_config, read_metrics
+from .rundir import FINAL, Run
 from .state import best_epoch, resume, save, save_epoch
 
-# `plot` reads runs through these names, and the command line trains through `Recipe` and `train`.
-__all__ = ["CONFIG", "METRICS", "Recipe", "Run", "brief", "read_config", "read_metrics", "train"]
+__all__ = ["train"]
 
 
 def train(net, spec_text: str, spec_file: str, data: Dataset, data_name: str, out: Path, recipe: Recipe,

@@ -13,8 +13,9 @@ import warnings
 from pathlib import Path
 
 from ..diagnostics import ResdslError, printable
+from ..files import brief
 from ..output import write_atomic
-from .loop import CONFIG, METRICS, brief, read_config, read_metrics
+from .rundir import CONFIG, METRICS, read_config, read_metrics
 
 HINT = "rerun its training, or leave it out of the plot"
 NAME_CHARS = 60  # a legend entry, not a paragraph
