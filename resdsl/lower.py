@@ -28,7 +28,7 @@ from .kinds import (
 )
 from .limits import LIMITS
 from .loader import Program
-from .ops import JOINS, OPS, OpDef
+from .ops import JOINS, LAYER, OPS, OpDef
 from .parser import POLICIES, SHORT_ATTRS
 from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
@@ -204,7 +204,10 @@ def evaluate_number(expr: ast.Expr, env: dict[str, Value], what: str) -> Number:
 
 def evaluate_int(expr: ast.Expr, env: dict[str, Value], what: str) -> int:
     """An expression where only an integer makes sense (a width, a count, a stride)."""
-    value = evaluate_number(expr, env, what)
+    value = evaluate(expr, env)
+    if value.__class__ is int:  # nearly always: asked first, as lowering asks once per attribute
+        return value
+    not_a_kind(value, what, expr.span)
     if isinstance(value, float):
         raise ResdslError(f"{what} must be an integer, not {value!r}", expr.span,
                           hint="integers are written without a decimal point; floats are for rates")
@@ -227,6 +230,10 @@ class _Lowering:
         self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
         self.kind_params: dict[str, dict[str, str]] = {}  # block definition -> `kinds(...)`
         self.slots: dict[str, str] = {}  # the expanded block's kind parameters -> the kind each is written for
+        self.slot_vars: dict[int, ast.Var] = {}  # id(layer) -> `_slot_var`; the AST outlives the lowering
+        self.constant_defaults: dict[str, dict[str, Value]] = {}  # definition -> `_constant_defaults`
+        self.defaults_checked: set[str] = set()  # ops whose default attributes `_attrs` has checked
+        self.safe_names: set[str] = set()  # labels `_check_name` has passed (`inserting` is fixed per lowering)
 
     def run(self) -> Graph:
         net = self.net
@@ -372,7 +379,7 @@ class _Lowering:
     def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, Value],
               extra: dict[str, Value]) -> dict[str, Value]:
         names = [p.name for p in definition.params]
-        kinds = self.kinds(definition)
+        kinds = self.kind_params.get(definition.name) or self.kinds(definition)
         values: dict[str, Value] = {}
         positional = [a for a in call.args if isinstance(a, ast.Positional)]
         if len(positional) > len(names):
@@ -398,14 +405,26 @@ class _Lowering:
             "block_index": env["block_index"],
             "num_blocks": env["num_blocks"],
         }
+        constants = self.constant_defaults.get(definition.name) or self._constant_defaults(definition)
         for param in definition.params:  # defaults may refer to earlier parameters
             if param.name not in values:
                 if param.default is None:
                     raise ResdslError(f"block `{definition.name}` needs a value for `{param.name}`",
                                       call.span, notes=(("defined here", definition.span),))
-                values[param.name] = evaluate(param.default, {**scope, **values})
+                value = constants.get(param.name)
+                values[param.name] = evaluate(param.default, {**scope, **values}) if value is None else value
             scope[param.name] = values[param.name]
         return scope
+
+    def _constant_defaults(self, definition: ast.BlockDef) -> dict[str, Value]:
+        """The defaults that read no name but a layer kind's (`stride = 1`, `act = relu`), worked
+        out once per definition rather than once per block."""
+        if definition.name not in self.constant_defaults:
+            kinds = self.kinds(definition)
+            self.constant_defaults[definition.name] = {
+                p.name: evaluate(p.default, {}) for p in definition.params if p.default is not None
+                and all(v.name == kinds.get(p.name) for v in ast.variables(p.default))}
+        return self.constant_defaults[definition.name]
 
     # ---- layers
     def _body(self, layers: tuple, scope: str, current: str, env: dict[str, Value],
@@ -491,16 +510,13 @@ class _Lowering:
         op, exprs = layer.op, {}
         if op in env:  # a parameter: the layer kind it holds
             kind = env[op]
-            if not isinstance(kind, Kind):
-                raise ResdslError(f"`{op}` is {kind!r} here, a number, not a layer kind", layer.op_span,
-                                  hint="a parameter stands for a layer where its default is a kind (`act = relu`)")
-            if op in self.slots:
-                self._fits(layer, kind, self.slots[op], env)
+            if kind.__class__ is not Kind or self.slots.get(op, kind.op) != kind.op:
+                self._check_slot(layer, kind, env)
             if kind.op == NONE:
                 return current
-            exprs["op"], op = ast.Var(op, layer.op_span), kind.op
+            exprs["op"], op = self.slot_vars.get(id(layer)) or self._slot_var(layer), kind.op
         info = OPS.get(op)
-        if info is None or not info.user:
+        if info is None or info.kind != LAYER:  # `info.user`, without a call per layer
             known = sorted([op for op, i in OPS.items() if i.user] + list(JOINS))
             hint = _suggest(layer.op, known, "known layers")
             if layer.op in self.program.blocks:
@@ -516,6 +532,20 @@ class _Lowering:
         ctx.values[label] = name
         return g.add(name, op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs if scope else None, branch=ctx.branch, **attrs)
+
+    def _check_slot(self, layer: ast.Layer, kind: Value, env: dict[str, Value]) -> None:
+        """A layer written as a parameter (`act1: act`) needs a layer kind there, one that fits the
+        slot where it is not the kind the slot is written for."""
+        if kind.__class__ is not Kind:
+            raise ResdslError(f"`{layer.op}` is {kind!r} here, a number, not a layer kind", layer.op_span,
+                              hint="a parameter stands for a layer where its default is a kind (`act = relu`)")
+        self._fits(layer, kind, self.slots[layer.op], env)
+
+    def _slot_var(self, layer: ast.Layer) -> ast.Var:
+        """`exprs["op"]` of a kind slot's node: the parameter, as written (made once per slot, not
+        once per block: a stage of 20,000 blocks shares them)."""
+        var = self.slot_vars[id(layer)] = ast.Var(layer.op, layer.op_span)
+        return var
 
     def _fits(self, layer: ast.Layer, given: Kind, default: str, env: dict[str, Value]) -> None:
         """A kind other than the one a slot is written for must take the slot's arguments and give
@@ -561,7 +591,11 @@ class _Lowering:
             if key in info.floats:
                 attrs[key] = float(evaluate_number(arg.value, env, f"`{key}` of `{info.name}`"))
             else:
-                attrs[key] = evaluate_int(arg.value, env, f"`{key}` of `{info.name}`")
+                value = evaluate(arg.value, env)
+                # Checked (and the message made) only where it is not an int: 240,000 times in a
+                # stage of 20,000 blocks.
+                attrs[key] = value if value.__class__ is int else evaluate_int(arg.value, env,
+                                                                                f"`{key}` of `{info.name}`")
             exprs[key] = arg.value
             spans[key] = arg.span
         for key, default in defaults.items():
@@ -570,7 +604,12 @@ class _Lowering:
                     raise ResdslError(f"`{info.name}` needs `{key}`", layer.span,
                                       hint=_attr_hint(info))
                 attrs[key] = default
+        # An op's defaults are checked the first time it is used; after that only what a layer gives.
+        checked = info.name in self.defaults_checked
+        self.defaults_checked.add(info.name)
         for key, value in attrs.items():
+            if checked and key not in spans:
+                continue
             span = spans.get(key, layer.span)
             if key in info.floats:
                 bounds = info.attr(key).range
@@ -599,7 +638,14 @@ class _Lowering:
         return label
 
     def _check_name(self, label: str, span: Span) -> None:
-        """Every part of a (dotted) name must be safe as a PyTorch module attribute."""
+        """Every part of a (dotted) name must be safe as a PyTorch module attribute. A label found
+        safe once is not checked again: every block of a stage repeats its definition's labels."""
+        if label in self.safe_names:
+            return
+        self._check_parts(label, span)
+        self.safe_names.add(label)
+
+    def _check_parts(self, label: str, span: Span) -> None:
         parts = label.split(".")
         for i, part in enumerate(parts):
             if i and part.isdigit():  # `features.0`: a position in a container
