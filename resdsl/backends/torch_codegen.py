@@ -258,6 +258,7 @@ CONVERTERS: dict[str, Converter] = {
     "drop_path": Module(lambda layer, a: ("DropPath", [layer.sym("rate").text]), ("rate",)),
     "fc": Module(_fc, ("out",)),
     "add": Join(" + ".join),
+    "sub": Join(" - ".join),
     "mul": Join(" * ".join),
     "concat": Join(lambda operands: f"torch.cat([{', '.join(operands)}], 1)"),
     "pad": Handed(),
