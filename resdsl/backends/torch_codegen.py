@@ -273,16 +273,23 @@ def _module(op: str) -> Module:
 
 def _module_call(graph: Graph, op: str, layer: _Layer, a: dict, source: str,
                  inplace: bool | None = None) -> tuple[str, list[str]]:
-    """A layer's (constructor, arguments); an in-place one is in place only where nothing else
-    reads its input (the block input that feeds the shortcut, the network's input). `inplace`,
-    where given, says whether the module can be (every kind a parameter takes can)."""
+    """A layer's (constructor, arguments); an in-place one is in place only where its input may
+    be overwritten (see `_overwritable`). `inplace`, where given, says whether the module can be
+    (every kind a parameter takes can)."""
     module = _module(op)
     ctor, args = module.build(layer, a)
     if inplace is None:
         inplace = module.inplace
-    if inplace and len(graph.users(source)) == 1 and source != INPUT:
+    if inplace and _overwritable(graph, source):
         args = [*args, "inplace=True"]
     return ctor, args
+
+
+def _overwritable(graph: Graph, value: str) -> bool:
+    """Whether a layer reading `value` may overwrite it: nothing else reads it (the block input
+    that feeds the shortcut), the caller did not pass it (the network's input), and forward does
+    not return it (a named output: `outputs["stem_bn"] = x` holds the tensor, not a copy)."""
+    return len(graph.users(value)) == 1 and value != INPUT and all(node != value for _, node in graph.outputs)
 
 
 def constructor(op: str) -> str:
