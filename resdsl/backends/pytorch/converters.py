@@ -1,0 +1,165 @@
+"""Op -> what a layer becomes in generated PyTorch: a module and its constructor arguments, an
+expression of its operands, or a module the network hands in. Arguments are `Sym`s, so they
+read as the spec wrote them; the rule for writing `inplace=True` is here too."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import prod
+
+from ... import ast
+from ...ir import INPUT, Graph
+from ...kinds import NONE, Kind
+from ...lower import evaluate
+from ...ops import OPS
+from .symbols import Sym
+
+
+@dataclass
+class Layer:
+    """What a converter sees: the node's attributes as `Sym`s, its input's channels."""
+    sym: Callable[[str], Sym]  # attribute -> Sym (the spec's expression, or a literal)
+    channels: Sym  # the input's channel count
+    in_shape: tuple[int, ...]
+
+
+def _conv(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    args = [layer.channels.text, layer.sym("out").text, f"kernel_size={layer.sym('kernel').text}"]
+    for key, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)):
+        sym = layer.sym(key)
+        # Written where it differs from PyTorch's default, or where the spec wrote a parameter (`s=stride`).
+        if a[key] != default or sym.expr is not None and not isinstance(sym.expr, ast.Int):
+            args.append(f"{key}={sym.text}")
+    return "nn.Conv2d", args + (["bias=False"] if not a["bias"] else [])
+
+
+def _bn(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    eps = layer.sym("eps")
+    # Written where it is not PyTorch's default, or where the spec wrote a parameter (`eps=eps`).
+    if a["eps"] != OPS["bn"].defaults["eps"] or eps.expr is not None and not isinstance(
+            eps.expr, (ast.Int, ast.Float)):
+        return "nn.BatchNorm2d", [layer.channels.text, f"eps={eps.text}"]
+    return "nn.BatchNorm2d", [layer.channels.text]
+
+
+def _window_args(layer: Layer, a: dict) -> list[str]:
+    return [f"kernel_size={layer.sym('kernel').text}", f"stride={layer.sym('stride').text}",
+            f"padding={layer.sym('padding').text}"] + (["ceil_mode=True"] if a["ceil"] else [])
+
+
+def _avgpool(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    if not a["kernel"]:
+        size = layer.sym("size").text
+        return "nn.AdaptiveAvgPool2d", [f"({size}, {size})"]
+    return "nn.AvgPool2d", _window_args(layer, a) + ([] if a["count_pad"] else ["count_include_pad=False"])
+
+
+def _fc(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    spatial = prod(layer.in_shape[1:])
+    features = layer.channels.text if spatial == 1 else str(prod(layer.in_shape))  # after torch.flatten
+    return "nn.Linear", [features, layer.sym("out").text]
+
+
+@dataclass(frozen=True)
+class Module:
+    """A layer the generated class holds as a module: `build` gives its (constructor, arguments);
+    `written` names the attributes those arguments write, each checked against every block a
+    class stands for. An `inplace` one (`relu`, as torchvision writes it) gets `inplace=True`
+    unless its input may not be overwritten: see `overwritable`."""
+    build: Callable[[Layer, dict], tuple[str, list[str]]]
+    written: tuple[str, ...] = ()
+    inplace: bool = False
+
+
+@dataclass(frozen=True)
+class Join:
+    """A join of named values, one expression of its operands' variables in `forward`. (The
+    residual `add shortcut` is the block's own statement: see `block.BlockEmitter._add`.)"""
+    write: Callable[[list[str]], str]
+
+
+@dataclass(frozen=True)
+class Handed:
+    """Made only by shortcut legalization: the network builds its module (ZeroPadShortcut,
+    projection(), a policy's helper) and hands it to the block as `downsample`."""
+
+
+Converter = Module | Join | Handed
+CONVERTERS: dict[str, Converter] = {
+    "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
+    "bn": Module(_bn, ("eps",)),
+    "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),
+    "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
+    "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),
+    "relu6": Module(lambda layer, a: ("nn.ReLU6", []), inplace=True),
+    "silu": Module(lambda layer, a: ("nn.SiLU", []), inplace=True),
+    "gelu": Module(lambda layer, a: ("nn.GELU", [])),  # approximate="none": the erf form
+    "hardsigmoid": Module(lambda layer, a: ("nn.Hardsigmoid", []), inplace=True),
+    "hardswish": Module(lambda layer, a: ("nn.Hardswish", []), inplace=True),
+    "softmax": Module(lambda layer, a: ("nn.Softmax", ["dim=1"])),
+    "maxpool": Module(lambda layer, a: ("nn.MaxPool2d", _window_args(layer, a)),
+                      ("kernel", "stride", "padding")),
+    "avgpool": Module(_avgpool, ("kernel", "stride", "padding", "size")),
+    "lrn": Module(lambda layer, a: ("nn.LocalResponseNorm", [layer.sym("size").text] + [
+        f"{key}={layer.sym(key).text}" for key in ("alpha", "beta", "k")]), ("size", "alpha", "beta", "k")),
+    "dropout": Module(lambda layer, a: ("nn.Dropout", [layer.sym("p").text]), ("p",)),
+    "flatten": Module(lambda layer, a: ("nn.Flatten", [])),
+    "drop_path": Module(lambda layer, a: ("DropPath", [layer.sym("rate").text]), ("rate",)),
+    "fc": Module(_fc, ("out",)),
+    "add": Join(" + ".join),
+    "sub": Join(" - ".join),
+    "mul": Join(" * ".join),
+    "concat": Join(lambda operands: f"torch.cat([{', '.join(operands)}], 1)"),
+    "pad": Handed(),
+}
+
+
+def module_of(op: str) -> Module:
+    converter = CONVERTERS[op]  # every op is in the table: `generate` checked before emitting
+    assert isinstance(converter, Module), f"{op} is not a module"
+    return converter
+
+
+def module_call(graph: Graph, op: str, layer: Layer, a: dict, source: str,
+                 inplace: bool | None = None) -> tuple[str, list[str]]:
+    """A layer's (constructor, arguments); an in-place one is in place only where its input may
+    be overwritten (see `overwritable`). `inplace`, where given, says whether the module can be
+    (every kind a parameter takes can)."""
+    module = module_of(op)
+    ctor, args = module.build(layer, a)
+    if inplace is None:
+        inplace = module.inplace
+    if inplace and overwritable(graph, source):
+        args = [*args, "inplace=True"]
+    return ctor, args
+
+
+def overwritable(graph: Graph, value: str) -> bool:
+    """Whether a layer reading `value` may overwrite it: nothing else reads it (the block input
+    that feeds the shortcut), the caller did not pass it (the network's input), and forward does
+    not return it (a named output: `outputs["stem_bn"] = x` holds the tensor, not a copy)."""
+    return len(graph.users(value)) == 1 and value != INPUT and all(node != value for _, node in graph.outputs)
+
+
+def constructor(op: str) -> str:
+    """The module class a layer kind's layers are made with (`silu` -> `nn.SiLU`)."""
+    attrs = {key: 1 if value is None else value for key, value in OPS[op].defaults.items()}
+    return module_of(op).build(Layer(lambda key: Sym.literal(attrs[key]), Sym("c"), (1, 1, 1)), attrs)[0]
+
+
+def kind_arguments(graph: Graph, paths: list[str]) -> tuple[set[str], dict[str, bool]]:
+    """A block definition's kind parameters (`act`), and those its class takes as constructor
+    arguments, as timm's `act_layer=nn.ReLU`, each with whether every kind it takes works in
+    place. A class takes one where some block gives it a kind other than its default, and no
+    block `none` (its layer left out there, the blocks have different bodies); elsewhere the class
+    writes its one kind as any layer, so a spec that changes no kind gets the class it always did."""
+    blocks = [graph.blocks[p] for p in paths]
+    defaults = dict(graph.signatures[blocks[0].block].params)
+    kinds = {name for b in blocks for name, value in b.args.items() if isinstance(value, Kind)}
+    taken: dict[str, bool] = {}
+    for name in sorted(kinds):
+        given = {b.args[name] for b in blocks}
+        default = {evaluate(defaults[name], {**b.args, "classes": graph.classes}) for b in blocks}
+        if given != default and all(k.op != NONE for k in given | default):
+            taken[name] = all(module_of(k.op).inplace for k in given | default)
+    return kinds, taken

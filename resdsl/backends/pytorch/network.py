@@ -1,0 +1,61 @@
+"""The network's own class: its stem and head layers, each stage an nn.Sequential of the blocks'
+classes, and the named outputs forward returns."""
+from __future__ import annotations
+
+from ...ir import INPUT, Graph
+from ...ops import fmt_shape
+from .classes import GeneratedClass, Generator
+from .converters import Layer, module_call
+from .layout import STAGE, Step, assemble, layer_step
+from .names import camel
+from .symbols import Sym
+
+
+def network_class(gen: Generator) -> GeneratedClass:
+    """The class `build` returns, made after `gen` has made the blocks' classes and calls."""
+    g = gen.graph
+    doc = f"{g.name}: {fmt_shape(g.shape(INPUT))} -> {describe_returned(g)}."
+    cls = GeneratedClass(gen.names.fresh(camel(g.name)), doc, signature=["def __init__(self) -> None:"])
+    entries, steps = [], []
+    returned = {}  # node -> the output names it is returned as
+    for name, node in g.outputs:
+        returned.setdefault(node, []).append(name)
+    for kind, item in g.layout:
+        if kind == "stage":  # an nn.Sequential of its blocks, under its (maybe dotted) name
+            entries.append((item, STAGE, [gen.calls[p] for p in g.stages[item].blocks]))
+            last = g.blocks[g.stages[item].blocks[-1]].output
+            captured = _captures(returned.get(last, []))
+            steps.append(
+                Step(item, ["x = {m}(x)"] + captured, item, "", None if captured else ("x", "x"))
+            )
+            continue
+        node = g.node(item)
+        source = g.inputs(item)[0]
+        layer = Layer(lambda key, a=node["attrs"]: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
+                       g.shape(source))
+        ctor, args = module_call(g, node["op"], layer, node["attrs"], source)
+        entries.append((node["label"], ctor, args))
+        step = layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source))
+        if item in returned:  # kept apart from any nn.Sequential, to be returned
+            step.lines, step.call = step.lines + _captures(returned[item]), None
+        steps.append(step)
+    init, forward = assemble(g, entries, steps)
+    cls.init += init
+    if g.outputs:
+        cls.returns = "dict[str, Tensor]"
+        cls.forward = ["outputs: dict[str, Tensor] = {}"] + forward + ["return outputs"]
+    else:
+        cls.forward = forward + ["return x"]
+    return cls
+
+
+def describe_returned(graph: Graph) -> str:
+    """What forward returns, for docstrings: `1000`, or `a dict of layer1, ..., layer4`."""
+    if not graph.outputs:
+        return fmt_shape(graph.shape(graph.output))
+    names = ", ".join(name for name, _ in graph.outputs)
+    return f"a dict of {names}" if len(names) <= 60 else f"a dict of {len(graph.outputs)} feature maps"
+
+
+def _captures(names: list[str]) -> list[str]:
+    return [f'outputs["{name}"] = x' for name in names]
