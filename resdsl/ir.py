@@ -161,7 +161,7 @@ class Graph:
         self.name = name
         self.classes = classes
         self.classes_span = classes_span  # where the spec says it, for errors about the output
-        self.policies: dict = {}  # user-defined shortcut policies (ast.PolicyDef), by name
+        self.policies: dict = {}  # user-defined shortcut policies (templates.PolicyTemplate), by name
         self.nx: nx.DiGraph = _DiGraph()
         # networkx's own node and adjacency dicts: the queries below are the compiler's innermost
         # loops, and its public views cost an object per lookup.

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from ..diagnostics import ResdslError
 from ..ir import GATE, PAD, PROJECTION, Graph
-from ..lower import lower_policy
 from ..ops import OPS, fmt_shape
+from ..templates import instantiate
 from .properties import LEGAL_ADDS, SHAPES
 from .shapes import InferShapes, locate
 
@@ -75,10 +75,7 @@ class LegalizeShortcuts:
                                    "multiply before the add")
         if policy in graph.policies:
             if differ:
-                before = set(graph.nx)
-                end = lower_policy(graph, graph.policies[policy], scope, source, want[0], stride)
-                for inserted in set(graph.nx) - before:
-                    graph.node(inserted).role = PROJECTION
+                end = instantiate(graph, graph.policies[policy], scope, source, want[0], stride)
                 InferShapes().run(graph)
                 if graph.shape(end) != want:
                     raise ResdslError(

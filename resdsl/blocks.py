@@ -1,0 +1,144 @@
+"""Lowering's stages and blocks: a stage's arguments bound to its block definition's parameters,
+once per block it repeats, and the block's body lowered in its scope (`layer1.0`)."""
+from __future__ import annotations
+
+from . import ast
+from .diagnostics import ResdslError
+from .expressions import Value, evaluate, evaluate_int, suggest
+from .ir import BlockInstance, BlockSignature, Stage
+from .kinds import check_argument, kind_params, unknown_kind
+from .limits import LIMITS
+
+
+class BlockLowering:
+    """The stage and block half of `lower._Lowering` (which holds the state it reads)."""
+
+    # ---- stages and blocks
+    def _stage(self, stage: ast.Stage, current: str, env: dict[str, int]) -> str:
+        g = self.graph
+        self.labeler.claim(stage.name, self.top_names, stage.span, "")
+        definition = self.program.blocks.get(stage.call.block)
+        if definition is None:
+            raise ResdslError(f"unknown block `{stage.call.block}`", stage.call.span,
+                              hint=suggest(stage.call.block, self.program.blocks))
+        repeat = evaluate_int(stage.repeat, env, "a stage's block count")
+        if repeat < 1:
+            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span,
+                              hint="write `x N` with N >= 1, or drop the stage")
+        LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
+        stride = evaluate_int(stage.stride, env, "a stage's stride") if stage.stride is not None else 1
+        if stride < 1:
+            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span,
+                              hint="`stride 1` keeps the resolution, `stride 2` halves it")
+        params = {p.name for p in definition.params}
+        if "stride" in {a.name for a in stage.call.args if isinstance(a, ast.Keyword)}:
+            raise ResdslError("the stage sets the stride of its first block", stage.call.span,
+                              hint=f"write `stage {stage.name}: ... x N stride S` instead")
+        if stride != 1 and "stride" not in params:
+            raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
+                              hint=f"add `stride = 1` to the parameters of `{definition.name}` "
+                                   "and use it as a conv's `s=stride`")
+        policy = (
+            self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
+        )
+        g.signatures.setdefault(definition.name, BlockSignature(
+            definition.name, tuple((p.name, p.default) for p in definition.params),
+            tuple((item.name, item.value) for item in definition.body if isinstance(item, ast.Let))))
+        g.stages[stage.name] = Stage(stage.name)
+        g.layout.append(("stage", stage.name))
+        for arg in stage.first:
+            if arg.name not in params:
+                raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`", arg.span,
+                                  hint=suggest(arg.name, params))
+            if arg.name == "stride":
+                raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
+                                  hint=f"write `stage {stage.name}: ... x N stride S`")
+        kinds = self.kinds(definition)
+        first = {arg.name: self._argument(definition, arg.name, arg.value, env, kinds) for arg in stage.first}
+        for index in range(repeat):
+            path = f"{stage.name}.{index}"
+            extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
+            if index == 0:
+                extra.update(first)
+            position = {"block_index": len(g.blocks), "num_blocks": self.num_blocks}
+            block_env = self._bind(definition, stage.call, {**position, **env}, extra)
+            instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span,
+                                     args={p.name: block_env[p.name] for p in definition.params})
+            g.blocks[path] = instance
+            g.stages[stage.name].blocks.append(path)
+            self.note = (f"block {path} (`{definition.name}`) of stage `{stage.name}`", stage.span)
+            self.slots = kinds
+            current = self._body(definition.body, path, current, block_env, block_input=current,
+                                 policy=policy)
+            self.note, self.slots = None, {}
+            instance.output = current
+        return current
+
+    def kinds(self, definition: ast.BlockDef) -> dict[str, str]:
+        """`kinds.kind_params` of a definition, worked out once."""
+        if definition.name not in self.kind_params:
+            self.kind_params[definition.name] = kind_params(definition)
+        return self.kind_params[definition.name]
+
+    def _argument(self, definition: ast.BlockDef, name: str, expr: ast.Expr, env: dict[str, Value],
+                  kinds: dict[str, str]) -> Value:
+        """A block argument's value, a layer kind where its parameter takes one, else a number."""
+        if name in kinds:
+            error = unknown_kind(expr, env)
+            if error is not None:
+                raise error
+        value = evaluate(expr, env)
+        check_argument(definition.name, name, value, kinds, expr.span)
+        return value
+
+    def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, Value],
+              extra: dict[str, Value]) -> dict[str, Value]:
+        names = [p.name for p in definition.params]
+        kinds = self.kind_params.get(definition.name) or self.kinds(definition)
+        values: dict[str, Value] = {}
+        positional = [a for a in call.args if isinstance(a, ast.Positional)]
+        if len(positional) > len(names):
+            raise ResdslError(f"block `{definition.name}` takes {len(names)} parameters, "
+                              f"got {len(positional)}", call.span,
+                              hint=f"its parameters are ({', '.join(names)})",
+                              notes=(("defined here", definition.span),))
+        for name, arg in zip(names, positional):
+            values[name] = self._argument(definition, name, arg.value, env, kinds)
+        for arg in call.args:
+            if isinstance(arg, ast.Keyword):
+                if arg.name not in names:
+                    raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`",
+                                      arg.span, hint=suggest(arg.name, names))
+                if arg.name in values:
+                    raise ResdslError(
+                        f"parameter `{arg.name}` is given twice", arg.span, hint="keep one of them"
+                    )
+                values[arg.name] = self._argument(definition, arg.name, arg.value, env, kinds)
+        values.update(extra)
+        scope = {
+            "classes": env["classes"],
+            "block_index": env["block_index"],
+            "num_blocks": env["num_blocks"],
+        }
+        constants = self.constant_defaults.get(definition.name) or self._constant_defaults(definition)
+        for param in definition.params:  # defaults may refer to earlier parameters
+            if param.name not in values:
+                if param.default is None:
+                    raise ResdslError(f"block `{definition.name}` needs a value for `{param.name}`",
+                                      call.span, notes=(("defined here", definition.span),))
+                value = constants.get(param.name)
+                values[param.name] = evaluate(param.default, {**scope, **values}) if value is None else value
+            scope[param.name] = values[param.name]
+        return scope
+
+    def _constant_defaults(self, definition: ast.BlockDef) -> dict[str, Value]:
+        """The defaults that read no name but a layer kind's (`stride = 1`, `act = relu`), worked
+        out once per definition rather than once per block."""
+        if definition.name not in self.constant_defaults:
+            kinds = self.kinds(definition)
+            self.constant_defaults[definition.name] = {
+                p.name: evaluate(p.default, {}) for p in definition.params if p.default is not None
+                and all(v.name == kinds.get(p.name) for v in ast.variables(p.default))}
+        return self.constant_defaults[definition.name]
+
+    # ---- layers
