@@ -17,7 +17,7 @@ def unsupported(graph: Graph, converters: Collection[str], *, inference: bool = 
     With `inference`, train-only ops (dropout, drop-path: the identity at inference) need none."""
     first: dict[str, str] = {}
     for name in graph.order():
-        op = graph.node(name)["op"]
+        op = graph.node(name).op
         if op == "input" or op in converters or op in first:
             continue
         if inference and op in OPS and OPS[op].train_only:

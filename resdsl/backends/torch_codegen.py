@@ -58,7 +58,7 @@ def generate(graph: Graph, source_name: str | None = None) -> str:
         output=describe_returned(graph),
         params=f"{params:,}", macs=f"{macs:,}", blocks=gen.classes, main=main,
         projection="projection" in gen.helpers, zero_pad="ZeroPadShortcut" in gen.helpers,
-        drop_path=any(graph.node(n)["op"] == "drop_path" for n in graph.order()),
+        drop_path=any(graph.node(n).op == "drop_path" for n in graph.order()),
         policies=[policy_helper(graph, p) for p in gen.policies],
         ordered_dict=any("OrderedDict" in line for p in gen.policies for line in policy_helper(graph, p)))
 

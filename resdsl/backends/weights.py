@@ -35,7 +35,7 @@ def owned(graph: Graph) -> Iterator[tuple[str, Weight]]:
     for name in graph.order():
         node = graph.node(name)
         ins = [graph.shape(i) for i in graph.inputs(name)]
-        for weight in OPS[node["op"]].weights(node["attrs"], ins, node["shape"]):
+        for weight in OPS[node.op].weights(node.attrs, ins, node.shape):
             yield f"{name}.{weight.name}", weight
 
 

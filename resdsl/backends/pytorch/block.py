@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import ast
-from ...ir import GATE, Graph
+from ...ir import GATE, Graph, Node
 from .converters import CONVERTERS, Join, Layer, module_call, module_of
 from .layout import Step, assemble, layer_step
 from .lines import call
@@ -43,13 +43,13 @@ class BlockEmitter:
         var = {block.input: "x"}
         nodes = g.scope_nodes(path)
         # Gathered once: asking every node whether some add reads it was quadratic in the block's size.
-        self.add_sources = {g.node(a)["attrs"].get("source") for a in nodes if g.node(a)["op"] == "add"}
+        self.add_sources = {g.node(a).attrs.get("source") for a in nodes if g.node(a).op == "add"}
         self.variables: dict[str, str] = {}  # label (of a kept value or a branch) -> its variable
         self.locals = Namespace()
         for name in nodes:
             node = g.node(name)
-            label, op, a = node["label"], node["op"], node["attrs"]
-            if node["role"] is not None:  # inserted by shortcut legalization: handed in, or the gate
+            label, op, a = node.label, node.op, node.attrs
+            if node.role is not None:  # inserted by shortcut legalization: handed in, or the gate
                 continue
             source = g.inputs(name)[0]
             target = self._target(name, path)
@@ -66,7 +66,7 @@ class BlockEmitter:
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = Layer(self._attr_sym(node), channels[source], g.shape(source))
-            kind = node["exprs"].get("op")  # the parameter its kind came from, if a class argument
+            kind = node.exprs.get("op")  # the parameter its kind came from, if a class argument
             kind = kind.name if kind is not None and kind.name in self.kinds else None
             ctor, args = module_call(g, op, layer, a, source, self.kinds[kind] if kind else None)
             if kind:
@@ -90,12 +90,12 @@ class BlockEmitter:
         pre-activation a projection reads)."""
         g = self.graph
         node = g.node(name)
-        readers = [u for u in g.users(name) if g.node(u)["scope"] == path]
+        readers = [u for u in g.users(name) if g.node(u).scope == path]
         kept = len(readers) > 1 or name in self.add_sources
         if kept:
-            return self._variable(node["label"])
-        if node["branch"]:
-            return self._variable(node["branch"])
+            return self._variable(node.label)
+        if node.branch:
+            return self._variable(node.branch)
         return "out"
 
     def _variable(self, label: str) -> str:
@@ -110,11 +110,11 @@ class BlockEmitter:
             return Sym.literal(self.graph.shape(block.input)[0])
         return Sym(self.params[IN], 4, ast.Var(IN, None))
 
-    def _attr_sym(self, node: dict) -> Callable[[str], Sym]:
+    def _attr_sym(self, node: Node) -> Callable[[str], Sym]:
         def sym(key: str) -> Sym:
-            expr = node["exprs"].get(key)
+            expr = node.exprs.get(key)
             if expr is None or self.literal:
-                return Sym.literal(node["attrs"][key])
+                return Sym.literal(node.attrs[key])
             return render(expr, self.params, self.env)
         return sym
 
@@ -122,7 +122,7 @@ class BlockEmitter:
         g = self.graph
         out = [(layer.channels, lambda p, s=source, proto=self.proto: g.shape(_peer(g, s, p, proto))[0])]
         for key in module_of(op).written:
-            out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}")["attrs"].get(k)))
+            out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}").attrs.get(k)))
         return out
 
     def _add(self, name: str, residual: str, shortcut: bool, source: str, target: str) -> list[str]:
@@ -132,7 +132,7 @@ class BlockEmitter:
         if shortcut:
             lines, identity = ["identity = x", "if self.downsample is not None:",
                                f"    identity = self.downsample({source})"], "identity"
-        if g.node(name)["attrs"]["gated"]:
+        if g.node(name).attrs["gated"]:
             return lines + ["t = torch.sigmoid(self.gate(x))",
                             f"{target} = {residual} * t + {identity} * (1.0 - t)"]
         if residual == "out" == target and len(g.users(g.inputs(name)[0])) == 1:
@@ -146,11 +146,11 @@ class BlockEmitter:
         if not gates:
             return []
         gate = gates[0]
-        add = next(u for u in g.users(gate) if g.node(u)["op"] == "add")
+        add = next(u for u in g.users(gate) if g.node(u).op == "add")
         residual = channels[g.inputs(add)[0]]
-        stride = self._stride_sym(g.node(gate)["attrs"]["stride"])
-        checks += [(residual, lambda p: g.node(inserted(g, p, GATE)[0])["attrs"]["out"]),
-                   (stride, lambda p: g.node(inserted(g, p, GATE)[0])["attrs"]["stride"])]
+        stride = self._stride_sym(g.node(gate).attrs["stride"])
+        checks += [(residual, lambda p: g.node(inserted(g, p, GATE)[0]).attrs["out"]),
+                   (stride, lambda p: g.node(inserted(g, p, GATE)[0]).attrs["stride"])]
         args = [self._channels(path).text, residual.text, "kernel_size=1"] + ([f"stride={stride.text}"]
                                                                               if stride.text != "1" else [])
         return call("self.gate = nn.Conv2d", args, 8)
@@ -165,6 +165,6 @@ class BlockEmitter:
 def _peer(graph: Graph, node: str, path: str, prototype: str) -> str:
     """The node of block `path` that is to it what `node`, a node of block `prototype` or that
     block's input, is to `prototype`."""
-    if graph.node(node)["scope"] != prototype:
+    if graph.node(node).scope != prototype:
         return graph.blocks[path].input  # the prototype's input: it comes from outside its block
-    return f"{path}.{graph.node(node)['label']}"
+    return f"{path}.{graph.node(node).label}"

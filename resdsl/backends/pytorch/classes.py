@@ -58,10 +58,10 @@ class Generator:
                 self.helpers.add(made.split("(")[0])
         self.policies = sorted(
             {
-                self.graph.node(a)["attrs"]["policy"]
+                self.graph.node(a).attrs["policy"]
                 for p in self.calls
                 for a in self.graph.scope_nodes(p)
-                if self.graph.node(a)["op"] == "add" and self.graph.node(a)["attrs"].get("applied")
+                if self.graph.node(a).op == "add" and self.graph.node(a).attrs.get("applied")
             }
         )
 
@@ -83,8 +83,8 @@ class Generator:
         g = self.graph
         params = self._params(definition)
         shortcut = any(shortcut_call(g, p) for p in paths)
-        gated = {g.node(n)["attrs"]["gated"] for p in paths for n in g.scope_nodes(p)
-                 if g.node(n)["op"] == "add"}
+        gated = {g.node(n).attrs["gated"] for p in paths for n in g.scope_nodes(p)
+                 if g.node(n).op == "add"}
         if len(gated) > 1:
             return False
         emitter = BlockEmitter(g, params, literal=False, kinds=self.kinds[definition][1])
@@ -170,7 +170,7 @@ class Generator:
     def _lets(self, definition: str, params: dict[str, str], prototype: str) -> list[str]:
         """`mid = width * groups` for each `let` the class's layers use, in the spec's order."""
         g = self.graph
-        used = {v.name for n in g.scope_nodes(prototype) for e in g.node(n)["exprs"].values()
+        used = {v.name for n in g.scope_nodes(prototype) for e in g.node(n).exprs.values()
                 for v in ast.variables(e)}
         lets = g.signatures[definition].lets
         for name, expr in reversed(lets):  # a let used makes the lets it reads used

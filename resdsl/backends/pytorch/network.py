@@ -31,11 +31,11 @@ def network_class(gen: Generator) -> GeneratedClass:
             continue
         node = g.node(item)
         source = g.inputs(item)[0]
-        layer = Layer(lambda key, a=node["attrs"]: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
+        layer = Layer(lambda key, a=node.attrs: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
                        g.shape(source))
-        ctor, args = module_call(g, node["op"], layer, node["attrs"], source)
-        entries.append((node["label"], ctor, args))
-        step = layer_step(node["label"], node["op"], item, source, "x", "x", g.shape(source))
+        ctor, args = module_call(g, node.op, layer, node.attrs, source)
+        entries.append((node.label, ctor, args))
+        step = layer_step(node.label, node.op, item, source, "x", "x", g.shape(source))
         if item in returned:  # kept apart from any nn.Sequential, to be returned
             step.lines, step.call = step.lines + _captures(returned[item]), None
         steps.append(step)

@@ -13,24 +13,24 @@ from .symbols import IN, Sym, render
 
 def inserted(graph: Graph, path: str, role: str) -> list[str]:
     """The nodes shortcut legalization inserted into block `path` with `role`, in order."""
-    return [n for n in graph.scope_nodes(path) if graph.node(n)["role"] == role]
+    return [n for n in graph.scope_nodes(path) if graph.node(n).role == role]
 
 def shortcut_call(graph: Graph, path: str) -> str | None:
     """The module a policy inserted for this block, as the network builds it."""
     for add in graph.scope_nodes(path):
-        applied = graph.node(add)["attrs"].get("applied") if graph.node(add)["op"] == "add" else None
+        applied = graph.node(add).attrs.get("applied") if graph.node(add).op == "add" else None
         if applied:  # a user-defined policy: its helper, named after it
             c_in, channels, stride = applied
-            return f"{policy_function(graph.node(add)['attrs']['policy'])}({c_in}, {channels}, {stride})"
+            return f"{policy_function(graph.node(add).attrs['policy'])}({c_in}, {channels}, {stride})"
     projection = inserted(graph, path, PROJECTION)
     if projection:  # B or C: its conv, then its bn
-        conv = graph.node(projection[0])["attrs"]
+        conv = graph.node(projection[0]).attrs
         c_in = graph.shape(graph.inputs(projection[0])[0])[0]
         stride = f", stride={conv['stride']}" if conv["stride"] != 1 else ""
         return f"projection({c_in}, {conv['out']}{stride})"
     pad = inserted(graph, path, PAD)
     if pad:
-        a = graph.node(pad[0])["attrs"]
+        a = graph.node(pad[0]).attrs
         return f"ZeroPadShortcut({a['stride']}, {a['pad_before']}, {a['pad_after']})"
     return None
 
@@ -46,23 +46,23 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
     params[IN] = "in_channels"
     # One instance, to give each layer its attributes and labels (the body is one chain).
     path, add = next((n, a) for n in graph.blocks for a in graph.scope_nodes(n)
-                     if graph.node(a)["op"] == "add" and graph.node(a)["attrs"].get("policy") == name
-                     and graph.node(a)["attrs"].get("applied"))
+                     if graph.node(a).op == "add" and graph.node(a).attrs.get("policy") == name
+                     and graph.node(a).attrs.get("applied"))
     chain = inserted(graph, path, PROJECTION)
-    env = {policy.params[0].name: graph.node(add)["attrs"]["applied"][1],
-           policy.params[1].name: graph.node(add)["attrs"]["applied"][2]}
+    env = {policy.params[0].name: graph.node(add).attrs["applied"][1],
+           policy.params[1].name: graph.node(add).attrs["applied"][2]}
     channels = Sym("in_channels", 4, ast.Var(IN, None))
     ctors, keys = [], []
     for n in chain:
         node = graph.node(n)
 
         def sym(key: str, node=node) -> Sym:
-            expr = node["exprs"].get(key)
-            return Sym.literal(node["attrs"][key]) if expr is None else render(expr, params, env)
+            expr = node.exprs.get(key)
+            return Sym.literal(node.attrs[key]) if expr is None else render(expr, params, env)
         layer = Layer(sym, channels, graph.shape(graph.inputs(n)[0]))
-        ctors.append(module_of(node["op"]).build(layer, node["attrs"]))
-        keys.append(node["label"].split(".", 1)[1])
-        channels = layer.sym("out") if node["op"] in ("conv", "fc") else channels
+        ctors.append(module_of(node.op).build(layer, node.attrs))
+        keys.append(node.label.split(".", 1)[1])
+        channels = layer.sym("out") if node.op in ("conv", "fc") else channels
     head = (f"def {policy_function(name)}(in_channels: int, {params[policy.params[0].name]}: int, "
             f"{params[policy.params[1].name]}: int) -> nn.Sequential:")
     lines = [head, f'    """The shortcut of policy `{name}` where the shape changes."""']
