@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import ast
+from .checks import check_source
 from .diagnostics import PRELUDE, ResdslError, Span
 from .files import read_source
 from .keywords import leading_keywords
@@ -56,7 +57,7 @@ def _build(filename: str, text: str, base_dir: Path) -> Program:
     prelude_policies = {p.name: p for p in _prelude().policies}
     user_blocks: dict[str, ast.BlockDef] = {}
     policies: dict[str, ast.PolicyDef] = {}
-    main = parse(text, filename)
+    main = _parse(text, filename)
     networks: list[ast.Network] = []
     seen: set[str] = set()
     _collect(main, base_dir, user_blocks, networks, stack=[str(Path(filename).resolve())], seen=seen,
@@ -93,7 +94,7 @@ def _collect(source: ast.SourceFile, base_dir: Path, blocks: dict[str, ast.Block
             raise ResdslError(f"{display_path(target)} is not a resdsl spec", include.span,
                               hint=f"a spec starts with {', '.join(words[:-1])} or {words[-1]} "
                                    "(after comments)")
-        child = parse(text, display_path(target))
+        child = _parse(text, display_path(target))
         _collect(child, target.parent, blocks, networks, stack + [str(target)], seen, policies)
     _add_blocks(blocks, source.blocks, user=True)
     for policy in source.policies:
@@ -150,5 +151,12 @@ def _prelude() -> ast.SourceFile:
     global _PRELUDE
     if _PRELUDE is None:
         path = prelude_path()
-        _PRELUDE = parse(path.read_text(encoding="utf-8"), PRELUDE)
+        _PRELUDE = _parse(path.read_text(encoding="utf-8"), PRELUDE)
     return _PRELUDE
+
+
+def _parse(text: str, filename: str) -> ast.SourceFile:
+    """One file's AST, checked (`checks`: what the grammar accepts but a spec may not say)."""
+    source = parse(text, filename)
+    check_source(source)
+    return source

@@ -1,6 +1,11 @@
-"""Text -> AST. Lark parses (LALR, positions propagated); a Transformer builds `ast` nodes."""
+"""Text -> AST. Lark parses (LALR, positions propagated); a Transformer builds `ast` nodes.
+
+What the grammar accepts but a spec may not say (a `let` in a branch, a block's repeated
+parameter) is `checks`' job, run by the loader over each file; the transformer refuses only what
+it cannot build (a number too long to read, a name the generated Python cannot take)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, Tree, v_args
@@ -11,37 +16,10 @@ from .diagnostics import ResdslError, Span
 from .kinds import kind_of
 from .reserved import python_private
 from .resources import grammar_path
+from .terminals import TERMINAL_NAMES, describe, literal, one_of
 
 POLICIES = ("identity", "A", "B", "C", "gated")
 SHORT_ATTRS = {"k": "kernel", "s": "stride", "p": "padding", "g": "groups"}
-
-# How parse errors name the terminals the parser expected.
-_TERMINAL_NAMES = {
-    "NAME": "a name",
-    "INT": "a number",
-    "FLOAT": "a number",
-    "DOTTED_NAME": "a dotted name",
-    "SHAPE": "a shape like 3x224x224",
-    "STRING": 'a "path"',
-    "SHORT_ATTR": "an attribute like k3",
-    "_NL": "a new line",
-    "SEMICOLON": "`;`",
-    "LBRACE": "`{`",
-    "RBRACE": "`}`",
-    "LPAR": "`(`",
-    "RPAR": "`)`",
-    "COLON": "`:`",
-    "COMMA": "`,`",
-    "EQUAL": "`=`",
-    "BRANCH": "`branch`",
-    "$END": "the end of the file",
-    "MINUS": "`-`",
-    "PLUS": "`+`",
-    "STAR": "`*`",
-    "SLASH": "`/`",
-    "__ANON_0": "`//`",
-}
-
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
@@ -148,7 +126,7 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError
     line, column = max(exc.line, 1), max(exc.column, 1)
     width = 1
     if isinstance(exc, UnexpectedToken):
-        found = "end of file" if exc.token.type == "$END" else _describe(exc.token)
+        found = "end of file" if exc.token.type == "$END" else describe(exc.token)
         width = max(len(str(exc.token)), 1) if exc.token.type != "_NL" else 1
         message = f"unexpected {found}"
         expected = exc.accepts or exc.expected
@@ -160,27 +138,9 @@ def _syntax_error(exc: UnexpectedInput, text: str, filename: str) -> ResdslError
         lines = text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
     span = Span(filename, line, column, line, column + width, text)
-    names = sorted({_TERMINAL_NAMES.get(t, _literal(t)) for t in expected if not t.startswith("__")})
-    hint = f"expected {_one_of(names)}" if names else None
+    names = sorted({TERMINAL_NAMES.get(t, literal(t)) for t in expected if not t.startswith("__")})
+    hint = f"expected {one_of(names)}" if names else None
     return ResdslError(message, span, hint=hint)
-
-
-def _describe(token: Token) -> str:
-    if token.type == "_NL":
-        return "end of line"
-    text = str(token)
-    return f"`{text}`" if len(text) <= 40 else f"`{text[:30]}…` ({len(text)} characters)"
-
-
-def _literal(terminal: str) -> str:
-    # Anonymous terminals for keywords are named after them (e.g. STAGE for "stage").
-    return f"`{terminal.lower()}`"
-
-
-def _one_of(names: list[str]) -> str:
-    if len(names) == 1:
-        return names[0]
-    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _span(meta_or_token, text: str, filename: str) -> Span:
@@ -278,23 +238,13 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def branch(self, meta, children):
         label, source, body = children
-        _no_let(body, "a branch")
         return ast.Branch(str(label), str(source) if source is not None else None, body, self._span(meta),
                           _span(source, self.text, self.filename) if source is not None else None)
 
     @v_args(meta=True)
     def policy_def(self, meta, children):
         name, *params, body = children
-        params = tuple(p for p in params if p is not None)
-        if len(params) != 2 or any(p.default is not None for p in params):
-            raise ResdslError(f"policy `{name}` must take two parameters: the output channels and the stride",
-                              self._span(meta), hint=f"write `policy {name}(channels, stride) {{ ... }}`")
-        _no_let(body, "a policy")
-        for layer in body:
-            if isinstance(layer, ast.Branch):
-                raise ResdslError("a policy is a chain of layers; it cannot hold a branch", layer.span,
-                                  hint="write the branch in the block, and join it there")
-        return ast.PolicyDef(str(name), params, body, self._span(meta))
+        return ast.PolicyDef(str(name), tuple(p for p in params if p is not None), body, self._span(meta))
 
     @v_args(meta=True)
     def param(self, meta, children):
@@ -304,19 +254,6 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def block_def(self, meta, children):
         name, *params, body = children
-        params = [p for p in params if p is not None]
-        for i, param in enumerate(params):
-            if any(p.name == param.name for p in params[:i]):
-                raise ResdslError(f"block `{name}` has two parameters named `{param.name}`", param.span,
-                                  hint="give each parameter its own name")
-        taken = {p.name for p in params} | {"classes", "block_index", "num_blocks"}
-        for let in (item for item in body if isinstance(item, ast.Let)):
-            if let.name in taken:
-                what = "a parameter of" if any(p.name == let.name for p in params) else "already a name in"
-                raise ResdslError(f"`let {let.name}` would rebind `{let.name}`, {what} block `{name}`",
-                                  let.span, hint="give the value a name of its own")
-            taken.add(let.name)
-        _lets_before_use(body)
         return ast.BlockDef(str(name), tuple(p for p in params if p is not None), body, self._span(meta))
 
     @v_args(meta=True)
@@ -338,109 +275,72 @@ class _ToAst(Transformer):
         if str(key) != "first":
             raise ResdslError(f"unknown stage option `{key}(...)`", _span(key, self.text, self.filename),
                               hint="`first(name=value, ...)` gives the stage's first block other arguments")
-        return ("first", tuple(a for a in args if a is not None))
+        return _Fields("first", {"first": tuple(a for a in args if a is not None)})
 
     def stage_opt(self, children):
         key, value = children
         if str(key) == "stride":
-            return ("stride", value)
+            return _Fields("stride", {"stride": value})
         if str(key) == "shortcut":
             if not isinstance(value, ast.Var):
                 raise ResdslError("expected a shortcut policy name", value.span,
                                   hint=f"use one of {', '.join(POLICIES)}")
-            return ("shortcut", value)
+            return self._shortcut(value)
         raise ResdslError(f"unknown stage option `{key}`", _span(key, self.text, self.filename),
                           hint="a stage takes `stride S` and `shortcut POLICY` after its count")
 
     @v_args(meta=True)
     def stage_stmt(self, meta, children):
         name, call, repeat, *options = children
-        stride = shortcut = shortcut_span = None
-        first: tuple = ()
-        seen: set[str] = set()
-        for key, value in options:
-            if key in seen:
-                raise ResdslError(f"stage `{name}` gives `{key}` twice", self._span(meta),
-                                  hint=f"keep one `{key}` option")
-            seen.add(key)
-            if key == "stride":
-                stride = value
-            elif key == "first":
-                first = value
-            else:
-                shortcut, shortcut_span = self._policy(value)
-        return ("stage", ast.Stage(str(name), call, repeat, stride, shortcut, self._span(meta), shortcut_span,
-                                   first))
+        fields = _merge(options, {"stride": None, "shortcut": None, "shortcut_span": None},
+                        f"stage `{name}` gives", "option", self._span(meta))
+        return ast.Stage(str(name), call, repeat, span=self._span(meta), **fields)
 
-    def _policy(self, token: Token | ast.Var) -> tuple[str, Span]:
+    def _shortcut(self, token: Token | ast.Var) -> _Fields:
         """A policy's name and where it is written; the lowering checks it is one (built in, or a
         `policy` the program defines)."""
         if isinstance(token, ast.Var):
-            return token.name, token.span
-        return str(token), _span(token, self.text, self.filename)
+            return _Fields("shortcut", {"shortcut": token.name, "shortcut_span": token.span})
+        return _Fields("shortcut", {"shortcut": str(token), "shortcut_span": _span(token, self.text, self.filename)})
 
     @v_args(meta=True)
     def input_stmt(self, meta, children):
         c, h, w = (_number(children[0], self.text, self.filename, v) for v in str(children[0]).split("x"))
-        return ("input", ((c, h, w), self._span(meta)))
+        return _Fields("input", {"input": (c, h, w), "input_span": self._span(meta)})
 
     def classes_stmt(self, children):
-        return ("classes", children[0])
+        return _Fields("classes", {"classes": children[0]})
 
     @v_args(meta=True)
     def outputs_stmt(self, meta, children):
-        return (
-            "outputs",
-            ([(str(t), _span(t, self.text, self.filename)) for t in children], self._span(meta)),
-        )
+        outputs = [(str(t), _span(t, self.text, self.filename)) for t in children]
+        return _Fields("outputs", {"outputs": outputs, "outputs_span": self._span(meta)})
 
     def shortcut_stmt(self, children):
-        return ("shortcut", self._policy(children[0]))
+        return self._shortcut(children[0])
 
     @v_args(meta=True)
     def let_stmt(self, meta, children):
         self._python_name(children[0], "a `let`")
-        return ("let", (str(children[0]), children[1], self._span(meta)))
+        return ast.Let(str(children[0]), children[1], self._span(meta))
 
     @v_args(meta=True)
     def stem_stmt(self, meta, children):
-        _no_let(children[0], "a stem", network=True)
-        return ("stem", (children[0], self._span(meta)))
+        return _Fields("stem", {"stem": children[0], "stem_span": self._span(meta)})
 
     @v_args(meta=True)
     def head_stmt(self, meta, children):
-        _no_let(children[0], "a head", network=True)
-        return ("head", (children[0], self._span(meta)))
+        return _Fields("head", {"head": children[0], "head_span": self._span(meta)})
 
     @v_args(meta=True)
     def network(self, meta, children):
-        net = ast.Network(str(children[0]), self._span(meta))
-        seen: dict[str, Span] = {}
-        for stmt in children[1:]:
-            if stmt is None:
-                continue
-            key, value = stmt
-            if key == "stage":
-                net.stages.append(value)
-            elif key == "let":
-                net.lets.append(value)
-            else:
-                if key in seen:
-                    raise ResdslError(f"network `{net.name}` sets `{key}` twice", net.span,
-                                      hint=f"keep one `{key}` statement")
-                seen[key] = net.span
-                if key == "input":
-                    net.input, net.input_span = value
-                elif key == "shortcut":
-                    net.shortcut, net.shortcut_span = value
-                elif key == "outputs":
-                    net.outputs, net.outputs_span = value
-                elif key in ("stem", "head"):
-                    setattr(net, key, value[0])
-                    setattr(net, f"{key}_span", value[1])
-                else:
-                    setattr(net, key, value)
-        return net
+        name, span = str(children[0]), self._span(meta)
+        stmts = [c for c in children[1:] if c is not None]
+        fields = _merge([s for s in stmts if isinstance(s, _Fields)], {}, f"network `{name}` sets", "statement",
+                        span)
+        stages = [s for s in stmts if isinstance(s, ast.Stage)]
+        lets = [(s.name, s.value, s.span) for s in stmts if isinstance(s, ast.Let)]
+        return ast.Network(name, span, stages=stages, lets=lets, **fields)
 
     def start(self, children):
         source = ast.SourceFile(self.filename)
@@ -456,34 +356,21 @@ class _ToAst(Transformer):
         return source
 
 
-def _no_let(body: tuple, where: str, network: bool = False) -> None:
-    for item in body:
-        if isinstance(item, ast.Let):
-            raise ResdslError(f"`let` cannot stand in {where}", item.span,
-                              hint="write it in the network, before `stem`" if network
-                              else "write it at the top level of the block")
+@dataclass(frozen=True)
+class _Fields:
+    """What one statement sets on its `ast.Network` or `ast.Stage` (`input` sets `input` and
+    `input_span`), under the keyword the spec may write once."""
+    key: str
+    values: dict
 
 
-def _lets_before_use(body: tuple) -> None:
-    """A layer may only use a `let` written above it: the error names the later one."""
-    lets = {item.name: item for item in body if isinstance(item, ast.Let)}
+def _merge(statements: list[_Fields], fields: dict, who: str, what: str, span: Span) -> dict:
+    """The fields `statements` set, over the defaults in `fields`; a keyword written twice is an
+    error at `span`."""
     seen: set[str] = set()
-
-    def check(expr: ast.Expr) -> None:
-        for var in ast.variables(expr):
-            if var.name in lets and var.name not in seen:
-                raise ResdslError(f"`{var.name}` is used before its `let` (line {lets[var.name].span.line})",
-                                  var.span, hint=f"move `let {var.name} = ...` above its first use")
-
-    def walk(items: tuple) -> None:
-        for item in items:
-            if isinstance(item, ast.Let):
-                check(item.value)
-                seen.add(item.name)
-            elif isinstance(item, ast.Branch):
-                walk(item.body)
-            else:
-                for arg in item.args:
-                    check(arg.value)
-
-    walk(body)
+    for stmt in statements:
+        if stmt.key in seen:
+            raise ResdslError(f"{who} `{stmt.key}` twice", span, hint=f"keep one `{stmt.key}` {what}")
+        seen.add(stmt.key)
+        fields.update(stmt.values)
+    return fields
