@@ -26,18 +26,8 @@ class BlockLowering:
             raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span,
                               hint="write `x N` with N >= 1, or drop the stage")
         LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
-        stride = evaluate_int(stage.stride, env, "a stage's stride") if stage.stride is not None else 1
-        if stride < 1:
-            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span,
-                              hint="`stride 1` keeps the resolution, `stride 2` halves it")
+        stride = self._stride(stage, definition, env)
         params = {p.name for p in definition.params}
-        if "stride" in {a.name for a in stage.call.args if isinstance(a, ast.Keyword)}:
-            raise ResdslError("the stage sets the stride of its first block", stage.call.span,
-                              hint=f"write `stage {stage.name}: ... x N stride S` instead")
-        if stride != 1 and "stride" not in params:
-            raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
-                              hint=f"add `stride = 1` to the parameters of `{definition.name}` "
-                                   "and use it as a conv's `s=stride`")
         policy = (
             self.check_policy(stage.shortcut, stage.shortcut_span) if stage.shortcut else self.net.shortcut
         )
@@ -46,13 +36,7 @@ class BlockLowering:
             tuple((item.name, item.value) for item in definition.body if isinstance(item, ast.Let))))
         g.stages[stage.name] = Stage(stage.name)
         g.layout.append(("stage", stage.name))
-        for arg in stage.first:
-            if arg.name not in params:
-                raise ResdslError(f"block `{definition.name}` has no parameter `{arg.name}`", arg.span,
-                                  hint=suggest(arg.name, params))
-            if arg.name == "stride":
-                raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
-                                  hint=f"write `stage {stage.name}: ... x N stride S`")
+        _check_first(stage, definition.name, params)
         kinds = self.kinds(definition)
         first = {arg.name: self._argument(definition, arg.name, arg.value, env, kinds) for arg in stage.first}
         for index in range(repeat):
@@ -73,6 +57,21 @@ class BlockLowering:
             self.note, self.slots = None, {}
             instance.output = current
         return current
+
+    def _stride(self, stage: ast.Stage, definition: ast.BlockDef, env: dict[str, int]) -> int:
+        """The stage's stride, which its first block takes as its `stride` parameter."""
+        stride = evaluate_int(stage.stride, env, "a stage's stride") if stage.stride is not None else 1
+        if stride < 1:
+            raise ResdslError(f"stride must be at least 1, not {stride}", stage.stride.span,
+                              hint="`stride 1` keeps the resolution, `stride 2` halves it")
+        if "stride" in {a.name for a in stage.call.args if isinstance(a, ast.Keyword)}:
+            raise ResdslError("the stage sets the stride of its first block", stage.call.span,
+                              hint=f"write `stage {stage.name}: ... x N stride S` instead")
+        if stride != 1 and all(p.name != "stride" for p in definition.params):
+            raise ResdslError(f"block `{definition.name}` has no `stride` parameter", stage.stride.span,
+                              hint=f"add `stride = 1` to the parameters of `{definition.name}` "
+                                   "and use it as a conv's `s=stride`")
+        return stride
 
     def kinds(self, definition: ast.BlockDef) -> dict[str, str]:
         """`kinds.kind_params` of a definition, worked out once."""
@@ -142,3 +141,14 @@ class BlockLowering:
         return self.constant_defaults[definition.name]
 
     # ---- layers
+
+
+def _check_first(stage: ast.Stage, block: str, params: set[str]) -> None:
+    """`first(name=value)`: parameters of the block, other than the stage's own `stride`."""
+    for arg in stage.first:
+        if arg.name not in params:
+            raise ResdslError(f"block `{block}` has no parameter `{arg.name}`", arg.span,
+                              hint=suggest(arg.name, params))
+        if arg.name == "stride":
+            raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
+                              hint=f"write `stage {stage.name}: ... x N stride S`")
