@@ -20,16 +20,35 @@ network inplace_outputs {
 }
 """
 
+# A block whose first layer, an activation, is the only reader of its input: that input is a
+# named output (layer1's) for layer2.0 only, yet all four blocks are one class.
+PLAIN = """
+block plain(c) { act: relu; conv1: conv c k3 p1 }
+network plain_outputs {
+    input 3x8x8
+    outputs layer1, layer2
+    stem { conv1: conv 4 k3 p1 }
+    stage layer1: plain(4) x 2
+    stage layer2: plain(4) x 2
+}
+"""
+
+
+def run_both(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict, dict]:
+    """`model`'s outputs, and those of a copy (the same weights) whose every layer writes a new
+    tensor."""
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    with torch.no_grad():
+        return model(x), reference(x)
+
 
 def test_named_outputs_equal_the_network_run_without_in_place_layers() -> None:
     model = resdsl.loads(SPEC).to_torch(seed=0).eval()
-    reference = copy.deepcopy(model)
-    for module in reference.modules():  # the same weights, every layer writing a new tensor
-        if hasattr(module, "inplace"):
-            module.inplace = False
     x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        got, want = model(x), reference(x)
+    got, want = run_both(model, x)
     assert list(got) == ["stem_bn", "layer1", "logits"]
     for name in got:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
@@ -40,3 +59,13 @@ def test_named_outputs_equal_the_network_run_without_in_place_layers() -> None:
         torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
         bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
     torch.testing.assert_close(got["stem_bn"], expected)
+
+
+def test_a_stage_output_read_by_the_next_blocks_first_activation() -> None:
+    net = resdsl.loads(PLAIN)
+    assert net.torch_source().count("(nn.Module):") == 2  # PlainBlock and the network's class
+    got, want = run_both(net.to_torch(seed=0).eval(), torch.randn(2, 3, 8, 8))
+    assert list(got) == ["layer1", "layer2"]
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+    assert (got["layer1"] < 0).any()  # a conv's output, not the next block's relu

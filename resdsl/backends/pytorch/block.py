@@ -29,9 +29,12 @@ class BlockEmitter:
     """Emits a block definition's class body from one of its blocks (the prototype)."""
 
     def __init__(self, graph: Graph, params: dict[str, str], literal: bool,
-                 kinds: dict[str, bool] | None = None) -> None:
+                 kinds: dict[str, bool] | None = None, input_returned: bool = False) -> None:
         self.graph, self.params, self.literal = graph, params, literal
         self.kinds = {} if literal or kinds is None else kinds  # see `kind_arguments`
+        # Some block of the class gets a value forward returns (a named stage output) as its input:
+        # no layer of the class overwrites its input, so every block keeps the one class.
+        self.input_returned = input_returned
 
     def emit(self, path: str, shortcut: bool) -> _Emitted:
         g = self.graph
@@ -68,7 +71,10 @@ class BlockEmitter:
             layer = Layer(self._attr_sym(node), channels[source], g.shape(source))
             kind = node.exprs.get("op")  # the parameter its kind came from, if a class argument
             kind = kind.name if kind is not None and kind.name in self.kinds else None
-            ctor, args = module_call(g, op, layer, a, source, self.kinds[kind] if kind else None)
+            inplace = self.kinds[kind] if kind else None
+            if source == block.input and self.input_returned:
+                inplace = False
+            ctor, args = module_call(g, op, layer, a, source, inplace)
             if kind:
                 ctor = self.params[kind]
             entries.append((label, ctor, args))

@@ -87,7 +87,9 @@ class Generator:
                  if g.node(n).op == "add"}
         if len(gated) > 1:
             return False
-        emitter = BlockEmitter(g, params, literal=False, kinds=self.kinds[definition][1])
+        returned = {node for _, node in g.outputs}
+        emitter = BlockEmitter(g, params, literal=False, kinds=self.kinds[definition][1],
+                               input_returned=any(g.blocks[p].input in returned for p in paths))
         try:
             emitted = emitter.emit(paths[0], shortcut)
             for path in paths:
