@@ -211,8 +211,8 @@ class _Lowering(BlockLowering, JoinLowering):
                                   layer.op_span, hint=f"blocks do not nest; use `{layer.op}` in a stage: "
                                                       f"`stage NAME: {layer.op}(...) x N`")
             raise unknown_layer(layer.op, layer.op_span)
-        attrs = self._attrs(layer, info, env, exprs)
-        label = self._label(layer, prefix, ctx, layer.op)
+        attrs = layer_attrs(layer, info, env, exprs, self.defaults_checked)
+        label = self.labeler.label(layer.label, prefix, ctx.used, layer.span, scope, layer.op)
         name = f"{scope}.{label}" if scope else label
         if not scope:
             g.layout.append(("node", name))
