@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import ast
+from .checks import check_source
 from .ops import OPS
 from .parser import SHORT_ATTRS, parse
 
@@ -34,6 +35,7 @@ class _Comment:
 def format_source(text: str, filename: str = "<string>") -> str:
     tokens: list = []
     source = parse(text, filename, comments=tokens)
+    check_source(source)  # a spec that breaks a rule is refused, not reformatted as if it were one
     lines = text.splitlines()
     comments = [_Comment(t.line, str(t).rstrip(), bool(lines[t.line - 1][: t.column - 1].strip()))
                 for t in tokens]

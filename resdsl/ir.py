@@ -15,7 +15,8 @@ metadata that no shape rule or backend computes with:
   `seq`    creation order, for deterministic traversals;
   `exprs`  inside a block: the attributes the spec wrote as expressions, as `ast.Expr` of the
            block's parameters, so backends can emit `width * 4` where the integer 256 is all
-           shapes need;
+           shapes need; `exprs["op"]` for a layer written as a block parameter (`act1: act`),
+           that parameter as an `ast.Var`;
   `branch` the side path (`se`) a block's node belongs to, or "";
   `role`   see below;
   `shape`  after shape inference, (C, H, W) or (features,); None before;

@@ -90,3 +90,16 @@ def test_fmt_of_broken_text_is_a_located_error(tmp_path, capsys) -> None:
     path.write_text("network n {\n    input 3x\n}\n")
     assert main(["fmt", str(path)]) == 1
     assert f"{path}:2:11: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("block b(w, w) {\n    conv w\n}\n", "two parameters named `w`"),
+    ("block b(w) {\n    se: branch {\n        let x = w\n        conv x\n    }\n}\n", "let"),
+])
+def test_fmt_refuses_a_spec_that_breaks_a_rule(text, message, tmp_path, capsys) -> None:
+    # The semantic checks run after parsing (resdsl/checks.py): fmt runs them too, as check does.
+    with pytest.raises(resdsl.ResdslError, match=message):
+        format_source(text, "bad.rds")
+    (tmp_path / "bad.rds").write_text(text)
+    assert main(["fmt", str(tmp_path / "bad.rds")]) == 1
+    assert "bad.rds:" in capsys.readouterr().err
