@@ -7,6 +7,7 @@ escaping the pipeline is an internal bug.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -38,20 +39,25 @@ class Diagnostic:
     hint: str | None = None
     notes: tuple[tuple[str, Span | None], ...] = ()
 
-    def render(self, colour: bool = False) -> str:
+    def render(self, highlight: Highlighter | None = None) -> str:
+        """The message as text; with `highlight` (source line -> ANSI-coloured line) in colour.
+        The caller brings the highlighter, so the module every error imports imports no lexer."""
+        colour = highlight is not None
         # Messages quote file names, paths and source text: anything that could drive a terminal
         # (escape sequences, carriage returns) is shown escaped, never sent raw.
         where = f"{printable(str(self.span))}: " if self.span else ""
         error = "\x1b[1;31merror\x1b[0m" if colour else "error"
         out = [f"{where}{error}: {printable(self.message)}"]
         if self.span:
-            out += _excerpt(self.span, colour)
+            out += _excerpt(self.span, highlight)
         for note, span in self.notes:
             out.append(f"   = note: {printable(note)}" + (f" ({printable(str(span))})" if span else ""))
         if self.hint:
             out.append(f"   = help: {printable(self.hint)}")
         return "\n".join(out)
 
+
+Highlighter = Callable[[str], str]  # a source line -> the same line with ANSI colours
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -61,7 +67,7 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _excerpt(span: Span, colour: bool = False) -> list[str]:
+def _excerpt(span: Span, highlight: Highlighter | None = None) -> list[str]:
     line = span.source_line().rstrip("\r\n").expandtabs(1)
     if not line:
         return []
@@ -78,15 +84,14 @@ def _excerpt(span: Span, colour: bool = False) -> list[str]:
     if _UNPRINTABLE.search(line):  # shown escaped, the carets moved to match
         start, width = len(printable(line[:start])), max(len(printable(line[start:start + width])), 1)
         shown = line = printable(line)
-    elif colour:
-        from .highlight import highlight
+    elif highlight is not None:
         shown = highlight(line).rstrip("\n")
     else:
         shown = line
     carets = "^" * width
     return [
         f" {span.line:>{gutter}} | {shown}",
-        f" {'':>{gutter}} | {' ' * start}" + (f"\x1b[1;31m{carets}\x1b[0m" if colour else carets),
+        f" {'':>{gutter}} | {' ' * start}" + (f"\x1b[1;31m{carets}\x1b[0m" if highlight else carets),
     ]
 
 
@@ -107,8 +112,8 @@ class ResdslError(Exception):
         super().__init__(message)
         self.diagnostic = Diagnostic(message, span, hint, notes)
 
-    def render(self, colour: bool = False) -> str:
-        return self.diagnostic.render(colour)
+    def render(self, highlight: Highlighter | None = None) -> str:
+        return self.diagnostic.render(highlight)
 
 
 class OptionError(ResdslError):

@@ -49,3 +49,13 @@ def test_internal_errors_exit_2(monkeypatch, capsys) -> None:
     monkeypatch.setattr(resdsl.network, "lower", lambda program: 1 / 0)
     assert main(["check", "specs/resnet18.rds"]) == 2
     assert "internal error" in capsys.readouterr().err
+
+
+def test_a_coloured_error_is_the_plain_one_with_ansi_colours() -> None:
+    from resdsl import ResdslError, loads
+    from resdsl.highlight import highlight
+    with pytest.raises(ResdslError) as caught:
+        loads("block b(w, w) {\n    conv w\n}\n", "bad.rds")
+    plain, coloured = caught.value.render(), caught.value.render(highlight)
+    assert coloured != plain and "\x1b[1;31merror\x1b[0m" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain  # the same text, carets where they were

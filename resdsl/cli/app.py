@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.render().rstrip() + f"\n   = note: command-line options: {flags}", file=sys.stderr)
         return 1
     except ResdslError as exc:
-        from ..highlight import use_colour
+        from ..highlight import highlight, use_colour
         rank = os.environ.get("RANK", "0")  # under torchrun every process reports, the leader plainly
         prefix = "" if rank == "0" else f"[rank {printable(rank)}] "
-        print(prefix + exc.render(colour=use_colour(sys.stderr)), file=sys.stderr)
+        print(prefix + exc.render(highlight if use_colour(sys.stderr) else None), file=sys.stderr)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -58,7 +58,7 @@ def summary(spec: Path, as_json: bool, depth: int | None) -> None:
 def list_models(pattern: str, as_json: bool) -> None:
     """The bundled models, each usable by name wherever a SPEC is taken (`resdsl check resnet50`):
     name, params, GMACs, input and the library it reproduces. PATTERN is shell-style: 'resnet*'."""
-    from ..zoo import catalogue, format_table
+    from ..catalogue import catalogue, format_table
     rows = catalogue(pattern)
     if as_json:
         print(json.dumps(rows, indent=1))
