@@ -11,6 +11,17 @@ from resdsl.cli import main
 pytest.importorskip("onnxruntime")
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored(monkeypatch):
+    """bench sets the process's torch threads (and TVM's) to --threads; later tests in this process
+    compare an in-process training run with a subprocess's, bit for bit, at the default count."""
+    import torch
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("TVM_NUM_THREADS", "1")  # undone (unset) after the test
+    yield
+    torch.set_num_threads(threads)
+
+
 def _bench(capsys, engines: str, batch: int = 1) -> dict:
     assert main(["bench", "specs/cifar/resnet20.rds", "--engines", engines, "--budget", "0.2",
                  "--rounds", "2", "--threads", "1", "--batch", str(batch), "--json"]) == 0
