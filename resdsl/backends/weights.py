@@ -159,11 +159,3 @@ def _more(keys: list[str]) -> str:
 
 def _short(text: str) -> str:
     return brief(text, MAX_SHOWN)
-
-
-def bn_scale_shift(weights: dict[str, np.ndarray], bn: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Inference-mode BN (its `eps` attribute given) as y = x * scale + shift, per channel."""
-    scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + eps)
-    return scale.astype(np.float32), (weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale).astype(
-        np.float32
-    )

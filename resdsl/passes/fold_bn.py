@@ -61,6 +61,15 @@ class FoldBatchNorm:
         return bool(replaced)
 
 
+def bn_scale_shift(weights: dict[str, np.ndarray], bn: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inference-mode BN (its `eps` attribute given) as y = x * scale + shift, per channel, in
+    float32: what a folded conv absorbs, and what a backend applies to a BN left unfolded."""
+    import numpy as np
+    scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + eps)
+    shift = weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
 def fold_weights(graph: Graph, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`weights` (a state_dict of the graph before folding) for the folded `graph`: each folded
     conv's weight and bias computed, its bn's tensors left out, every other tensor as it was."""
@@ -72,9 +81,7 @@ def fold_weights(graph: Graph, weights: dict[str, np.ndarray]) -> dict[str, np.n
             continue
         # float32, as before this was a pass: folding in float64 measured further from a float64
         # run of plain56 (1.1e-4 relative against 4.0e-5), so the old arithmetic stays.
-        bn = {key: np.asarray(weights[f"{record.bn}.{key}"], np.float32) for key in BN_TENSORS[:4]}
-        scale = bn["weight"] / np.sqrt(bn["running_var"] + np.float32(record.eps))
-        shift = bn["bias"] - bn["running_mean"] * scale
+        scale, shift = bn_scale_shift(weights, record.bn, record.eps)
         weight = np.asarray(weights[f"{name}.weight"], np.float32)
         folded[f"{name}.weight"] = weight * scale.reshape(-1, 1, 1, 1)
         folded[f"{name}.bias"] = np.asarray(weights[f"{name}.bias"], np.float32) * scale + shift \

@@ -19,11 +19,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..backends.support import check_supported
-from ..backends.weights import bn_scale_shift
 from ..ir import INPUT, Graph
 from ..ops import OPS
 from ..passes.decompose import Decompose, on_a_copy
-from ..passes.fold_bn import FoldBatchNorm, fold_weights
+from ..passes.fold_bn import FoldBatchNorm, bn_scale_shift, fold_weights
 from . import winograd
 
 LAYOUTS = ("NCHW", "NHWC")
