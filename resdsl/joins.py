@@ -66,6 +66,9 @@ class JoinLowering:
                                   hint=f"POLICY is one of {', '.join(self._policies())}")
             if rest:
                 policy = self.check_policy(rest[0].name, rest[0].span)
+            if policy == "none":  # the plain network of the same layers (He et al. 2015, Fig. 3)
+                ctx.values[label] = current
+                return current
             ctx.values[label] = name
             return self.graph.add(name, "add", [current, ctx.block_input], span=layer.span, scope=ctx.scope,
                                   label=label, policy=policy, gated=policy == "gated",

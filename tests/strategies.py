@@ -13,12 +13,12 @@ LAYER_OPS = tuple(user_ops())
 ACT_KINDS = tuple(op.name for op in OPS.values() if op.user and op.shape is same_shape
                   and all(a.default is not None for a in op.attrs)) + ("none",)
 NORM_KINDS = ("bn", "none")
-KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
-               "preact_bottleneck", "highway", "se_bottleneck", "grouped"}  # those with `act` and `norm`
+KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
+               "se_bottleneck", "grouped"}  # those with `act` and `norm`
 
-BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "plain", "plain_bottleneck", "preact_basic",
-          "preact_bottleneck", "highway", "grouped", "se_bottleneck", "gated_se", "paths", "wide")
-POLICIES = ("A", "B", "B", "C", "gated", "avg_down", "proj_only")
+BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway", "grouped",
+          "se_bottleneck", "gated_se", "paths", "wide")
+POLICIES = ("A", "B", "B", "C", "gated", "none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
     let inner = width * groups

@@ -10,6 +10,8 @@ Requires: shapes. Provides: shapes and legal adds. For each `add`, by its policy
             where shapes differ;
   a `policy` the spec defines: its layers (`downsample.*`) where shapes differ, written for the
             output channels and the stride.
+(`none` never reaches it: lowering leaves such an add out, so a plain network is the residual one
+without its adds.)
 Every node it inserts carries its `role` (ir.PROJECTION, PAD or GATE), which backends read
 instead of labels.
 `add shortcut from LABEL` makes the inserted layers read LABEL's value (a pre-activated input)
