@@ -9,7 +9,8 @@ from resdsl.ops.rules import same_shape
 # Every op a spec may write, from the op definitions: a new op is drawn without an edit here.
 LAYER_OPS = tuple(user_ops())
 # The layer kinds an activation slot (`act1: act`) can take: every op that keeps its input's shape
-# and needs no argument; `none` leaves the layer out. A norm slot (`bn1: norm`) takes bn or none.
+# and needs no argument; `none` leaves the layer out. A norm slot (`bn1: norm`) takes bn or none:
+# gn's default 32 groups divide no width drawn here, so stems and heads draw gn with a group count.
 ACT_KINDS = tuple(op.name for op in OPS.values() if op.user and op.shape is same_shape
                   and all(a.default is not None for a in op.attrs)) + ("none",)
 NORM_KINDS = ("bn", "none")
@@ -78,8 +79,10 @@ def stems(draw) -> str:
     layers = []
     if draw(st.booleans()):
         k = draw(st.sampled_from([1, 3, 5, 7]))
-        layers.append(f"conv1: conv {draw(st.integers(1, 12))} k{k} s{draw(st.integers(1, 2))} p{k // 2}")
-        layers += draw(st.sampled_from([[], ["bn1: bn"], ["bn1: bn", "relu"]]))
+        out = draw(st.integers(1, 12))
+        layers.append(f"conv1: conv {out} k{k} s{draw(st.integers(1, 2))} p{k // 2}")
+        groups = draw(st.sampled_from([g for g in range(1, out + 1) if out % g == 0]))
+        layers += draw(st.sampled_from([[], ["bn1: bn"], ["bn1: bn", "relu"], [f"bn1: gn {groups}", "relu"]]))
     if draw(st.booleans()):
         layers.append("maxpool k3 s2 p1")
     return f"    stem {{ {'; '.join(layers)} }}\n" if layers else ""
@@ -113,6 +116,7 @@ def networks(draw) -> str:
     for i in range(draw(st.integers(0, 3))):
         text += draw(stages(i))
     head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes",
+                                 "gn g1; relu; avgpool; fc classes",
                                  "avgpool; flatten; dropout 0.5; fc classes; softmax", "sigmoid; fc classes"]))
     return text + f"    head {{ {head} }}\n}}\n"
 

@@ -13,6 +13,7 @@ STYLE = {
     "input": {"shape": "oval", "style": "filled", "fillcolor": "#dddddd"},
     "conv": {"shape": "box", "style": "rounded,filled", "fillcolor": "#cfe2ff"},
     "bn": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8f5e9"},
+    "gn": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8f5e9"},
     "relu": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fff8e1"},
     "maxpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
     "avgpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
@@ -36,6 +37,8 @@ def describe(graph: Graph, name: str) -> str:
         text = f"{op} {a['kernel']}x{a['kernel']}, /{a['stride']}"
     elif op == "avgpool" and a["size"] != 1:
         text = f"avgpool to {a['size']}x{a['size']}"
+    elif op == "gn":
+        text = f"gn, {a['groups']} group" + ("s" if a["groups"] != 1 else "")
     elif op == "dropout":
         text = f"dropout {a['p']:g}"
     elif op == "fc":

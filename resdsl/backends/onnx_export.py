@@ -172,6 +172,29 @@ def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     )
 
 
+GROUP_NORM_OPSET = 21  # the first GroupNormalization with a scale and bias per channel (18's are per group)
+
+
+def _gn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    g = a["groups"]
+    if b.opset >= GROUP_NORM_OPSET:
+        return b.op("GroupNormalization", [ins[0], b.weight(f"{name}.weight"), b.weight(f"{name}.bias")], name,
+                    epsilon=a["eps"], num_groups=g)
+    # As torch.onnx writes it: each group one instance of (N, G, C/G*H*W), normalised without an
+    # affine (scale 1, bias 0 per group), then the per-channel affine, its weights made Cx1x1 here.
+    c, h, w = shape = b.in_shape(name)
+    grouped = b.op("Reshape", [ins[0], b.const(f"{name}.groups", np.array([0, g, -1], np.int64))],
+                   f"{name}.grouped", shape=(g, c // g * h * w))
+    normed = b.op("InstanceNormalization", [grouped, b.const(f"{name}.ones", np.ones(g, np.float32)),
+                                            b.const(f"{name}.zeros", np.zeros(g, np.float32))],
+                  f"{name}.normed", shape=(g, c // g * h * w), epsilon=a["eps"])
+    back = b.op("Reshape", [normed, b.const(f"{name}.shape", np.array([0, c, h, w], np.int64))],
+                f"{name}.map", shape=shape)
+    scale, shift = (b.const(f"{name}.{key}", b.weights[f"{name}.{key}"].astype(np.float32).reshape(c, 1, 1))
+                    for key in ("weight", "bias"))
+    return b.op("Add", [b.op("Mul", [back, scale], f"{name}.scaled", shape=shape), shift], name)
+
+
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     k, p = a["kernel"], a["padding"]
     return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
@@ -242,6 +265,7 @@ def _pad(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "conv": _conv,
     "bn": _bn,
+    "gn": _gn,
     "relu": lambda b, name, ins, a: b.op("Relu", ins, name),
     "leaky_relu": lambda b, name, ins, a: b.op("LeakyRelu", ins, name, alpha=a["slope"]),
     "sigmoid": lambda b, name, ins, a: b.op("Sigmoid", ins, name),

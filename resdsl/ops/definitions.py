@@ -4,6 +4,7 @@ reports the op as unsupported before it lowers anything."""
 from __future__ import annotations
 
 from .rules import (
+    affine_weights,
     avgpool_shape,
     bn_weights,
     concat_shape,
@@ -15,6 +16,7 @@ from .rules import (
     fc_shape,
     fc_weights,
     flatten_shape,
+    gn_shape,
     lrn_shape,
     map_shape,
     mul_shape,
@@ -49,6 +51,10 @@ _BN_EPS = Range(0.0, open=True, why="added to the variance under the square root
                                     "variance is 0 divides by 0 (PyTorch's default is 1e-5, timm's "
                                     "EfficientNet uses 1e-3)")
 
+# nn.GroupNorm divides by sqrt(var + eps), the variance of each sample's group; its default is 1e-5.
+_GN_EPS = Range(0.0, open=True, why="added to each group's variance under the square root: at 0 a group of "
+                                    "equal values (a constant map) divides by 0 (PyTorch's default is 1e-5)")
+
 DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("input", "the network's input, batch dimension left out", lambda a, i: a["shape"], arity=(0,),
           kind=INTERNAL),
@@ -58,6 +64,12 @@ DEFINITIONS: tuple[OpDef, ...] = (
           weights=conv_weights, macs=conv_macs),
     OpDef("bn", "batch normalisation over channels", map_shape("bn"), module=True, weights=bn_weights,
           attrs=(Attr("eps", 1e-5, FLOAT, range=_BN_EPS),)),
+    # Wu & He 2018: statistics of each sample's channel groups, not of the batch; timm's resnet50_gn
+    # uses 32 groups in place of every BN.
+    OpDef("gn", "group normalisation: each sample's channels in `groups` groups, each group normalised "
+                "over its channels and the map, then a weight and bias per channel", gn_shape,
+          positional="groups", module=True, weights=affine_weights,
+          attrs=(Attr("groups", 32, short="g", example=32), Attr("eps", 1e-5, FLOAT, range=_GN_EPS))),
     OpDef("relu", "rectifier", same_shape, module=True),
     OpDef("leaky_relu", "leaky rectifier: `slope` times x below 0", same_shape, positional="slope",
           attrs=(Attr("slope", 0.01, FLOAT),), module=True),

@@ -163,6 +163,22 @@ def fc_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
     return prod(ins[0]) * out[0]
 
 
+def gn_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins[0], "gn")
+    g = attrs["groups"]
+    if c % g:
+        raise ShapeError(f"gn groups={g} does not divide the channels ({c})",
+                         hint="give a group count that divides the channels (`gn 8`); a block given "
+                              "`norm=gn` uses the default, 32 (timm's), so its widths must be multiples of 32")
+    return (c, h, w)
+
+
+def affine_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    """A weight and a bias per channel, and no running statistics (nn.GroupNorm)."""
+    c = (ins[0][0],)
+    return [Weight("weight", c), Weight("bias", c)]
+
+
 def bn_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
     # Only weight and bias are parameters; the running statistics are buffers (as in nn.BatchNorm2d).
     c = (ins[0][0],)

@@ -81,6 +81,13 @@ def _bn(c: _Ctx, bb, name: str, ins: list, a: dict):
     return bb.emit(op.add(op.multiply(ins[0], c.channel(scale)), c.channel(shift)))
 
 
+def _gn(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """nn.GroupNorm: each sample's channel groups normalised over the group's channels and the map."""
+    gamma, beta = (c.const(c.weights[f"{name}.{key}"]) for key in ("weight", "bias"))
+    return bb.emit(c.relax.op.nn.group_norm(ins[0], gamma, beta, a["groups"], c.channel_axis, c.spatial_axes,
+                                            epsilon=a["eps"]))
+
+
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
     p = a["padding"]
     return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"],
@@ -168,6 +175,7 @@ def _pad(c: _Ctx, bb, name: str, ins: list, a: dict):
 CONVERTERS: dict[str, Callable] = {
     "conv": _conv,
     "bn": _bn,
+    "gn": _gn,
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),
     "leaky_relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.leakyrelu(ins[0], alpha=a["slope"])),
     "sigmoid": lambda c, bb, name, ins, a: bb.emit(c.relax.op.sigmoid(ins[0])),

@@ -9,7 +9,7 @@ from math import prod
 
 from ... import ast
 from ...ir import INPUT, Graph
-from ...kinds import NONE, Kind
+from ...kinds import Kind
 from ...lower import evaluate
 from ...ops import OPS
 from .symbols import Sym
@@ -33,13 +33,21 @@ def _conv(layer: Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.Conv2d", args + (["bias=False"] if not a["bias"] else [])
 
 
-def _bn(layer: Layer, a: dict) -> tuple[str, list[str]]:
+def _eps(layer: Layer, a: dict, op: str) -> list[str]:
+    """`eps=` where it is not PyTorch's default, or where the spec wrote a parameter (`eps=eps`)."""
     eps = layer.sym("eps")
-    # Written where it is not PyTorch's default, or where the spec wrote a parameter (`eps=eps`).
-    if a["eps"] != OPS["bn"].defaults["eps"] or eps.expr is not None and not isinstance(
+    if a["eps"] != OPS[op].defaults["eps"] or eps.expr is not None and not isinstance(
             eps.expr, (ast.Int, ast.Float)):
-        return "nn.BatchNorm2d", [layer.channels.text, f"eps={eps.text}"]
-    return "nn.BatchNorm2d", [layer.channels.text]
+        return [f"eps={eps.text}"]
+    return []
+
+
+def _bn(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    return "nn.BatchNorm2d", [layer.channels.text, *_eps(layer, a, "bn")]
+
+
+def _gn(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    return "nn.GroupNorm", [layer.sym("groups").text, layer.channels.text, *_eps(layer, a, "gn")]
 
 
 def _window_args(layer: Layer, a: dict) -> list[str]:
@@ -88,6 +96,7 @@ Converter = Module | Join | Handed
 CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
     "bn": Module(_bn, ("eps",)),
+    "gn": Module(_gn, ("groups", "eps")),
     "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),
     "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
     "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),
@@ -141,18 +150,25 @@ def overwritable(graph: Graph, value: str) -> bool:
     return len(graph.users(value)) == 1 and value != INPUT and all(node != value for _, node in graph.outputs)
 
 
+def _default_call(op: str) -> tuple[str, list[str]]:
+    """A layer kind's (module class, arguments) at its defaults, on `c` channels."""
+    attrs = {key: 1 if value is None else value for key, value in OPS[op].defaults.items()}
+    return module_of(op).build(Layer(lambda key: Sym.literal(attrs[key]), Sym("c"), (1, 1, 1)), attrs)
+
+
 def constructor(op: str) -> str:
     """The module class a layer kind's layers are made with (`silu` -> `nn.SiLU`)."""
-    attrs = {key: 1 if value is None else value for key, value in OPS[op].defaults.items()}
-    return module_of(op).build(Layer(lambda key: Sym.literal(attrs[key]), Sym("c"), (1, 1, 1)), attrs)[0]
+    return _default_call(op)[0]
 
 
 def kind_arguments(graph: Graph, paths: list[str]) -> tuple[set[str], dict[str, bool]]:
     """A block definition's kind parameters (`act`), and those its class takes as constructor
     arguments, as timm's `act_layer=nn.ReLU`, each with whether every kind it takes works in
     place. A class takes one where some block gives it a kind other than its default, and no
-    block `none` (its layer left out there, the blocks have different bodies); elsewhere the class
-    writes its one kind as any layer, so a spec that changes no kind gets the class it always did."""
+    block `none` (its layer left out there, the blocks have different bodies), and every kind it
+    takes is built from the same arguments (`norm_layer(c)` cannot make nn.GroupNorm(32, c));
+    elsewhere the class writes its one kind as any layer, so a spec that changes no kind gets the
+    class it always did."""
     blocks = [graph.blocks[p] for p in paths]
     defaults = dict(graph.signatures[blocks[0].block].params)
     kinds = {name for b in blocks for name, value in b.args.items() if isinstance(value, Kind)}
@@ -160,6 +176,7 @@ def kind_arguments(graph: Graph, paths: list[str]) -> tuple[set[str], dict[str, 
     for name in sorted(kinds):
         given = {b.args[name] for b in blocks}
         default = {evaluate(defaults[name], {**b.args, "classes": graph.classes}) for b in blocks}
-        if given != default and all(k.op != NONE for k in given | default):
-            taken[name] = all(module_of(k.op).inplace for k in given | default)
+        ops = {k.op for k in given | default}  # `none`, or a block given as a kind, is no module
+        if given != default and ops <= CONVERTERS.keys() and len({tuple(_default_call(op)[1]) for op in ops}) == 1:
+            taken[name] = all(module_of(op).inplace for op in ops)
     return kinds, taken
