@@ -29,7 +29,6 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 # Fixtures no spec reproduces yet, each with what the language lacks to write it exactly (issue #31).
 NOT_YET = {
     # The ResNet family.
-    "timm_resnet50_gn": "GroupNorm (32 groups, weight and bias, no running statistics) in place of every BN",
     "timm_resnetblur50": "a fixed-filter blur pool (timm's BlurPool2d: a depthwise 3x3 binomial filter, stride 2, "
                          "reflect padding, held in no state_dict key) after the stem's stride-1 max pool and after "
                          "each strided bottleneck's stride-1 3x3",
