@@ -1,8 +1,8 @@
 """The abstract syntax tree of a `.rds` file: plain dataclasses, each with its source span."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 from .diagnostics import Span
@@ -57,6 +57,18 @@ def variables(expr: Expr) -> Iterator[Var]:
         yield from variables(expr.rhs)
 
 
+def substitute(expr: Expr, names: Mapping[str, Expr]) -> Expr:
+    """`expr` with each name in `names` replaced by its expression: a block inlined as a layer
+    (`subblocks`) writes its parameters as the arguments it was given."""
+    if isinstance(expr, Var):
+        return names.get(expr.name, expr)
+    if isinstance(expr, Neg):
+        return replace(expr, operand=substitute(expr.operand, names))
+    if isinstance(expr, BinOp):
+        return replace(expr, lhs=substitute(expr.lhs, names), rhs=substitute(expr.rhs, names))
+    return expr
+
+
 # ---- layer and call arguments -----------------------------------------------------------------
 @dataclass(frozen=True)
 class Positional:
@@ -68,6 +80,15 @@ class Positional:
 class Keyword:
     name: str
     value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Partial:
+    """`se(reduction=4)` as a block argument: a block given as a layer kind with some of its
+    arguments (`bottleneck(64, attn=se(reduction=4))`); the slot it fills gives the rest."""
+    block: str
+    args: tuple[Keyword, ...]
     span: Span
 
 

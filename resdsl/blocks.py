@@ -6,7 +6,7 @@ from . import ast
 from .diagnostics import ResdslError
 from .expressions import Value, evaluate, evaluate_int, suggest
 from .ir import BlockInstance, BlockSignature, Stage
-from .kinds import check_argument, kind_params, unknown_kind
+from .kinds import Kind, check_argument, kind_params, unknown_kind
 from .limits import LIMITS
 
 
@@ -51,7 +51,7 @@ class BlockLowering:
             g.blocks[path] = instance
             g.stages[stage.name].blocks.append(path)
             self.note = (f"block {path} (`{definition.name}`) of stage `{stage.name}`", stage.span)
-            self.slots = kinds
+            self.slots = self.block_slots = kinds
             current = self._body(definition.body, path, current, block_env, block_input=current,
                                  policy=policy)
             self.note, self.slots = None, {}
@@ -76,19 +76,44 @@ class BlockLowering:
     def kinds(self, definition: ast.BlockDef) -> dict[str, str]:
         """`kinds.kind_params` of a definition, worked out once."""
         if definition.name not in self.kind_params:
-            self.kind_params[definition.name] = kind_params(definition)
+            self.kind_params[definition.name] = kind_params(definition, self.program.blocks)
         return self.kind_params[definition.name]
 
     def _argument(self, definition: ast.BlockDef, name: str, expr: ast.Expr, env: dict[str, Value],
                   kinds: dict[str, str]) -> Value:
         """A block argument's value, a layer kind where its parameter takes one, else a number."""
+        if isinstance(expr, ast.Partial):
+            return self._partial(definition, name, expr, env, kinds)
         if name in kinds:
-            error = unknown_kind(expr, env)
+            error = unknown_kind(expr, env, self.program.blocks)
             if error is not None:
                 raise error
+            if isinstance(expr, ast.Var) and expr.name not in env and expr.name in self.program.blocks:
+                return Kind(expr.name, expr.span)  # a block, inlined where the slot stands
         value = evaluate(expr, env)
         check_argument(definition.name, name, value, kinds, expr.span)
         return value
+
+    def _partial(self, definition: ast.BlockDef, name: str, partial: ast.Partial, env: dict[str, Value],
+                 kinds: dict[str, str]) -> Kind:
+        """`attn=se(reduction=4)`: block `se` as a layer kind, with those arguments evaluated here."""
+        if name not in kinds:
+            raise ResdslError(f"`{name}` of block `{definition.name}` takes a number, not a block", partial.span,
+                              hint="a parameter takes blocks and layer kinds where its default is one (`attn = none`)")
+        block = self.program.blocks.get(partial.block)
+        if block is None:
+            raise ResdslError(f"unknown block `{partial.block}`", partial.span,
+                              hint=suggest(partial.block, self.program.blocks))
+        params = [p.name for p in block.params]
+        args: dict[str, Value] = {}
+        for arg in partial.args:
+            if arg.name not in params:
+                raise ResdslError(f"block `{block.name}` has no parameter `{arg.name}`", arg.span,
+                                  hint=suggest(arg.name, params))
+            if arg.name in args:
+                raise ResdslError(f"parameter `{arg.name}` is given twice", arg.span, hint="keep one of them")
+            args[arg.name] = self._argument(block, arg.name, arg.value, env, self.kinds(block))
+        return Kind(block.name, partial.span, tuple(args.items()))
 
     def _bind(self, definition: ast.BlockDef, call: ast.Call, env: dict[str, Value],
               extra: dict[str, Value]) -> dict[str, Value]:

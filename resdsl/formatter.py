@@ -184,7 +184,11 @@ class _Printer:
 
 
 def call_arg(a: ast.Arg) -> str:
-    return expr(a.value) if isinstance(a, ast.Positional) else f"{a.name}={expr(a.value)}"
+    if isinstance(a, ast.Positional):
+        return expr(a.value)
+    if isinstance(a.value, ast.Partial):
+        return f"{a.name}={a.value.block}({', '.join(call_arg(b) for b in a.value.args)})"
+    return f"{a.name}={expr(a.value)}"
 
 
 def stage(s: ast.Stage) -> str:

@@ -24,6 +24,7 @@ class Body:
     values: dict[str, str] = field(default_factory=dict)  # label -> node
     branches: dict[str, tuple[str, Span]] = field(default_factory=dict)  # label -> (last node, where)
     branch: str = ""  # the branch being lowered, if any
+    inlined: str = ""  # the block being inlined as a layer (`subblocks`), if any
 
 
 class JoinLowering:
@@ -56,6 +57,10 @@ class JoinLowering:
         label = self._label(layer, prefix, ctx, {"concat": "cat"}.get(layer.op, layer.op))
         name = f"{ctx.scope}.{label}"
         if layer.op == "add" and words[0].name == "shortcut":
+            if ctx.inlined:
+                raise ResdslError(f"block `{ctx.inlined}`, used here as a layer, has no shortcut of its own",
+                                  layer.span, hint="a block given as a layer kind joins its `input` (`add input`, "
+                                                   "`mul input`); `add shortcut` belongs to the block it sits in")
             policy, source = ctx.policy, None
             rest = words[1:]
             if len(rest) >= 2 and rest[-2].name == "from":

@@ -4,12 +4,15 @@ A name in an expression that no parameter, `let` or network constant binds, and 
 layer a spec may write (`relu`, `silu`, `bn`, ...), or `none`, is a layer kind. A block parameter
 whose default is a kind takes kinds; the block's body writes it where a layer's op goes
 (`act1: act`), and a stage gives another (`bottleneck(64, act=silu)`), as timm's blocks take
-`act_layer=` and `norm_layer=`. `none` leaves its layer out. Kinds are not numbers: arithmetic on
+`act_layer=` and `norm_layer=`. `none` leaves its layer out. A block given as a kind
+(`attn=se`, or `attn=se(reduction=4)` with arguments) is inlined where its slot stands
+(`subblocks`). Kinds are not numbers: arithmetic on
 one, or one where a width goes, is an error, and so is a number where a kind goes.
 """
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from . import ast
@@ -24,23 +27,27 @@ PROBE = (24, 12, 12)
 
 @dataclass(frozen=True)
 class Kind:
-    """A layer kind: an op a spec may write as a layer, or NONE. `span`: where it was written."""
+    """A layer kind: an op a spec may write as a layer, NONE, or a block; `args`: the arguments
+    a block was given with it (`se(reduction=4)`), as values. `span`: where it was written."""
     op: str
     span: Span | None = field(default=None, compare=False)
+    args: tuple[tuple[str, object], ...] = ()
 
     def __str__(self) -> str:
-        return self.op
+        given = ", ".join(f"{name}={value}" for name, value in self.args)
+        return f"{self.op}({given})" if self.args else self.op
 
 
-def kind_of(name: str, span: Span | None = None) -> Kind | None:
-    """The kind `name` names, if it names one."""
-    if name == NONE or (name in OPS and OPS[name].user):
+def kind_of(name: str, span: Span | None = None, blocks: Collection[str] = ()) -> Kind | None:
+    """The kind `name` names, if it names one: a layer, `none`, or one of `blocks` (a block
+    given where a layer goes is inlined there, see `subblocks`)."""
+    if name == NONE or (name in OPS and OPS[name].user) or name in blocks:
         return Kind(name, span)
     return None
 
 
-def kind_names() -> list[str]:
-    return [*user_ops(), NONE]
+def kind_names(blocks: Collection[str] = ()) -> list[str]:
+    return [*user_ops(), NONE, *sorted(blocks)]
 
 
 HINT = "a layer kind stands where a layer's op goes (`act1: act`); expressions compute numbers"
@@ -52,9 +59,11 @@ def not_a_kind(value: object, what: str, span: Span | None) -> None:
         raise ResdslError(f"{what} must be a number, not the layer kind `{value}`", span, hint=HINT)
 
 
-def kind_params(definition: ast.BlockDef) -> dict[str, str]:
+def kind_params(definition: ast.BlockDef, blocks: Collection[str] = ()) -> dict[str, str]:
     """The parameters of a block that take layer kinds, with the kind each slot is written for:
-    those whose default is a kind (`act = relu`), or another such parameter (`gate_act = act`)."""
+    those whose default is a kind (`act = relu`, `attn = none`), or another such parameter
+    (`gate_act = act`). A block is no default: give `none` and pass the block (`attn=se`), as
+    timm's `attn_layer=None`."""
     kinds: dict[str, str] = {}
     earlier: set[str] = set()
     for param in definition.params:
@@ -64,6 +73,10 @@ def kind_params(definition: ast.BlockDef) -> dict[str, str]:
                 kinds[param.name] = kinds[default.name]
             elif default.name not in earlier and kind_of(default.name) is not None:
                 kinds[param.name] = default.name
+            elif default.name not in earlier and default.name in blocks:
+                raise ResdslError(f"the default of `{param.name}` names block `{default.name}`", default.span,
+                                  hint=f"a parameter takes blocks where its default is a layer kind: write "
+                                       f"`{param.name} = none` and give `{param.name}={default.name}` in the stage")
         earlier.add(param.name)
     return kinds
 
@@ -79,11 +92,12 @@ def check_argument(block: str, param: str, value: object, kinds: dict[str, str],
                           hint="a parameter takes layer kinds where its default is one (`act = relu`)")
 
 
-def unknown_kind(expr: ast.Expr, env: dict) -> ResdslError | None:
+def unknown_kind(expr: ast.Expr, env: dict, blocks: Collection[str] = ()) -> ResdslError | None:
     """The error for a bare name given where a kind goes that names nothing (`act=silx`)."""
-    if isinstance(expr, ast.Var) and expr.name not in env and kind_of(expr.name) is None:
-        close = difflib.get_close_matches(expr.name, kind_names(), n=1)
-        hint = f"did you mean `{close[0]}`?" if close else f"layer kinds: {', '.join(kind_names())}"
+    if isinstance(expr, ast.Var) and expr.name not in env and kind_of(expr.name, None, blocks) is None:
+        names = kind_names(blocks)
+        close = difflib.get_close_matches(expr.name, names, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else f"layer kinds: {', '.join(names)}"
         return ResdslError(f"unknown layer kind `{expr.name}`", expr.span, hint=hint)
     return None
 

@@ -24,6 +24,7 @@ from .labels import Labeler, Names
 from .limits import LIMITS
 from .loader import Program
 from .ops import JOINS, LAYER, OPS, OpDef
+from .subblocks import SubBlockLowering
 from .templates import PolicyTemplate
 
 __all__ = ["POSITION", "HeaderOverrides", "Number", "Value", "evaluate", "evaluate_int", "evaluate_number",
@@ -40,17 +41,20 @@ def lower(program: Program, overrides: dict[str, ast.Expr] | None = None,
 
 
 
-class _Lowering(BlockLowering, JoinLowering):
+class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
     def __init__(self, program: Program, overrides: dict[str, ast.Expr]) -> None:
         self.program, self.overrides = program, overrides
         self.net = program.network
         self.note: tuple[str, Span] | None = None  # the block being expanded, for error notes
         self.kind_params: dict[str, dict[str, str]] = {}  # block definition -> `kinds(...)`
         self.slots: dict[str, str] = {}  # the expanded block's kind parameters -> the kind each is written for
+        self.block_slots: dict[str, str] = {}  # the stage's block's, which its generated class may take
         self.slot_vars: dict[int, ast.Var] = {}  # id(layer) -> `_slot_var`; the AST outlives the lowering
         self.constant_defaults: dict[str, dict[str, Value]] = {}  # definition -> `_constant_defaults`
         self.defaults_checked: set[str] = set()  # ops whose default attributes `_attrs` has checked
         self.labeler = Labeler()  # the spec's labels; a policy's `downsample.*` only `templates` inserts
+        self.inlining: list[str] = []  # the blocks being inlined as layers, outermost first (`subblocks`)
+        self.substitution: dict[str, ast.Expr] = {}  # their names in the stage's block's terms
 
 
     def run(self) -> Graph:
@@ -122,16 +126,14 @@ class _Lowering(BlockLowering, JoinLowering):
         if block_input is not None:
             ctx.values["input"] = block_input
         current = self._statements(layers, ctx, current, env, prefix="")
+        self._all_joined(ctx)
+        return current
+
+    def _all_joined(self, ctx: Body) -> None:
         for label, (node, span) in ctx.branches.items():
             if not self.graph.users(node):
-                self._located(
-                    ResdslError(
-                        f"branch `{label}` is never joined",
-                        span,
-                        hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`",
-                    )
-                )
-        return current
+                self._located(ResdslError(f"branch `{label}` is never joined", span,
+                                          hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`"))
 
     def _statements(
         self, layers: tuple, ctx: Body, current: str, env: dict[str, Value], prefix: str
@@ -203,6 +205,8 @@ class _Lowering(BlockLowering, JoinLowering):
                 self._check_slot(layer, kind, env)
             if kind.op == NONE:
                 return current
+            if kind.op in self.program.blocks:
+                return self._inline(layer, kind, ctx, current, env, prefix)
             exprs["op"], op = self.slot_vars.get(id(layer)) or self._slot_var(layer), kind.op
         info = OPS.get(op)
         if info is None or info.kind != LAYER:  # `info.user`, without a call per layer
@@ -212,6 +216,8 @@ class _Lowering(BlockLowering, JoinLowering):
                                                       f"`stage NAME: {layer.op}(...) x N`")
             raise unknown_layer(layer.op, layer.op_span)
         attrs = layer_attrs(layer, info, env, exprs, self.defaults_checked)
+        if self.substitution:  # inside a block used as a layer: written in the enclosing block's terms
+            exprs = self._enclosing_terms(exprs)
         label = self.labeler.label(layer.label, prefix, ctx.used, layer.span, scope, layer.op)
         name = f"{scope}.{label}" if scope else label
         if not scope:
@@ -219,6 +225,13 @@ class _Lowering(BlockLowering, JoinLowering):
         ctx.values[label] = name
         return g.add(name, op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs if scope else None, branch=ctx.branch, **attrs)
+
+    def _enclosing_terms(self, exprs: dict[str, ast.Expr]) -> dict[str, ast.Expr]:
+        terms = {name: ast.substitute(expr, self.substitution) for name, expr in exprs.items()}
+        op = terms.get("op")
+        if op is not None and not (isinstance(op, ast.Var) and op.name in self.block_slots):
+            del terms["op"]  # a kind the inlined block fixes, not one the enclosing block's class takes
+        return terms
 
     def _check_slot(self, layer: ast.Layer, kind: Value, env: dict[str, Value]) -> None:
         """A layer written as a parameter (`act1: act`) needs a layer kind there, one that fits the
@@ -236,8 +249,9 @@ class _Lowering(BlockLowering, JoinLowering):
 
     def _fits(self, layer: ast.Layer, given: Kind, default: str, env: dict[str, Value]) -> None:
         """A kind other than the one a slot is written for must take the slot's arguments and give
-        the output shape that one gives (`norm = conv` does neither where `bn` stood)."""
-        if given.op == default:
+        the output shape that one gives (`norm = conv` does neither where `bn` stood). A block's
+        shape is known once shapes are inferred: the join after it reports a mismatch."""
+        if given.op == default or given.op in self.program.blocks:
             return
         slot = f"{layer.label or layer.op}: {layer.op}"
         try:

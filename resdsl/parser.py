@@ -267,6 +267,13 @@ class _ToAst(Transformer):
         return ast.Call(str(name), tuple(a for a in args if a is not None), self._span(meta))
 
     @v_args(meta=True)
+    def partial(self, meta, children):
+        name, block, *args = children
+        value = ast.Partial(str(block), tuple(a for a in args if a is not None),
+                            _span(block, self.text, self.filename))
+        return ast.Keyword(str(name), value, self._span(meta))
+
+    @v_args(meta=True)
     def first_arg(self, meta, children):
         return ast.Keyword(str(children[0]), children[1], self._span(meta))
 

@@ -15,10 +15,12 @@ ACT_KINDS = tuple(op.name for op in OPS.values() if op.user and op.shape is same
                   and all(a.default is not None for a in op.attrs)) + ("none",)
 NORM_KINDS = ("bn", "none")
 KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
-               "se_bottleneck", "grouped"}  # those with `act` and `norm`
+               "grouped"}  # those with `act` and `norm`
+# What the bottleneck's `attn` slot takes: the prelude's `se` block, with or without arguments.
+ATTN_KINDS = ("se", "se(reduction=2)", "none")
 
-BLOCKS = ("basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway", "grouped",
-          "se_bottleneck", "gated_se", "paths", "wide")
+BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
+          "grouped", "gated_se", "paths", "wide")
 POLICIES = ("A", "B", "B", "C", "gated", "none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
@@ -99,6 +101,8 @@ def stages(draw, index: int) -> str:
     if block in KIND_BLOCKS and draw(st.booleans()):
         kinds += f", act={draw(st.sampled_from(ACT_KINDS))}"
         kinds += f", norm={draw(st.sampled_from(NORM_KINDS))}" if draw(st.booleans()) else ""
+    if block == "bottleneck" and draw(st.booleans()):
+        kinds += f", attn={draw(st.sampled_from(ATTN_KINDS))}"
     line = f"    stage s{index}: {block}({width}{kinds}) x {repeat}"
     line += f" stride {stride}" if stride != 1 else ""
     line += f" shortcut {policy}" if policy else ""

@@ -16,7 +16,7 @@ def _load_or_reject(text: str) -> resdsl.Network:
         return resdsl.loads(text, "random.rds")
     except ResdslError as exc:
         # The mistakes the strategy can make: option A asked to shrink channels, and a width too
-        # small for se_bottleneck's reduction by 16.
+        # small for the SE of `bottleneck(w, attn=se)`, which squeezes by 16.
         expected = ("option A cannot shrink", "no shortcut can map", "`out` must be at least 1, not 0")
         assert any(e in str(exc) for e in expected), exc.render()
         assume(False)

@@ -125,12 +125,13 @@ def flatten_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
 
 
 def mul_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
-    """x * y where y broadcasts to x: equal shapes, or a per-channel Cx1x1 gate (SE)."""
+    """x * y broadcast as numpy does, at one rank: equal shapes, or a per-channel Cx1x1 gate (SE)
+    on either side (a branch gating the current value, or an inlined `se` gating its input)."""
     x, y = ins
-    if len(x) != len(y) or any(b not in (a, 1) for a, b in zip(x, y)):
-        raise ShapeError(f"mul needs the branch's shape to equal or broadcast to {fmt_shape(x)}, "
-                         f"not {fmt_shape(y)}", hint="a per-channel gate is Cx1x1 with the same C")
-    return x
+    if len(x) != len(y) or any(a != b and 1 not in (a, b) for a, b in zip(x, y)):
+        raise ShapeError(f"mul needs shapes that equal or broadcast to each other, not {fmt_shape(x)} and "
+                         f"{fmt_shape(y)}", hint="a per-channel gate is Cx1x1 with the same C")
+    return tuple(max(a, b) for a, b in zip(x, y))
 
 
 def concat_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
