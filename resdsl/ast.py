@@ -107,12 +107,27 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class Join:
+    """`[label:] add shortcut [POLICY] [from LABEL]` (`shortcut`), or `[label:] add|mul|concat
+    NAME...`: a join of the current value with the block's input or with named values."""
+    label: str | None
+    op: str
+    operands: tuple[Var, ...]  # the named values; empty for a shortcut
+    span: Span
+    op_span: Span
+    shortcut: bool = False
+    policy: Var | None = None  # `add shortcut POLICY`
+    source: Var | None = None  # `add shortcut from LABEL`
+    args: tuple = ()  # a join reads no expressions (walkers of layer arguments skip it)
+
+
+@dataclass(frozen=True)
 class Branch:
     """`label: branch [source] { layers }`: a side path, joined later by its label."""
 
     label: str
     source: str | None  # None: the current value; `input`: the block's input; else a label
-    body: tuple[Union["Layer", "Branch"], ...]
+    body: tuple[Union["Layer", "Join", "Branch"], ...]
     span: Span
     source_span: Span | None = None
 
@@ -137,7 +152,7 @@ class Param:
 class BlockDef:
     name: str
     params: tuple[Param, ...]
-    body: tuple[Layer | Branch | Let, ...]
+    body: tuple[Layer | Join | Branch | Let, ...]
     span: Span
 
 

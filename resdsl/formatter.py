@@ -70,8 +70,14 @@ def arg(a: ast.Arg, op: str = "") -> str:
     return f"{short or name}={expr(a.value)}"
 
 
-def layer(l: ast.Layer) -> str:
-    text = " ".join([l.op, *(arg(a, l.op) for a in l.args)])
+def layer(l: ast.Layer | ast.Join) -> str:
+    if isinstance(l, ast.Join) and l.shortcut:
+        policy = [l.policy.name] if l.policy else []
+        text = " ".join([l.op, "shortcut", *policy, *(["from", l.source.name] if l.source else [])])
+    elif isinstance(l, ast.Join):
+        text = " ".join([l.op, *(v.name for v in l.operands)])
+    else:
+        text = " ".join([l.op, *(arg(a, l.op) for a in l.args)])
     return f"{l.label}: {text}" if l.label else text
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass, field
 
 from . import ast
 from .diagnostics import ResdslError, Span
 from .expressions import suggest
-from .labels import Names, written
+from .labels import Names
 from .ops import OPS
 from .parser import POLICIES
 
@@ -30,71 +29,57 @@ class Body:
 class JoinLowering:
     """The join half of `lower._Lowering` (which holds the state it reads)."""
 
-    def _join(self, layer: ast.Layer, ctx: Body, current: str, prefix: str) -> str:
+    def _join(self, join: ast.Join, ctx: Body, current: str, prefix: str) -> str:
         """`add shortcut [POLICY] [from LABEL]`, or a join of named values: `add NAME`, `mul NAME`,
         `concat NAME...`."""
         if ctx.block_input is None:
-            what = "add shortcut" if layer.op == "add" else layer.op
-            raise ResdslError(f"`{what}` only works inside a block", layer.span,
+            what = "add shortcut" if join.shortcut else join.op
+            raise ResdslError(f"`{what}` only works inside a block", join.span,
                               hint="residual joins belong in a `block` definition")
-        words = []
-        for arg in layer.args:
-            text = written(arg.span) if isinstance(arg, ast.Keyword) else ""  # reads the whole file
-            if SHORT_ATTR.fullmatch(text):
-                raise ResdslError(f"`{text}` reads as the attribute `{arg.name}={text[1:]}` here, not as a "
-                                  "name", arg.span, hint=f"a join cannot name a label that looks like `k3`, `s2`, "
-                                                         f"`p1` or `g32`: rename `{text}`")
-            if not (isinstance(arg, ast.Positional) and isinstance(arg.value, ast.Var)):
-                raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", arg.span,
-                                  hint="joins name values: `shortcut`, `input` or a label")
-            words.append(arg.value)
-        if not words or (layer.op != "concat" and len(words) > 1 and words[0].name != "shortcut"):
-            raise ResdslError(f"expected `{_JOIN_FORMS[layer.op]}`", layer.span,
-                              hint=f"POLICY is one of {', '.join(self._policies())}")
-        if current == ctx.block_input and not (layer.op != "add" or words[0].name != "shortcut"):
-            raise ResdslError("`add shortcut` needs a residual branch before it", layer.span,
-                              hint="put the block's layers (conv, bn, ...) before `add shortcut`")
-        label = self._label(layer, prefix, ctx, {"concat": "cat"}.get(layer.op, layer.op))
+        if join.shortcut:
+            return self._shortcut(join, ctx, current, prefix)
+        label = self._label(join, prefix, ctx, {"concat": "cat"}.get(join.op, join.op))
         name = f"{ctx.scope}.{label}"
-        if layer.op == "add" and words[0].name == "shortcut":
-            if ctx.inlined:
-                raise ResdslError(f"block `{ctx.inlined}`, used here as a layer, has no shortcut of its own",
-                                  layer.span, hint="a block given as a layer kind joins its `input` (`add input`, "
-                                                   "`mul input`); `add shortcut` belongs to the block it sits in")
-            policy, source = ctx.policy, None
-            rest = words[1:]
-            if len(rest) >= 2 and rest[-2].name == "from":
-                source = self._value(rest[-1], ctx)
-                rest = rest[:-2]
-            if len(rest) > 1:
-                raise ResdslError(f"expected `{_JOIN_FORMS['add']}`", layer.span,
-                                  hint=f"POLICY is one of {', '.join(self._policies())}")
-            if rest:
-                policy = self.check_policy(rest[0].name, rest[0].span)
-            if policy == "none":  # the plain network of the same layers (He et al. 2015, Fig. 3)
-                ctx.values[label] = current
-                return current
-            ctx.values[label] = name
-            return self.graph.add(name, "add", [current, ctx.block_input], span=layer.span, scope=ctx.scope,
-                                  label=label, policy=policy, gated=policy == "gated",
-                                  source=source or ctx.block_input)
-        operands = [self._value(word, ctx) for word in words]
-        if layer.op == "concat":  # the values it names, in order (name the current one to include it)
+        operands = [self._value(word, ctx) for word in join.operands]
+        if join.op == "concat":  # the values it names, in order (name the current one to include it)
             if len(operands) < 2:
-                raise ResdslError("`concat` joins two or more named values", layer.span,
+                raise ResdslError("`concat` joins two or more named values", join.span,
                                   hint="`concat a b` (name `input` or a layer's label to include it)")
-            _concat_operands(layer, words, operands)
+            _concat_operands(join.operands, operands)
             inputs = operands
         elif len(operands) != 1:
-            raise ResdslError(f"`{layer.op}` joins one named value with the current one", layer.span,
-                              hint=f"`{_JOIN_FORMS[layer.op]}`")
+            raise ResdslError(f"`{join.op}` joins one named value with the current one", join.span,
+                              hint=f"`{_JOIN_FORMS[join.op]}`")
         else:
-            _not_itself(layer, words[0], operands[0], current)
+            _not_itself(join, join.operands[0], operands[0], current)
             inputs = [current, *operands]
         ctx.values[label] = name
-        attrs = {"policy": "join", "gated": False, "source": operands[0]} if layer.op == "add" else {}
-        return self.graph.add(name, layer.op, inputs, span=layer.span, scope=ctx.scope, label=label,
+        attrs = {"policy": "join", "gated": False, "source": operands[0]} if join.op == "add" else {}
+        return self.graph.add(name, join.op, inputs, span=join.span, scope=ctx.scope, label=label,
                               branch=ctx.branch, **attrs)
+
+    def _shortcut(self, join: ast.Join, ctx: Body, current: str, prefix: str) -> str:
+        if join.op != "add":
+            raise ResdslError(f"`{join.op} shortcut`: the shortcut is added", join.span,
+                              hint="write `add shortcut`; `mul` and `concat` join named values")
+        if ctx.inlined:
+            raise ResdslError(f"block `{ctx.inlined}`, used here as a layer, has no shortcut of its own",
+                              join.span, hint="a block given as a layer kind joins its `input` (`add input`, "
+                                              "`mul input`); `add shortcut` belongs to the block it sits in")
+        if current == ctx.block_input:
+            raise ResdslError("`add shortcut` needs a residual branch before it", join.span,
+                              hint="put the block's layers (conv, bn, ...) before `add shortcut`")
+        label = self._label(join, prefix, ctx, "add")
+        policy = ctx.policy if join.policy is None else self.check_policy(join.policy.name, join.policy.span)
+        source = self._value(join.source, ctx) if join.source is not None else None
+        if policy == "none":  # the plain network of the same layers (He et al. 2015, Fig. 3)
+            ctx.values[label] = current
+            return current
+        name = f"{ctx.scope}.{label}"
+        ctx.values[label] = name
+        return self.graph.add(name, "add", [current, ctx.block_input], span=join.span, scope=ctx.scope,
+                              label=label, policy=policy, gated=policy == "gated",
+                              source=source or ctx.block_input)
 
     def _value(self, word: ast.Var, ctx: Body) -> str:
         if word.name not in ctx.values:
@@ -119,11 +104,10 @@ class JoinLowering:
 
 
 MAX_CONCAT = max(OPS["concat"].arity)
-SHORT_ATTR = re.compile(r"[ksgp][0-9]+")  # as the grammar's SHORT_ATTR, which wins over a name
 
 
 
-def _concat_operands(layer: ast.Layer, words: list[ast.Var], operands: list[str]) -> None:
+def _concat_operands(words: tuple[ast.Var, ...], operands: list[str]) -> None:
     """At most MAX_CONCAT values, each once: the graph holds one edge per pair of nodes, so a value
     named twice would silently become one operand."""
     if len(words) > MAX_CONCAT:
@@ -140,7 +124,7 @@ def _concat_operands(layer: ast.Layer, words: list[ast.Var], operands: list[str]
         seen[node] = word.name
 
 
-def _not_itself(layer: ast.Layer, word: ast.Var, operand: str, current: str) -> None:
+def _not_itself(layer: ast.Join, word: ast.Var, operand: str, current: str) -> None:
     """`mul conv1` right after `conv1`: the graph cannot join a value with itself (one edge per
     pair of nodes), and squaring is not what a join of a branch means."""
     if operand == current:

@@ -23,7 +23,7 @@ from .kinds import NONE, Kind, misfit, shape_change
 from .labels import Labeler, Names
 from .limits import LIMITS
 from .loader import Program
-from .ops import JOINS, LAYER, OPS, OpDef
+from .ops import LAYER, OPS, OpDef
 from .subblocks import SubBlockLowering
 from .templates import PolicyTemplate
 
@@ -126,14 +126,22 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         if block_input is not None:
             ctx.values["input"] = block_input
         current = self._statements(layers, ctx, current, env, prefix="")
-        self._all_joined(ctx)
+        self._all_joined(ctx, current)
         return current
 
-    def _all_joined(self, ctx: Body) -> None:
+    def _all_joined(self, ctx: Body, end: str) -> None:
+        """Every value of a body reaches its end: a branch is joined, and a join that names other
+        values does not drop the current one (`conv2; concat a b` leaves conv2 unused)."""
+        g = self.graph
         for label, (node, span) in ctx.branches.items():
-            if not self.graph.users(node):
+            if not g.users(node):
                 self._located(ResdslError(f"branch `{label}` is never joined", span,
                                           hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`"))
+        for label, node in ctx.values.items():
+            if node != end and label not in ctx.branches and node in g and not g.users(node):
+                self._located(ResdslError(f"the value of `{label}` is never used", g.node(node).span,
+                                          hint=f"a join after it names other values: name `{label}` in it "
+                                               f"(`concat {label} ...`), or remove the layer"))
 
     def _statements(
         self, layers: tuple, ctx: Body, current: str, env: dict[str, Value], prefix: str
@@ -144,6 +152,8 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
                     env = {**env, layer.name: evaluate_number(layer.value, env, f"`let {layer.name}`")}
                 elif isinstance(layer, ast.Branch):
                     self._branch(layer, ctx, current, env, prefix)
+                elif isinstance(layer, ast.Join):
+                    current = self._join(layer, ctx, current, prefix)
                 else:
                     current = self._layer(layer, ctx, current, env, prefix)
             except ResdslError as exc:
@@ -196,8 +206,6 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         self, layer: ast.Layer, ctx: Body, current: str, env: dict[str, Value], prefix: str
     ) -> str:
         g, scope = self.graph, ctx.scope
-        if layer.op in JOINS:
-            return self._join(layer, ctx, current, prefix)
         op, exprs = layer.op, {}
         if op in env:  # a parameter: the layer kind it holds
             kind = env[op]
@@ -271,5 +279,5 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
                exprs: dict[str, ast.Expr]) -> dict[str, Number]:
         return layer_attrs(layer, info, env, exprs, self.defaults_checked)
 
-    def _label(self, layer: ast.Layer, prefix: str, ctx: Body, base: str) -> str:
+    def _label(self, layer: ast.Layer | ast.Join, prefix: str, ctx: Body, base: str) -> str:
         return self.labeler.label(layer.label, prefix, ctx.used, layer.span, ctx.scope, base)

@@ -214,6 +214,23 @@ class _ToAst(Transformer):
         return ast.Layer(str(label) if label is not None else None, str(op), tuple(args),
                          self._span(meta), _span(op, self.text, self.filename))
 
+    @v_args(meta=True)
+    def shortcut_join(self, meta, children):
+        label, op, policy, source = children
+        return self._join(meta, label, op, (), shortcut=True, policy=self._var(policy), source=self._var(source))
+
+    @v_args(meta=True)
+    def join(self, meta, children):
+        label, op, *values = children
+        return self._join(meta, label, op, tuple(self._var(v) for v in values))
+
+    def _join(self, meta, label, op, operands, **kw) -> ast.Join:
+        return ast.Join(str(label) if label is not None else None, str(op), operands, self._span(meta),
+                        _span(op, self.text, self.filename), **kw)
+
+    def _var(self, token: Token | None) -> ast.Var | None:
+        return None if token is None else ast.Var(str(token), _span(token, self.text, self.filename))
+
     def body(self, children):
         return tuple(c for c in children if c is not None)
 

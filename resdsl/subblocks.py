@@ -41,7 +41,7 @@ class SubBlockLowering:
         finally:
             self.inlining.pop()
             self.slots, self.substitution = saved
-        self._all_joined(inner)
+        self._all_joined(inner, end)
         ctx.used.containers.setdefault(label, label)
         ctx.used.add(label)
         ctx.values[label] = end

@@ -40,7 +40,7 @@ class PolicyTemplate:
     @classmethod
     def of(cls, policy: ast.PolicyDef) -> PolicyTemplate:
         layers = tuple(TemplateLayer(layer.label, layer.op, layer.args, layer.span, layer.op_span)
-                       for layer in policy.body)
+                       for layer in policy.body)  # a join among them is refused when inserted
         return cls(policy.name, policy.params, layers, policy.span)
 
 
