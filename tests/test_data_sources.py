@@ -18,7 +18,8 @@ from test_untrusted_training import cifar_batch, python2_pickle
 from resdsl import ResdslError
 from resdsl.cli import main
 from resdsl.limits import LIMITS
-from resdsl.training.data import fit, load_dataset, normalizer
+from resdsl.training.data import fit, normalizer
+from resdsl.training.sources import load_dataset
 
 CIFAR10 = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 

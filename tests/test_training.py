@@ -83,7 +83,7 @@ def _write_cifar(root: Path, per_batch: int = 6) -> None:
 
 
 def test_cifar_python_batches_load_and_train(tmp_path: Path) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     _write_cifar(tmp_path / "cifar")
     data = load_dataset(f"cifar10:{tmp_path / 'cifar'}")
     assert data.train_x.shape == (30, 3, 32, 32) and data.test_x.shape == (6, 3, 32, 32) and data.classes == 10
@@ -164,7 +164,7 @@ def test_damaged_cifar_files_are_named(tmp_path: Path, capsys) -> None:
 
 def test_image_folders_load_one_class_a_directory(tmp_path: Path) -> None:
     from PIL import Image
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     rng = np.random.default_rng(0)
     for split, n in (("train", 3), ("test", 1)):
         for cls in ("cat", "dog"):

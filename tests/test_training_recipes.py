@@ -35,7 +35,7 @@ def digits_batch():
     """Every training image of digits, normalised per channel as the paper's recipe does, and labels."""
     import torch
 
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     data = load_dataset("digits")
     x = data.train_x
     x = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (x.std(axis=(0, 2, 3), keepdims=True) + 1e-6)
@@ -297,7 +297,7 @@ def best_error(weights: Path) -> float:
     """The test error of a state_dict on digits, computed here."""
     import torch
 
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     data = load_dataset("digits")
     mean = data.train_x.mean(axis=(0, 2, 3), keepdims=True)
     std = data.train_x.std(axis=(0, 2, 3), keepdims=True) + 1e-6

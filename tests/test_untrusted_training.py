@@ -110,7 +110,7 @@ def write_cifar(root: Path, per_batch: int = 4, protocol: int | str = "python2")
 
 @pytest.mark.parametrize("protocol", ["python2", 2, 4, 5])
 def test_real_format_cifar_batches_still_load(protocol, tmp_path: Path) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     root = write_cifar(tmp_path / "cifar", protocol=protocol)
     if protocol == "python2":
         assert b"cnumpy.core.multiarray\n_reconstruct\n" in (root / "data_batch_1").read_bytes()
@@ -122,7 +122,7 @@ def test_real_format_cifar_batches_still_load(protocol, tmp_path: Path) -> None:
 
 
 def test_cifar100_reads_its_fine_labels(tmp_path: Path) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     (tmp_path / "c100").mkdir()
     for seed, name in enumerate(("train", "test")):
         batch = cifar_batch(3, seed, b"fine_labels", 100) | {b"coarse_labels": [0, 1, 2]}
@@ -171,7 +171,7 @@ def raw_pickle(*ops: bytes) -> bytes:
     (b"\x80\x04garbage", "is not a CIFAR python batch"),
 ])
 def test_damaged_cifar_batches_are_refused_by_name(batch, message, tmp_path: Path) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     root = write_cifar(tmp_path / "cifar")
     (root / "data_batch_3").write_bytes(batch if isinstance(batch, bytes) else pickle.dumps(batch, protocol=2))
     with pytest.raises(ResdslError) as caught:
@@ -232,7 +232,7 @@ def test_a_decompression_bomb_header_is_refused_without_decoding(width, height, 
 
 
 def test_a_large_first_image_is_not_imposed_past_the_dataset_bound(tmp_path: Path, monkeypatch) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     root = image_folder(tmp_path / "images", size=(100, 100))
     monkeypatch.setattr(LIMITS, "max_dataset_bytes", 100_000)  # 4 images of 3x100x100 floats: 480,000
     with pytest.raises(ResdslError, match="4 images of 3x100x100 take 0.5 MiB as float32, more than resdsl "
@@ -251,7 +251,7 @@ def test_a_fifo_device_or_directory_named_like_an_image_is_refused(kind, tmp_pat
 
 def test_every_suffix_taken_is_read(tmp_path: Path) -> None:
     from PIL import Image
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     root = image_folder(tmp_path / "images")
     suffixes = {"jpg": "JPEG", "jpeg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP"}
     for suffix, fmt in suffixes.items():
@@ -262,7 +262,7 @@ def test_every_suffix_taken_is_read(tmp_path: Path) -> None:
 
 
 def test_only_the_image_readers_of_the_suffixes_are_used(tmp_path: Path) -> None:
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     root = image_folder(tmp_path / "images")
     # Pillow would identify this as EPS by its bytes and start Ghostscript to decode it.
     (root / "train" / "cat" / "1.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
@@ -281,7 +281,7 @@ def interrupted(tmp_path_factory) -> Path:
     """A run of digits_convnet stopped after epoch 1 of 2, as `train` with DIGITS leaves it."""
     from resdsl.files import read_source
     from resdsl.network import load
-    from resdsl.training.data import load_dataset
+    from resdsl.training.sources import load_dataset
     from resdsl.training.loop import train
     from resdsl.training.recipe import Recipe
 

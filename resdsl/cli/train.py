@@ -67,7 +67,7 @@ def train(spec: Path, data: str, out: Path, epochs: int | None, batch: int, lr: 
     from ..extras import require
     require("train", "tensorboardX", purpose="resdsl train's TensorBoard log")
     from ..files import read_source
-    from ..training.data import load_dataset
+    from ..training.sources import load_dataset
     from ..training.distributed import World
     from ..training.loop import train as train_loop
     from ..training.recipe import Recipe
