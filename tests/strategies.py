@@ -16,8 +16,8 @@ ACT_KINDS = tuple(op.name for op in OPS.values() if op.user and op.shape is same
 NORM_KINDS = ("bn", "none")
 KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
                "grouped"}  # those with `act` and `norm`
-# What the bottleneck's `attn` slot takes: the prelude's `se` block, with or without arguments.
-ATTN_KINDS = ("se", "se(reduction=2)", "none")
+# What the bottleneck's `attn` slot takes: the prelude's `se` and `eca` blocks, with or without arguments.
+ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
           "grouped", "gated_se", "paths", "wide")

@@ -29,11 +29,6 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 # Fixtures no spec reproduces yet, each with what the language lacks to write it exactly (issue #31).
 NOT_YET = {
     # The ResNet family.
-    "timm_resnetblur50": "a fixed-filter blur pool (timm's BlurPool2d: a depthwise 3x3 binomial filter, stride 2, "
-                         "reflect padding, held in no state_dict key) after the stem's stride-1 max pool and after "
-                         "each strided bottleneck's stride-1 3x3",
-    "timm_ecaresnet50d": "ECA attention: a 1-D conv (se.conv, 1x1x5, no bias) across the channels of the pooled "
-                         "vector, then a sigmoid gate",
     "timm_skresnet18": "selective kernel: conv1.paths.{0,1} (3x3 and dilated 3x3) each on half the input channels "
                        "(a channel split), summed, a softmax across the paths weighting them (a softmax join); "
                        "joins cannot name dotted labels (conv1.paths.0)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..ir import GATE, INPUT, PAD, PROJECTION, Graph
 from ..ops import fmt_shape
+from ..ops.rules import channel_kernel
 
 STYLE = {
     "input": {"shape": "oval", "style": "filled", "fillcolor": "#dddddd"},
@@ -17,6 +18,8 @@ STYLE = {
     "relu": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fff8e1"},
     "maxpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
     "avgpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
+    "blurpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
+    "channel_conv": {"shape": "box", "style": "rounded,filled", "fillcolor": "#cfe2ff"},
     "fc": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f3e5f5"},
     "add": {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.35", "fixedsize": "true"},
 }
@@ -39,6 +42,10 @@ def describe(graph: Graph, name: str) -> str:
         text = f"avgpool to {a['size']}x{a['size']}"
     elif op == "gn":
         text = f"gn, {a['groups']} group" + ("s" if a["groups"] != 1 else "")
+    elif op == "blurpool":
+        text = f"blur {a['kernel']}x{a['kernel']}, /{a['stride']}"
+    elif op == "channel_conv":  # ECA's size (kernel 0) shown as the size it is
+        text = f"conv1d across C, k{channel_kernel(a, [graph.shape(graph.inputs(name)[0])])}"
     elif op == "dropout":
         text = f"dropout {a['p']:g}"
     elif op == "fc":

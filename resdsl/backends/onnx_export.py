@@ -15,6 +15,7 @@ import numpy as np
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from ..ops.rules import blur_filter, blur_padding, channel_kernel
 from ..passes.decompose import decomposed
 from ..passes.shapes import locate
 from .support import check_supported
@@ -195,6 +196,27 @@ def _gn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     return b.op("Add", [b.op("Mul", [back, scale], f"{name}.scaled", shape=shape), shift], name)
 
 
+def _channel_conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    """The Cx1x1 vector as a 1-D sequence of C (N, 1, C), its weight's 1x1xk Conv, and back."""
+    c = b.in_shape(name)[0]
+    k = channel_kernel(a, [b.in_shape(name)])
+    seq = b.op("Reshape", [ins[0], b.const(f"{name}.seq", np.array([0, 1, -1], np.int64))], f"{name}.in",
+               shape=(1, c))
+    out = b.op("Conv", [seq, b.weight(f"{name}.weight")], f"{name}.out", shape=(1, c), kernel_shape=[k],
+               pads=[k // 2] * 2)
+    return b.op("Reshape", [out, b.const(f"{name}.map", np.array([0, -1, 1, 1], np.int64))], name)
+
+
+def _blurpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    """A reflect Pad, then a depthwise Conv whose weight is the fixed binomial filter (a constant)."""
+    (c, h, w), k, p = b.in_shape(name), a["kernel"], blur_padding(a)
+    pads = b.const(f"{name}.pads", np.array([0, 0, p, p, 0, 0, p, p], np.int64))
+    padded = b.op("Pad", [ins[0], pads], f"{name}.padded", shape=(c, h + 2 * p, w + 2 * p), mode="reflect")
+    row = np.array(blur_filter(k), np.float32)
+    weight = b.const(f"{name}.filter", np.broadcast_to(np.outer(row, row), (c, 1, k, k)))
+    return b.op("Conv", [padded, weight], name, kernel_shape=[k, k], strides=[a["stride"]] * 2, group=c)
+
+
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     k, p = a["kernel"], a["padding"]
     return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
@@ -266,6 +288,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "conv": _conv,
     "bn": _bn,
     "gn": _gn,
+    "channel_conv": _channel_conv,
+    "blurpool": _blurpool,
     "relu": lambda b, name, ins, a: b.op("Relu", ins, name),
     "leaky_relu": lambda b, name, ins, a: b.op("LeakyRelu", ins, name, alpha=a["slope"]),
     "sigmoid": lambda b, name, ins, a: b.op("Sigmoid", ins, name),

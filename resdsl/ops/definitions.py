@@ -6,7 +6,12 @@ from __future__ import annotations
 from .rules import (
     affine_weights,
     avgpool_shape,
+    blurpool_macs,
+    blurpool_shape,
     bn_weights,
+    channel_conv_macs,
+    channel_conv_shape,
+    channel_conv_weights,
     concat_shape,
     conv_macs,
     conv_shape,
@@ -90,6 +95,20 @@ DEFINITIONS: tuple[OpDef, ...] = (
                  Attr("stride", 0, short="s", example=2, low=0),
                  PADDING, Attr("ceil", 0, FLAG), Attr("count_pad", 1, FLAG), Attr("size", 1)),
           complete=_stride_is_kernel),
+    # ECA (Wang et al. 2020), timm's EcaModule.conv: a pooled vector's channels convolved as a
+    # sequence, one weight vector shared by every channel, so attention costs k weights, not C^2 / 8.
+    OpDef("channel_conv", "a 1-D convolution across a pooled Cx1x1 vector's channels: an odd `kernel` "
+                          "zero-padded by k // 2 at both ends, one input and one output channel, no bias "
+                          "(kernel 0: ECA's for C channels, int((log2 C + 1) / 2) made odd, at least 3)",
+          channel_conv_shape, module=True, weights=channel_conv_weights, macs=channel_conv_macs,
+          attrs=(Attr("kernel", 0, short="k", example=5, low=0),)),
+    # Anti-aliased downsampling (Zhang 2019), timm's BlurPool2d: a fixed filter, held in no
+    # state_dict key, so a blurred network loads the unblurred one's weights.
+    OpDef("blurpool", "blur, then subsample: each channel convolved with the k x k binomial filter "
+                      "(outer square of C(k-1, i) / 2^(k-1); [1, 2, 1] / 4 at k3) at `stride`, the map "
+                      "reflect-padded by ((s - 1) + (k - 1)) // 2; no parameters", blurpool_shape, module=True,
+          macs=blurpool_macs, attrs=(Attr("kernel", 3, short="k", example=3, low=2),
+                                     Attr("stride", 2, short="s", example=2))),
     OpDef("lrn", "local response normalisation across `size` channels", lrn_shape, positional="size",
           module=True,
           attrs=(Attr("size"), *(Attr(key, default, FLOAT, range=_LRN_RANGES[key])

@@ -1,7 +1,7 @@
 """The rules op definitions point at: shapes, the tensors a layer owns, MACs."""
 from __future__ import annotations
 
-from math import log2, prod
+from math import comb, log2, prod
 
 from .schema import BUFFER, COUNTER, Attrs, Shape, ShapeError, Weight
 
@@ -185,3 +185,60 @@ def bn_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
     c = (ins[0][0],)
     return [Weight("weight", c), Weight("bias", c), Weight("running_mean", c, BUFFER),
             Weight("running_var", c, BUFFER), Weight("num_batches_tracked", (), COUNTER)]
+
+
+def eca_kernel(channels: int) -> int:
+    """ECA's kernel for `channels` (Wang et al. 2020, eq. 12 with gamma 2, b 1; timm's EcaModule):
+    int(|log2(C) + 1| / 2), made odd by adding 1, at least 3. floor((log2 C + 1) / 2) is
+    (floor(log2 C) + 1) // 2, so in integers it is C.bit_length() // 2 (odd: `| 1`), which the
+    generated PyTorch writes too."""
+    return max(channels.bit_length() // 2 | 1, 3)
+
+
+def channel_kernel(attrs: Attrs, ins: list[Shape]) -> int:
+    """A channel_conv's kernel: the one written, or (kernel 0) ECA's for the input's channels."""
+    return attrs["kernel"] or eca_kernel(ins[0][0])
+
+
+def channel_conv_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins[0], "channel_conv")
+    if (h, w) != (1, 1):
+        raise ShapeError(f"channel_conv convolves a pooled vector across its channels: it needs Cx1x1, "
+                         f"not {fmt_shape(ins[0])}", hint="pool first (`avgpool`), as ECA does")
+    if attrs["kernel"] % 2 == 0 and attrs["kernel"]:
+        raise ShapeError(f"channel_conv kernel must be odd, not {attrs['kernel']}",
+                         hint="an odd kernel, zero-padded by k // 2 at both ends, keeps the channels "
+                              "(`channel_conv k5`); leave it out for ECA's size from the channels")
+    return (c, 1, 1)
+
+
+def channel_conv_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    return [Weight("weight", (1, 1, channel_kernel(attrs, ins)))]  # nn.Conv1d(1, 1, k), as timm's
+
+
+def channel_conv_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return ins[0][0] * channel_kernel(attrs, ins)
+
+
+def blur_padding(attrs: Attrs) -> int:
+    """Each side's reflect padding of a blurpool, timm's get_padding(k, s): ((s - 1) + (k - 1)) // 2."""
+    return (attrs["stride"] - 1 + attrs["kernel"] - 1) // 2
+
+
+def blur_filter(kernel: int) -> list[float]:
+    """The 1-D binomial filter a blurpool's k x k filter is the outer square of: C(k-1, i) / 2^(k-1)."""
+    return [comb(kernel - 1, i) / 2 ** (kernel - 1) for i in range(kernel)]
+
+
+def blurpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins[0], "blurpool")
+    k, s, p = attrs["kernel"], attrs["stride"], blur_padding(attrs)
+    if p >= min(h, w):
+        raise ShapeError(f"blurpool k{k} s{s} reflect-pads {p} at each side, which needs a map wider than {p}, "
+                         f"not {h}x{w}", hint="a reflection cannot reach past the map's edge: use a larger "
+                                              "input or a smaller kernel")
+    return (c, _window(h, k, s, p, "blurpool"), _window(w, k, s, p, "blurpool"))
+
+
+def blurpool_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return prod(out) * attrs["kernel"] ** 2  # a depthwise k x k conv with a fixed filter

@@ -21,6 +21,7 @@ import numpy as np
 from ..backends.support import check_supported
 from ..ir import INPUT, Graph
 from ..ops import OPS
+from ..ops.rules import blur_filter, blur_padding
 from ..passes.decompose import Decompose, on_a_copy
 from ..passes.fold_bn import FoldBatchNorm, bn_scale_shift, fold_weights
 from . import winograd
@@ -86,6 +87,33 @@ def _gn(c: _Ctx, bb, name: str, ins: list, a: dict):
     gamma, beta = (c.const(c.weights[f"{name}.{key}"]) for key in ("weight", "bias"))
     return bb.emit(c.relax.op.nn.group_norm(ins[0], gamma, beta, a["groups"], c.channel_axis, c.spatial_axes,
                                             epsilon=a["eps"]))
+
+
+def _channel_conv(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """The Cx1x1 vector as a 1-D sequence of C (N, 1, C), convolved, and back (one memory order
+    in either layout: the map is 1x1)."""
+    op = c.relax.op
+    weight = c.weights[f"{name}.weight"]
+    channels, k = c.graph.shape(name)[0], weight.shape[-1]
+    seq = bb.emit(op.reshape(ins[0], (c.batch, 1, channels)))
+    out = bb.emit(op.nn.conv1d(seq, c.const(weight), padding=(k // 2, k // 2)))
+    shape = [c.batch, 1, 1, 1]
+    shape[c.channel_axis] = channels
+    return bb.emit(op.reshape(out, shape))
+
+
+def _blurpool(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """A reflect pad, then a depthwise conv whose weight is the fixed binomial filter."""
+    op = c.relax.op
+    channels, k, p = c.graph.shape(name)[0], a["kernel"], blur_padding(a)
+    widths = [0] * 8
+    for axis in c.spatial_axes:
+        widths[2 * axis:2 * axis + 2] = [p, p]
+    padded = bb.emit(op.nn.pad(ins[0], widths, pad_mode="reflect"))
+    row = np.array(blur_filter(k), np.float32)
+    weight = c.kernel(np.broadcast_to(np.outer(row, row), (channels, 1, k, k)))
+    return bb.emit(op.nn.conv2d(padded, weight, strides=a["stride"], groups=channels, data_layout=c.layout,
+                                kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
 
 
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
@@ -176,6 +204,8 @@ CONVERTERS: dict[str, Callable] = {
     "conv": _conv,
     "bn": _bn,
     "gn": _gn,
+    "channel_conv": _channel_conv,
+    "blurpool": _blurpool,
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),
     "leaky_relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.leakyrelu(ins[0], alpha=a["slope"])),
     "sigmoid": lambda c, bb, name, ins, a: bb.emit(c.relax.op.sigmoid(ins[0])),

@@ -12,6 +12,7 @@ from ...ir import INPUT, Graph
 from ...kinds import Kind
 from ...lower import evaluate
 from ...ops import OPS
+from ...ops.rules import blur_padding, eca_kernel
 from .symbols import Sym
 
 
@@ -48,6 +49,32 @@ def _bn(layer: Layer, a: dict) -> tuple[str, list[str]]:
 
 def _gn(layer: Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.GroupNorm", [layer.sym("groups").text, layer.channels.text, *_eps(layer, a, "gn")]
+
+
+def _channel_conv(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    """timm's EcaModule.conv: nn.Conv1d(1, 1, k), run on the pooled vector viewed as (N, 1, C)
+    (see `layout.layer_step`). ECA's own size (kernel 0) in the class's terms: timm's
+    int(abs(log2(C) + 1) / 2) is C.bit_length() // 2 for every C, made odd by `| 1`."""
+    if a["kernel"]:
+        size = layer.sym("kernel")
+    elif layer.channels.expr is None:
+        size = Sym.literal(eca_kernel(layer.in_shape[0]))
+    else:
+        channels = layer.channels.text if layer.channels.prec == 4 else f"({layer.channels.text})"
+        size = Sym(f"max({channels}.bit_length() // 2 | 1, 3)")
+    padding = str(int(size.text) // 2) if size.text.isdigit() else '"same"'  # odd: k // 2 at both ends
+    return "nn.Conv1d", ["1", "1", f"kernel_size={size.text}", f"padding={padding}", "bias=False"]
+
+
+def _blurpool(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    """timm's BlurPool2d from stock modules, its filter held in no tensor: the k x k binomial filter
+    is k - 1 2x2 box filters applied in turn ([1, 2, 1] / 4 = [1, 1] / 2 twice), so a reflect pad
+    and k - 1 2x2 average pools, the last at the stride, compute it exactly."""
+    stride = layer.sym("stride")
+    pad = blur_padding(a) if stride.expr is None or isinstance(stride.expr, ast.Int) else (
+        f"({stride.text} + {a['kernel'] - 2}) // 2")
+    pools = ["nn.AvgPool2d(2, stride=1)"] * (a["kernel"] - 2) + [f"nn.AvgPool2d(2, stride={stride.text})"]
+    return "nn.Sequential", [f"nn.ReflectionPad2d({pad})", *pools]
 
 
 def _window_args(layer: Layer, a: dict) -> list[str]:
@@ -97,6 +124,8 @@ CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
     "bn": Module(_bn, ("eps",)),
     "gn": Module(_gn, ("groups", "eps")),
+    "channel_conv": Module(_channel_conv, ("kernel",)),
+    "blurpool": Module(_blurpool, ("stride",)),  # its kernel is the number of pools, never a name
     "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),
     "leaky_relu": Module(lambda layer, a: ("nn.LeakyReLU", [layer.sym("slope").text]), ("slope",)),
     "sigmoid": Module(lambda layer, a: ("nn.Sigmoid", [])),

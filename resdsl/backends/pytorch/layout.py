@@ -24,6 +24,8 @@ class Step:
 def layer_step(label: str, op: str, name: str, source: str, arg: str, out: str, in_shape: tuple) -> Step:
     if op == "fc" and len(in_shape) == 3:
         return Step(label, [f"{out} = torch.flatten({arg}, 1)", f"{out} = {{m}}({out})"], name, source)
+    if op == "channel_conv":  # nn.Conv1d across the channels: the Cx1x1 vector as (N, 1, C), as timm's ECA
+        return Step(label, [f"{out} = {{m}}({arg}.view({arg}.shape[0], 1, -1)).view_as({arg})"], name, source)
     return Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg))
 
 
