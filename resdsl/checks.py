@@ -31,6 +31,10 @@ def _check_block(block: ast.BlockDef) -> None:
         if any(p.name == param.name for p in params[:i]):
             raise ResdslError(f"block `{block.name}` has two parameters named `{param.name}`", param.span,
                               hint="give each parameter its own name")
+        if param.name == "stride" and param.default is not None and param.default != ast.Int(1, param.default.span):
+            raise ResdslError(f"`stride` of block `{block.name}` can only default to 1: its stage sets it", param.default.span,
+                              hint="write `stride = 1` (or no default) and give the stride where the block is "
+                                   "used: `stage NAME: ... x N stride 2` strides its first block")
     taken = {p.name for p in params} | {"classes", "block_index", "num_blocks"}
     for let in (item for item in block.body if isinstance(item, ast.Let)):
         if let.name in taken:
