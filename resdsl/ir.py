@@ -31,15 +31,10 @@ metadata that no shape rule or backend computes with:
 Every other node's role is None.
 Edges carry `index`, the operand position. Analyses record facts on nodes; they never create
 node types of their own.
-
-Mapping compatibility (transitional): a Node also answers the dict protocol the IR used before
-it was typed, `node["attrs"]`, `node["shape"] = s`, `node.get("legal")`, `"shape" in node`: a
-field's name reads or writes the field (`shape` counts as absent while None), any other key a
-fact. New code uses attributes; `Node.__getitem__` and friends go once no caller is left.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,10 +51,9 @@ ROLES = (PROJECTION, PAD, GATE)
 
 
 @dataclass(slots=True)
-class Node(MutableMapping):
+class Node:
     """One op of the graph: `op` and `attrs` are its meaning, the rest metadata (see the module
-    docstring). Every field has a default so networkx can make an empty one (`Graph` sets it as
-    the DiGraph's node_attr_dict_factory, so `graph.nx.nodes[name]` is this object too)."""
+    docstring). `graph.nx.nodes[name]` is this object too: networkx keeps it as the node's data."""
     op: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
     span: Span | None = None
@@ -72,59 +66,33 @@ class Node(MutableMapping):
     shape: tuple[int, ...] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
-    # ---- mapping compatibility: the dict protocol of the untyped IR (module docstring) --------
-    def __getitem__(self, key: str) -> Any:
-        if key in _FIELDS:
-            value = getattr(self, key)
-            if value is None and key == "shape":
-                raise KeyError(key)
-            return value
-        return self.facts[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in _FIELDS:
-            setattr(self, key, value)
-        else:
-            self.facts[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key == "shape" and self.shape is not None:
-            self.shape = None
-        elif key in _FIELDS:
-            raise KeyError(f"{key} is a field of Node, not a removable key")
-        else:
-            del self.facts[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key) if key in _FIELDS else self.facts.get(key, default)
-        return default if value is None else value
-
-    def __contains__(self, key: object) -> bool:
-        if key in _FIELDS:
-            return key != "shape" or self.shape is not None
-        return key in self.facts
-
-    def __iter__(self) -> Iterator[str]:
-        yield from (k for k in _FIELD_ORDER if k != "shape" or self.shape is not None)
-        yield from self.facts
-
-    def __len__(self) -> int:
-        return len(_FIELDS) - (self.shape is None) + len(self.facts)
-
     def copy(self) -> Node:
-        """A shallow copy (networkx copies node data with `.copy()`)."""
+        """A copy whose attrs, exprs and facts dicts can be edited apart from this one's."""
         return Node(self.op, dict(self.attrs), self.span, self.scope, self.label, self.seq,
                     dict(self.exprs), self.branch, self.role, self.shape, dict(self.facts))
 
 
-# The fields the mapping layer maps (`facts` is the mapping for everything else).
-_FIELD_ORDER = ("op", "attrs", "span", "scope", "label", "seq", "exprs", "branch", "role", "shape")
-_FIELDS = frozenset(_FIELD_ORDER)
-
-
 class _DiGraph(nx.DiGraph):
-    """A DiGraph whose node data is a `Node`, so networkx code (copies, views) keeps them typed."""
-    node_attr_dict_factory = Node
+    """A DiGraph whose node data is a typed `Node`, not a dict. Nodes enter through `Graph.add`,
+    which stores the Node itself: networkx's `add_node(n, **attrs)` and `add_nodes_from` would
+    `update` a dict with keyword attributes, which a Node has no use for. Views and algorithms
+    read the Nodes as they are; a copy copies each one."""
+    node_attr_dict_factory = Node  # the empty node `add_edge` makes for a name it does not know
+
+    def copy(self, as_view: bool = False) -> _DiGraph:
+        """Nodes, adjacency and edge data new; each Node copied (networkx's copy would rebuild
+        the node data through `add_nodes_from`)."""
+        if as_view:
+            return super().copy(as_view=True)
+        g = self.__class__()
+        g.graph.update(self.graph)
+        for name, node in self._node.items():
+            g._node[name] = node.copy()
+            g._succ[name], g._pred[name] = {}, {}
+        for source, users in self._succ.items():
+            for user, data in users.items():
+                g._succ[source][user] = g._pred[user][source] = dict(data)
+        return g
 
 
 @dataclass
@@ -191,7 +159,7 @@ class Graph:
         assert role is None or role in ROLES, role
         self._seq += 1
         self._order = None
-        self.nx.add_node(name)
+        self._succ[name], self._pred[name] = {}, {}  # what nx.add_node does, less its dict update
         self._nodes[name] = Node(op, attrs, span, scope, label or name, self._seq, exprs or {}, branch, role)
         for index, source in enumerate(inputs):
             self.nx.add_edge(source, name, index=index)
@@ -215,14 +183,8 @@ class Graph:
         policies, never edited, are shared. A fraction of deepcopy's time (ResNet-1202)."""
         new = Graph.__new__(Graph)
         new.__dict__.update(self.__dict__)
-        new.nx = g = _DiGraph()
+        new.nx = g = self.nx.copy()
         new._nodes, new._pred, new._succ = g._node, g._pred, g._succ
-        for name, node in self._nodes.items():
-            g._node[name] = node.copy()
-            g._succ[name], g._pred[name] = {}, {}
-        for source, users in self._succ.items():
-            for user, data in users.items():
-                g._succ[source][user] = g._pred[user][source] = dict(data)
         new.blocks = {path: replace(b, args=dict(b.args)) for path, b in self.blocks.items()}
         new.stages = {name: Stage(stage.name, list(stage.blocks)) for name, stage in self.stages.items()}
         new.layout, new.outputs = list(self.layout), list(self.outputs)

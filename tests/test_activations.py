@@ -63,7 +63,7 @@ def _close(got: np.ndarray, expected: np.ndarray) -> None:
 
 def test_the_spec_uses_each_activation_once(case) -> None:
     net, _, _ = case
-    ops = [net.graph.node(n)["op"] for n in net.graph.order()]
+    ops = [net.graph.node(n).op for n in net.graph.order()]
     assert [op for op in ops if op in FORMULAS] == list(FORMULAS)
     assert net.params == 0 and net.macs == 0
 

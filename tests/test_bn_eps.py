@@ -53,14 +53,14 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_each_bn_has_its_eps_in_the_graph_and_the_module(case) -> None:
     net, model, _, _, _ = case
-    assert {n: net.graph.node(n)["attrs"]["eps"] for n in net.graph.nodes_of("bn")} == EPS
+    assert {n: net.graph.node(n).attrs["eps"] for n in net.graph.nodes_of("bn")} == EPS
     modules = dict(model.named_modules())
     assert {n: modules[n].eps for n in EPS} == EPS
     source = net.torch_source()
     assert "nn.BatchNorm2d(4, eps=0.001)" in source and "nn.BatchNorm2d(width, eps=eps)" in source
     # The default is PyTorch's, and not written (the bundled specs' generated code is unchanged).
     plain = resdsl.loads(SPEC.replace("eps=1e-3;", ";"), "plain.rds")
-    assert plain.graph.node("bn1")["attrs"]["eps"] == 1e-5
+    assert plain.graph.node("bn1").attrs["eps"] == 1e-5
     assert "nn.BatchNorm2d(4)" in plain.torch_source()
 
 

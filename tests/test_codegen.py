@@ -197,7 +197,7 @@ def reference_forward(graph: Graph, model: torch.nn.Module, x: torch.Tensor) -> 
     values: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name in graph.order():
-            op, ins = graph.node(name)["op"], [values[i] for i in graph.inputs(name)]
+            op, ins = graph.node(name).op, [values[i] for i in graph.inputs(name)]
             if op == "input":
                 values[name] = x
             elif op in ("add", "mul"):

@@ -179,7 +179,7 @@ def test_compile_to_torch_is_linear_in_the_size_of_a_block(statement: str) -> No
 
 def test_naming_many_unlabeled_layers_is_linear_and_skips_taken_names() -> None:
     net = resdsl.loads(TINY.format(name="n", stem="relu; relu_2: relu; relu; relu; relu"))
-    relus = [n for n in net.graph.order() if net.graph.node(n)["op"] == "relu"]
+    relus = [n for n in net.graph.order() if net.graph.node(n).op == "relu"]
     assert relus == ["relu", "relu_2", "relu_1", "relu_3", "relu_4"]
 
 

@@ -123,7 +123,7 @@ def twice():
 
 def test_a_defined_op_checks_summarises_and_formats(twice) -> None:
     net = resdsl.loads(SPEC.format(layers="t: twice"), "throwaway.rds")
-    assert net.graph.node("t")["op"] == "twice"
+    assert net.graph.node("t").op == "twice"
     row = next(r for r in summary_data(net.graph)["layers"] if r["name"] == "t")
     assert row["op"] == "twice" and row["params"] == 0 and row["shape"] == [4, 8, 8]
     assert "t: twice" in format_source(SPEC.format(layers="t: twice"))
@@ -185,7 +185,7 @@ def test_the_test_specs_use_every_op() -> None:
     used = set()
     for spec in TEST_SPECS:
         graph = resdsl.load(spec).graph
-        used |= {graph.node(n)["op"] for n in graph.order()}
+        used |= {graph.node(n).op for n in graph.order()}
     # Train-only ops are the identity to ONNX and TVM; the property tests' blocks build them in torch.
     wanted = {op for op in (*user_ops(), *JOINS) if not OPS[op].train_only}
     assert wanted <= used, sorted(wanted - used)

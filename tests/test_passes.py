@@ -202,23 +202,21 @@ def test_verify_finds_a_cycle() -> None:
         Verify().run(graph)
 
 
-def test_a_node_is_typed_and_still_answers_the_untyped_protocol() -> None:
+def test_a_node_is_typed_and_networkx_keeps_it_typed() -> None:
     graph = run_pipeline(lowered())
     node = graph.node("layer2.0.downsample.0")
     assert graph.nx.nodes["layer2.0.downsample.0"] is node  # one object, whichever API reads it
     assert (node.op, node.scope, node.label, node.role, node.shape) == (
         "conv", "layer2.0", "downsample.0", "projection", (16, 8, 8))
-    assert node["attrs"] is node.attrs and node["shape"] == node.shape and node.get("legal") is None
-    node["shape"] = (1, 2, 3)
-    assert node.shape == (1, 2, 3)
-    assert graph.node("layer2.0.add").get("legal") is True and "legal" in graph.node("layer2.0.add")
-    fresh = lowered().node("conv1")
-    assert "shape" not in fresh and fresh.get("shape") is None
-    with pytest.raises(KeyError):
-        fresh["shape"]
-    assert dict(fresh)["label"] == "conv1" and "shape" not in dict(fresh)
-    copied = graph.nx.copy()  # networkx copies keep nodes typed
+    assert graph.node("layer2.0.add").facts["legal"] is True and "legal" not in node.facts
+    with pytest.raises(TypeError):  # no dict protocol: a field is read as an attribute
+        node["attrs"]
+    assert dict(graph.nx.nodes(data=True))["conv1"] is graph.node("conv1")
+    copied = graph.nx.copy()  # networkx copies keep nodes typed, each its own
     assert copied.nodes["conv1"] == graph.node("conv1") and copied.nodes["conv1"] is not graph.node("conv1")
+    copied.nodes["conv1"].attrs["out"] = 1
+    assert graph.node("conv1").attrs["out"] != 1
+    assert sorted(copied.edges(data="index")) == sorted(graph.nx.edges(data="index"))
 
 
 def test_a_deep_copy_keeps_one_node_object_per_name_and_edits_stay_apart() -> None:

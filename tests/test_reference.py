@@ -96,7 +96,7 @@ def test_plain_nets_are_resnets_without_shortcuts() -> None:
         projections = [n for n in r.graph.order() if ".downsample." in n]
         proj_params = sum(row["params"] for row in r.summary()["layers"] if row["name"] in projections)
         assert r.params - p.params == proj_params > 0
-        assert not any(op == "add" for op in (p.graph.node(n)["op"] for n in p.graph.order()))
+        assert not any(op == "add" for op in (p.graph.node(n).op for n in p.graph.order()))
 
 
 def test_option_b_adds_about_3k_params_to_cifar_resnets() -> None:

@@ -23,15 +23,15 @@ def test_keyword_attributes_after_a_positional_expression(layer: str, attrs: dic
         return
     graph = resdsl.loads(NET.format(layer=layer)).graph
     node = graph.node(graph.order()[1])
-    assert {k: node["attrs"][k] for k in attrs} == attrs
+    assert {k: node.attrs[k] for k in attrs} == attrs
 
 
 def test_stage_options_still_parse_in_any_order() -> None:
     text = NET.format(layer="conv 16 k3 p1").replace(
         "    head", "    stage layer1: basic(32) x 2 shortcut A stride 2\n    stage layer2: basic(64) x 1 stride 2 shortcut B\n    head")
     graph = resdsl.loads(text).graph
-    assert graph.node("layer1.0.shortcut")["op"] == "pad"
-    assert graph.node("layer2.0.downsample.0")["attrs"]["stride"] == 2
+    assert graph.node("layer1.0.shortcut").op == "pad"
+    assert graph.node("layer2.0.downsample.0").attrs["stride"] == 2
 
 
 # ---- --set: one file for the CIFAR depth sweep ------------------------------------------------------

@@ -24,7 +24,7 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
     modules = dict(model.named_modules())
     handles = []
     for name in graph.order():
-        if graph.node(name)["op"] in MODULE_OPS:
+        if graph.node(name).op in MODULE_OPS:
             handles.append(modules[name].register_forward_hook(
                 lambda mod, args, out, name=name: seen.__setitem__(name, tuple(out.shape))))
     for path, block in graph.blocks.items():  # block outputs check the adds and shortcuts too
@@ -37,7 +37,7 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
         h.remove()
     expected = {n: (batch, *graph.shape(n)) for n in seen}
     assert seen == expected
-    assert len(seen) >= sum(graph.node(n)["op"] in MODULE_OPS for n in graph.order())
+    assert len(seen) >= sum(graph.node(n).op in MODULE_OPS for n in graph.order())
     if graph.outputs:  # a dict of named feature maps, in order
         assert [(k, tuple(v.shape)) for k, v in y.items()] == [(k, (batch, *graph.shape(n))) for k, n in graph.outputs]
     else:

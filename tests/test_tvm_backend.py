@@ -170,7 +170,7 @@ def test_winograd_only_where_its_weights_stay_small() -> None:
     assert len(re.findall(r"call_tir\(conv2d_winograd\w*,", script)) == 10
     assert script.count("R.nn.conv2d(") == 10
     weights = load_weights(net.graph)
-    tiles = [tile_for(net.graph.node(c)["attrs"], weights[f"{c}.weight"].shape, wide=True)
+    tiles = [tile_for(net.graph.node(c).attrs, weights[f"{c}.weight"].shape, wide=True)
              for c in net.graph.nodes_of("conv")]
     assert (tiles.count(4), tiles.count(2), tiles.count(None)) == (7, 3, 10)
 

@@ -334,11 +334,11 @@ def to_onnx(graph: Graph, weights: dict[str, np.ndarray], opset: int = OPSET,
     values = {INPUT: "input"}
     for name in graph.order():
         node = graph.node(name)
-        if OPS[node["op"]].train_only:  # dropout, drop-path: the identity at inference
+        if OPS[node.op].train_only:  # dropout, drop-path: the identity at inference
             values[name] = values[graph.inputs(name)[0]]
-        elif node["op"] != "input":
-            values[name] = CONVERTERS[node["op"]](
-                b, name, [values[i] for i in graph.inputs(name)], node["attrs"]
+        elif node.op != "input":
+            values[name] = CONVERTERS[node.op](
+                b, name, [values[i] for i in graph.inputs(name)], node.attrs
             )
             b.shapes[values[name]] = graph.shape(name)
     outputs = []

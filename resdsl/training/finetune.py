@@ -44,7 +44,7 @@ def _other_head(graph, state: dict, fresh: dict) -> str | None:
     """The network's last fc, where the file holds it for another class count and otherwise fits."""
     import torch
     head = graph.output
-    if graph.node(head)["op"] != "fc":
+    if graph.node(head).op != "fc":
         return None
     weight, bias = state.get(f"{head}.weight"), state.get(f"{head}.bias")
     if not (isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)

@@ -268,11 +268,11 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
             values = {INPUT: x if layout == "NCHW" else bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))}
             for name in graph.order():
                 node = graph.node(name)
-                if OPS[node["op"]].train_only:  # dropout, drop-path: the identity at inference
+                if OPS[node.op].train_only:  # dropout, drop-path: the identity at inference
                     values[name] = values[graph.inputs(name)[0]]
-                elif node["op"] != "input":
-                    values[name] = CONVERTERS[node["op"]](
-                        ctx, bb, name, [values[i] for i in graph.inputs(name)], node["attrs"]
+                elif node.op != "input":
+                    values[name] = CONVERTERS[node.op](
+                        ctx, bb, name, [values[i] for i in graph.inputs(name)], node.attrs
                     )
             results = []
             for _, node in graph.results():  # feature maps leave in PyTorch's NCHW, as the input came
