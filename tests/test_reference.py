@@ -37,6 +37,8 @@ PUBLISHED = {
     # timm's modules as dumped in tests/peers (their parameter counts; test_peers.py checks the rest).
     "specs/resnet10t.rds": (5_435_488, None, None),
     "specs/resnet50_gn.rds": (25_557_032, None, None),
+    "specs/ecaresnet50d.rds": (25_576_350, None, None),
+    "specs/resnetblur50.rds": (25_557_032, None, None),
     "specs/resnet26.rds": (15_995_176, None, None),
     "specs/resnet26d.rds": (16_014_408, None, None),
     "specs/resnet50c.rds": (25_576_264, None, None),

@@ -35,7 +35,9 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
         y = model.eval()(x)
     for h in handles:
         h.remove()
-    expected = {n: (batch, *graph.shape(n)) for n in seen}
+    # channel_conv's nn.Conv1d runs on the pooled vector viewed as (N, 1, C); forward views it back.
+    expected = {n: (batch, 1, graph.shape(n)[0]) if graph.node(n).op == "channel_conv" else (batch, *graph.shape(n))
+                for n in seen}
     assert seen == expected
     assert len(seen) >= sum(graph.node(n).op in MODULE_OPS for n in graph.order())
     if graph.outputs:  # a dict of named feature maps, in order
