@@ -1,5 +1,6 @@
-"""Layer labels: each scope's names, fresh names for unlabeled layers, and the safety of a label
-as a PyTorch module attribute (`conv1`, `layer1.0.downsample.0`).
+"""Layer labels: each scope's names (a `naming.Namespace` that also knows its containers), fresh
+names for unlabeled layers, and the safety of a label as a PyTorch module attribute (`conv1`,
+`layer1.0.downsample.0`).
 
 Below the front end: lowering names every layer with it, and the shortcut pass a user policy's
 layers, which alone may own `downsample.*` (`inserting`).
@@ -9,29 +10,17 @@ from __future__ import annotations
 import keyword
 
 from .diagnostics import ResdslError, Span
+from .naming import Namespace
 from .reserved import CONTAINER_MEMBERS, MODULE_MEMBERS, SHORTCUT_MODULES
 
 
-class Names(set):
-    """The labels taken in one scope, with the next free suffix per base name, so that naming
-    N unlabeled layers is linear, not quadratic."""
+class Names(Namespace):
+    """The labels taken in one scope; unlabeled layers named by its one rule (`relu`, `relu_1`),
+    which state_dict keys follow. `containers`: each container path and the first label in it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.next: dict[str, int] = {}
-        self.containers: dict[str, str] = {}  # container path -> the first label inside it
-
-
-def fresh(base: str, used: Names) -> str:
-    """`base`, or `base_N` with the first N that is free."""
-    n = used.next.get(base, 0)
-    label = f"{base}_{n}" if n else base
-    while label in used:
-        n += 1
-        label = f"{base}_{n}"
-    used.next[base] = n + 1
-    used.add(label)
-    return label
+        self.containers: dict[str, str] = {}
 
 
 class Labeler:
@@ -44,7 +33,7 @@ class Labeler:
     def label(self, written: str | None, prefix: str, used: Names, span: Span, scope: str, base: str) -> str:
         """A layer's label: `prefix` + its own, taken in `used`, or a fresh one from `base`."""
         if written is None:
-            return fresh(prefix + base, used)
+            return used.create_name(prefix + base)
         label = prefix + written
         self.claim(label, used, span, scope)
         return label

@@ -1,6 +1,6 @@
 """The names a spec cannot give, because the generated PyTorch module needs them: one place for
-the front end, which refuses them where the spec writes them, and for the torch backend, which
-renames the ones it can (a parameter `self` becomes `self_`).
+the front end, which refuses them where the spec writes them, and for the torch backend, whose
+namespaces (`naming.Namespace`) rename the ones they can (a parameter `self` becomes `self_`).
 
 tests/test_codegen.py checks the member lists against the installed torch.
 """
@@ -33,6 +33,9 @@ HELPERS = frozenset({"annotations", "OrderedDict", "torch", "F", "Tensor", "nn",
 LOCALS = frozenset({"self", "x", "out", "identity", "t"})
 # What a generated name must never be: Python's own names, the module's, the methods' locals.
 PYTHON = frozenset(keyword.kwlist) | frozenset(dir(builtins))
+# What no class, parameter or variable of the generated module may be (`naming.Namespace`
+# turns one into `self_`): the above, and `downsample`, the parameter a block is handed.
+GENERATED = PYTHON | LOCALS | HELPERS | {"downsample"}
 
 
 def python_private(name: str) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
+from ..naming import Namespace
 from ..ops import OPS
 from ..ops.rules import blur_filter, blur_padding, channel_kernel
 from ..passes.decompose import decomposed
@@ -120,16 +121,12 @@ class _Builder:
         self.shapes: dict[str, tuple[int, ...]] = {}  # value -> its shape less the batch dim
         # ONNX wants every value named once (SSA): the graph's own input and output names and
         # the weights' state_dict keys are taken first, and a layer whose name collides with one
-        # (a layer labelled `input` or `logits`) gets a suffix.
-        self.taken: set[str] = {"input", "logits", "features", *weights, *(name for name, _ in graph.outputs)}
+        # (a layer labelled `input` or `logits`) gets the one suffix rule's `_1` (naming.py).
+        self.names = Namespace(taken={"input", "logits", "features", *weights,
+                                      *(name for name, _ in graph.outputs)})
 
     def fresh(self, name: str) -> str:
-        candidate, n = name, 0
-        while candidate in self.taken:
-            n += 1
-            candidate = f"{name}_{n}"
-        self.taken.add(candidate)
-        return candidate
+        return self.names.create_name(name)
 
     def const(self, name: str, value: np.ndarray) -> str:
         name = self.fresh(name)

@@ -10,7 +10,7 @@ from ...ir import GATE, Graph, Node
 from .converters import CONVERTERS, Join, Layer, module_call, module_of
 from .layout import Step, assemble, layer_step
 from .lines import call
-from .names import Namespace, variable_name
+from .names import namespace
 from .shortcuts import inserted
 from .symbols import IN, Sym, block_env, render
 
@@ -48,7 +48,7 @@ class BlockEmitter:
         # Gathered once: asking every node whether some add reads it was quadratic in the block's size.
         self.add_sources = {g.node(a).attrs.get("source") for a in nodes if g.node(a).op == "add"}
         self.variables: dict[str, str] = {}  # label (of a kept value or a branch) -> its variable
-        self.locals = Namespace()
+        self.locals = namespace()
         for name in nodes:
             node = g.node(name)
             label, op, a = node.label, node.op, node.attrs
@@ -107,7 +107,7 @@ class BlockEmitter:
     def _variable(self, label: str) -> str:
         """One variable per label, never another label's: `out` and `out_` would both be `out_`."""
         if label not in self.variables:
-            self.variables[label] = self.locals.fresh(variable_name(label))
+            self.variables[label] = self.locals.create_name(label)  # se.fc1 -> se_fc1
         return self.variables[label]
 
     def _channels(self, path: str) -> Sym:

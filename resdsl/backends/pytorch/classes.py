@@ -15,7 +15,7 @@ from ...ops import fmt_shape
 from .block import BlockEmitter
 from .converters import constructor, kind_arguments
 from .lines import LINE_LIMIT, pack
-from .names import Namespace, class_name, policy_function
+from .names import class_name, namespace, policy_function
 from .shortcuts import shortcut_call
 from .symbols import IN, Inexpressible, block_env, render
 
@@ -37,7 +37,7 @@ class Generator:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.names = Namespace({policy_function(p) for p in graph.policies})
+        self.names = namespace({policy_function(p) for p in graph.policies})
         self.classes: list[GeneratedClass] = []
         self.calls: dict[str, tuple[str, list[str]]] = {}  # block path -> (class, constructor arguments)
         self.helpers: set[str] = set()
@@ -66,13 +66,13 @@ class Generator:
         )
 
     def _params(self, definition: str) -> dict[str, str]:
-        names = Namespace()
+        names = namespace()
         params = {}
         signature = self.graph.signatures[definition]
         for name, _ in signature.params + signature.lets:  # `self` -> `self_`, `print` -> `print_`
             base = name + "_layer" if name in self.kinds[definition][1] else name  # timm's `act_layer`
-            params[name] = names.fresh(base, "_") if base not in names.used else names.fresh(base + "_", "_")
-        params[IN] = names.fresh("in_channels", "_")
+            params[name] = names.create_name(base)
+        params[IN] = names.create_name("in_channels")
         if "classes" not in params:
             params["classes"] = str(self.graph.classes)  # a network-level name: its value
         return params
@@ -102,7 +102,7 @@ class Generator:
             return False
         signature = self._signature(definition, params, shortcut)
         lets = self._lets(definition, params, paths[0])
-        cls = GeneratedClass(self.names.fresh(class_name(definition)), self._doc(definition, paths),
+        cls = GeneratedClass(self.names.create_name(class_name(definition)), self._doc(definition, paths),
                      signature=signature, init=self._defaults(definition, params) + lets + emitted.init
                      + (["self.downsample = downsample"] if shortcut else []), forward=emitted.forward)
         self.classes.append(cls)
@@ -214,7 +214,7 @@ class Generator:
             if key not in bodies:
                 handed = ", downsample: nn.Module | None = None" if shortcut else ""
                 signature = [f"def __init__(self{handed}) -> None:"]
-                cls = GeneratedClass(self.names.fresh(class_name(definition)), "", signature=signature,
+                cls = GeneratedClass(self.names.create_name(class_name(definition)), "", signature=signature,
                              init=emitted.init + (["self.downsample = downsample"] if shortcut else []),
                              forward=emitted.forward)
                 bodies[key] = (cls, [])

@@ -1,27 +1,18 @@
-"""The generated module's names: classes named as torchvision names them, local variables and
-parameters that shadow nothing the module uses."""
+"""The generated module's names: classes named as torchvision names them, and the namespaces
+(`naming.Namespace`) its classes, parameters and locals come from."""
 from __future__ import annotations
 
-from itertools import chain, count
+from collections.abc import Iterable
 
-from ...reserved import HELPERS, LOCALS, PYTHON
-
-# Names generated code uses or Python reserves: no class, parameter or variable may take them.
-RESERVED = PYTHON | LOCALS | HELPERS | {"downsample"}
+from ...naming import Namespace
+from ...reserved import GENERATED
 
 
-class Namespace:
-    """Hands out names that are unique and shadow nothing the generated module uses."""
-
-    def __init__(self, taken=()) -> None:
-        self.used = set(RESERVED) | set(taken)
-
-    def fresh(self, base: str, sep: str = "") -> str:
-        """`base`, else the first free of `base{sep}2`, `base{sep}3`, ..., taken from now on."""
-        candidates = chain([base], (f"{base}{sep}{n}" for n in count(2)))
-        name = next(c for c in candidates if c not in self.used)
-        self.used.add(name)
-        return name
+def namespace(taken: Iterable[str] = ()) -> Namespace:
+    """Names for one scope of the generated module (its classes, a signature's parameters, a
+    method's locals): identifiers that shadow nothing the module uses (`self` -> `self_`,
+    `se.fc1` -> `se_fc1`), unique by the one rule (`BasicBlock`, `BasicBlock_1`)."""
+    return Namespace(GENERATED, taken, identifiers=True)
 
 
 def camel(name: str) -> str:
@@ -39,13 +30,7 @@ def class_name(definition: str) -> str:
     return name if "Bottleneck" in name or name.endswith("Block") else name + "Block"
 
 
-def variable_name(label: str) -> str:
-    """A local variable for a label: `se.fc1` -> `se_fc1`; never one the generated code uses."""
-    name = label.replace(".", "_")
-    return name + "_" if name in RESERVED or not name.isidentifier() else name
-
-
 def policy_function(policy: str) -> str:
     """A user policy's helper: `avg_down` as itself, kept clear of Python's names (the module's
     own, HELPERS, are refused as policy names when the spec is loaded)."""
-    return policy + "_" if policy in RESERVED else policy
+    return policy + "_" if policy in GENERATED else policy

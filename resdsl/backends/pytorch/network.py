@@ -15,7 +15,7 @@ def network_class(gen: Generator) -> GeneratedClass:
     """The class `build` returns, made after `gen` has made the blocks' classes and calls."""
     g = gen.graph
     doc = f"{g.name}: {fmt_shape(g.shape(INPUT))} -> {describe_returned(g)}."
-    cls = GeneratedClass(gen.names.fresh(camel(g.name)), doc, signature=["def __init__(self) -> None:"])
+    cls = GeneratedClass(gen.names.create_name(camel(g.name)), doc, signature=["def __init__(self) -> None:"])
     entries, steps = [], []
     returned = {}  # node -> the output names it is returned as
     for name, node in g.outputs:

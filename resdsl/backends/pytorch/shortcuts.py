@@ -7,7 +7,7 @@ from ... import ast
 from ...ir import PAD, PROJECTION, Graph
 from .converters import Layer, module_of
 from .lines import call, sequential_of
-from .names import Namespace, policy_function
+from .names import namespace, policy_function
 from .symbols import IN, Sym, render
 
 
@@ -41,8 +41,8 @@ def policy_helper(graph: Graph, name: str) -> list[str]:
     policy's own expressions, keyed as its labels say (`downsample.0` -> 0, `downsample.conv` ->
     conv)."""
     policy = graph.policies[name]
-    names = Namespace({"in_channels"})
-    params = {p.name: names.fresh(p.name, "_") for p in policy.params}
+    names = namespace({"in_channels"})
+    params = {p.name: names.create_name(p.name) for p in policy.params}
     params[IN] = "in_channels"
     # One instance, to give each layer its attributes and labels (the body is one chain).
     path, add = next((n, a) for n in graph.blocks for a in graph.scope_nodes(n)
