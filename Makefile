@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,onnx,openvino,tvm,train]"
 	touch $@
 
-.PHONY: setup demo test bench fuzz
+.PHONY: setup demo test test-slow bench fuzz
 setup: $(VENV)/.installed
 
 demo: setup
@@ -22,7 +22,12 @@ demo: setup
 	cd out && ../$(PY) -c "import torch, resnet34; m = resnet34.build(seed=0).eval(); print(m(torch.randn(1, 3, 224, 224)).shape)"
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# The same checks on the deepest networks (ResNet-1202, Pre-ResNet-1001, ResNeXt-50 through TVM):
+# minutes each, outside `make test`'s 30-minute budget on 2 cores.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 bench: setup
 	$(PY) benchmarks/torch_backend.py

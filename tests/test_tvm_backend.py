@@ -21,7 +21,13 @@ from test_onnx_backend import NUMERIC_SPECS, randomize_bn, reference, rel_err
 pytestmark = pytest.mark.tvm
 
 
-@pytest.mark.parametrize("spec", NUMERIC_SPECS, ids=str)
+# The deepest CIFAR nets and those whose blocks a shallower one already has take minutes to
+# build: they run with `make test-slow` (pytest -m slow), not in `make test`'s 30-minute budget.
+DEEP = {"resnet1202.rds", "preact_resnet1001.rds", "resnet32.rds", "resnet44.rds", "resnet110.rds"}
+TVM_NUMERIC_SPECS = [pytest.param(s, marks=pytest.mark.slow) if s.name in DEEP else s for s in NUMERIC_SPECS]
+
+
+@pytest.mark.parametrize("spec", TVM_NUMERIC_SPECS, ids=str)
 def test_tvm_llvm_computes_what_torch_does(spec) -> None:
     import tvm
     net, weights, x, expected = reference(spec)
@@ -61,13 +67,31 @@ network wide_on_an_odd_map {
 """
 
 
+# ResNeXt's grouped bottlenecks (32 groups of 4) on a CIFAR-sized input: the kernels of
+# resnext50_32x4d's first two stages, without its 224x224 build time (that one is `slow`).
+RESNEXT_SMALL = """
+network resnext_small {
+    input 3x32x32
+    classes 10
+    stem { conv1: conv 64 k3 p1; bn1: bn; relu }
+    stage layer1: bottleneck(64, groups=32, width_per_group=4) x 1
+    stage layer2: bottleneck(128, groups=32, width_per_group=4) x 1 stride 2
+    head { avgpool; fc classes }
+}
+"""
+
+
 @pytest.mark.parametrize("layout,winograd", [("NCHW", False), ("NHWC", False), ("NHWC", True)])
-@pytest.mark.parametrize("spec", ["specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
-                                  "specs/cifar/preact_resnet164.rds", "specs/resnext50_32x4d.rds", FC_ON_A_MAP])
+@pytest.mark.parametrize("spec", [
+    "specs/cifar/resnet20.rds", "specs/cifar/highway20.rds",
+    pytest.param(("specs/cifar/preact_resnet164.rds", {"n": "2"}), id="preact_resnet164[n=2]"),
+    pytest.param(RESNEXT_SMALL, id="resnext_small"),
+    pytest.param("specs/resnext50_32x4d.rds", marks=pytest.mark.slow),
+    pytest.param(FC_ON_A_MAP, id="fc_on_a_map")])
 def test_every_lowering_computes_the_same_network(spec, layout, winograd) -> None:
     """Each layout / conv algorithm against torch: option-A channel padding, highway gates,
-    grouped convs, an fc reading a spatial map (its rows reordered for NHWC), odd map sizes
-    that leave Winograd tiles partly outside the image."""
+    pre-activated projections, grouped convs, an fc reading a spatial map (its rows reordered for
+    NHWC), odd map sizes that leave Winograd tiles partly outside the image."""
     assert_lowering_matches_torch(spec, Lowering(layout, winograd))
 
 
@@ -76,9 +100,13 @@ def test_wide_winograd_computes_the_same_network() -> None:
     assert_lowering_matches_torch(WIDE_ON_AN_ODD_MAP, lowering)
 
 
-def assert_lowering_matches_torch(spec: str, lowering) -> None:
+def assert_lowering_matches_torch(spec: str | tuple[str, dict[str, str]], lowering) -> None:
+    """`spec`: a file, a spec's text, or a file with `let` overrides (a shallower preact_resnet164)."""
     import tvm
-    net = resdsl.loads(spec) if "{" in spec else resdsl.load(spec)
+    if isinstance(spec, tuple):
+        net = resdsl.load(spec[0], spec[1])
+    else:
+        net = resdsl.loads(spec) if "{" in spec else resdsl.load(spec)
     model = net.to_torch(seed=1).eval()
     randomize_bn(model, net.graph.shape("<input>"), seed=1)
     weights = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -214,9 +242,10 @@ def test_bench_compares_several_tuned_libraries(tmp_path, capsys) -> None:
 
 def test_a_library_built_without_a_batch_runs_any_batch(tmp_path) -> None:
     import tvm
-    net, weights, _, _ = reference("specs/cifar/resnet20.rds")
+    spec = "tests/specs/cifar_tiny.rds"
+    net, weights, _, _ = reference(spec)
     torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, tmp_path / "w.pt")
-    subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet20.rds", "--target", "llvm",
+    subprocess.run([sys.executable, "-m", "resdsl", "compile", spec, "--target", "llvm",
                     "--weights", str(tmp_path / "w.pt"), "-o", str(tmp_path / "net.so")],
                    cwd=ROOT, check=True, capture_output=True)
     vm, _ = tvm_build.load_vm(tmp_path / "net.so")
@@ -228,7 +257,7 @@ def test_a_library_built_without_a_batch_runs_any_batch(tmp_path) -> None:
             expected = model(torch.from_numpy(x)).numpy()
         assert rel_err(vm["main"](tvm.runtime.tensor(x)).numpy(), expected) < 1e-4
     # Built for one batch (as a tuned library is), another batch is refused by name.
-    subprocess.run([sys.executable, "-m", "resdsl", "compile", "specs/cifar/resnet20.rds", "--target", "llvm",
+    subprocess.run([sys.executable, "-m", "resdsl", "compile", spec, "--target", "llvm",
                     "--batch", "2", "-o", str(tmp_path / "two.so")], cwd=ROOT, check=True, capture_output=True)
     vm, _ = tvm_build.load_vm(tmp_path / "two.so")
     with pytest.raises(Exception, match="this library was built for batch 2, not 3"):
