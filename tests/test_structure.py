@@ -95,3 +95,18 @@ def test_the_cycles_this_issue_named_are_gone() -> None:
     graph = import_graph(PACKAGE)
     for a, b in (("resdsl.bench", "resdsl.tvm.engine"), ("resdsl.tvm.lowering", "resdsl.tvm.workdir")):
         assert not (nx.has_path(graph, a, b) and nx.has_path(graph, b, a)), (a, b)
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    """Small files with one job (issue 29, item 5): the sizes a reader can hold at once."""
+    long_files, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400:
+            long_files.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    long_functions.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {length}")
+    assert not long_files and not long_functions, "\n".join(long_files + long_functions)
