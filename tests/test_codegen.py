@@ -333,3 +333,16 @@ def test_a_default_reading_the_block_index_is_passed_by_the_network() -> None:
     model = net.to_torch(seed=0)
     rates = [m.rate for m in model.modules() if type(m).__name__ == "DropPath"]
     assert rates == [0.2 * i / 4 for i in range(4)]
+
+
+def test_a_long_block_name_keeps_the_class_docstring_within_the_line_limit() -> None:
+    name = "a_block_whose_name_alone_takes_most_of_a_line_of_generated_python_source"
+    text = (f"block {name}(w, stride = 1) {{ conv1: conv w k3 s=stride p1; bn1: bn; add shortcut; relu }}\n"
+            f"network n {{ input 3x8x8; classes 2; stem {{ conv 8 k3 p1 }}; stage s: {name}(8) x 5 stride 2\n"
+            f"head {{ avgpool; fc classes }} }}\n")
+    source = resdsl.loads(text, "long.rds").torch_source()
+    assert not [line for line in source.splitlines() if len(line) > 110]
+    namespace: dict = {}
+    exec(compile(source, "long.py", "exec"), namespace)  # noqa: S102 -- our own generated source
+    cls = next(v for k, v in namespace.items() if k.startswith("ABlock"))
+    assert " ".join(cls.__doc__.split()).startswith(f"`{name}` block")

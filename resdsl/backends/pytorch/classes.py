@@ -4,6 +4,7 @@ block's integers, explain every block; else one class per distinct body, with li
 Also each class's signature, defaults, lets and the call that makes each block."""
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 from ... import ast
@@ -236,7 +237,15 @@ class Generator:
         else:
             where = ", ".join(paths)
         shape = f", {' -> '.join(shapes.pop())}" if len(shapes) == 1 else ""
-        return f"`{definition}` block{shape}; used at {where}."
+        return docstring(f"`{definition}` block{shape}; used at {where}.")
+
+
+def docstring(text: str) -> str:
+    """A class docstring's text, wrapped to the line limit where a long block name needs it (the
+    template writes it after four spaces and three quotes)."""
+    if 4 + 6 + len(text) <= LINE_LIMIT:
+        return text
+    return "\n    ".join(textwrap.wrap(text, LINE_LIMIT - 7, break_long_words=False)) + "\n    "
 
 
 def _reads_position(expr: ast.Expr) -> bool:
