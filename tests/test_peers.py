@@ -30,8 +30,7 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 NOT_YET = {
     # The ResNet family.
     "timm_skresnet18": "selective kernel: conv1.paths.{0,1} (3x3 and dilated 3x3) each on half the input channels "
-                       "(a channel split), summed, a softmax across the paths weighting them (a softmax join); "
-                       "joins cannot name dotted labels (conv1.paths.0)",
+                       "(a channel split), summed, a softmax across the paths weighting them (a softmax join)",
     "timm_res2net50_26w_4s": "Res2Net: the 3x3 of each bottleneck splits its channels in 4 (a channel split), runs "
                              "hierarchical 3x3s (each adds the previous split's output, convs.N / bns.N), then "
                              "concatenates; the strided first block pools the last split",
@@ -50,7 +49,7 @@ NOT_YET = {
                                   "widths by make_divisible; conv_head (a 1x1 conv with bias after the global pool)",
     "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
                          "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
-                         "input width; joins cannot name dotted labels (f.se)",
+                         "input width",
     "timm_regnety_016": "naming: sN.bM (1-based, lettered) stages and blocks, conv1.conv/conv1.bn inside each; "
                         "SE squeezing by the block's input width (s1.b1.se.fc1 is 8x48: 32 // 4)",
     "tv_densenet121": "dense connectivity (each layer's output concatenated onto all before it) and its naming "
