@@ -24,6 +24,7 @@ class Body:
     branches: dict[str, tuple[str, Span]] = field(default_factory=dict)  # label -> (last node, where)
     branch: str = ""  # the branch being lowered, if any
     inlined: str = ""  # the block being inlined as a layer (`subblocks`), if any
+    slots: dict[str, Span] = field(default_factory=dict)  # label -> where a block was inlined as a layer
 
 
 class JoinLowering:

@@ -139,7 +139,8 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
                                           hint=f"join it with `mul {label}`, `add {label}` or `concat {label}`"))
         for label, node in ctx.values.items():
             if node != end and label not in ctx.branches and node in g and not g.users(node):
-                self._located(ResdslError(f"the value of `{label}` is never used", g.node(node).span,
+                self._located(ResdslError(f"the value of `{label}` is never used",
+                                          ctx.slots.get(label) or g.node(node).span,
                                           hint=f"a join after it names other values: name `{label}` in it "
                                                f"(`concat {label} ...`), or remove the layer"))
 

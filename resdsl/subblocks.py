@@ -45,6 +45,7 @@ class SubBlockLowering:
         ctx.used.containers.setdefault(label, label)
         ctx.used.add(label)
         ctx.values[label] = end
+        ctx.slots[label] = layer.span
         return end
 
     def _terms(self, definition: ast.BlockDef, args: tuple[ast.Arg, ...], kind: Kind) -> dict[str, ast.Expr]:

@@ -81,6 +81,8 @@ def test_fmt_keeps_a_partial_block_argument() -> None:
     ("b(4, attn=loop(attn=loop))", ("block b(w, attn = none) { conv1: conv w; x: attn w; add shortcut }\n"
                                     "block loop(c, attn = none) { conv1: conv c; y: attn c }\n"),
      "block `loop` would contain itself"),
+    ("b(4, attn=se(reduction=2))", "block b(w, attn = none) { conv1: conv w k3 p1; f: branch { relu }; s: attn w; concat f conv1 }\n",
+     "the value of `s` is never used"),
     ("b(4, attn=sc)", ("block b(w, attn = none) { conv1: conv w k3 p1; x: attn w; add shortcut }\n"
                        "block sc(c) { conv1: conv c; add shortcut }\n"),
      "block `sc`, used here as a layer, has no shortcut of its own"),
@@ -90,3 +92,5 @@ def test_bad_block_kinds_are_located_errors(call: str, extra: str, message: str)
         _net(call, extra)
     assert message in caught.value.diagnostic.message
     assert caught.value.diagnostic.span is not None
+    if "never used" in message:  # at the slot the user wrote, not inside the prelude's `se`
+        assert caught.value.diagnostic.span.source_line().strip().startswith("block b(")
