@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import ast
 from .diagnostics import ResdslError
-from .expressions import Value, evaluate, evaluate_int, suggest
+from .expressions import IN_CHANNELS, Value, evaluate, evaluate_int, suggest
 from .ir import BlockInstance, BlockSignature, Stage
 from .kinds import Kind, check_argument, kind_params, unknown_kind
 from .limits import LIMITS
@@ -45,6 +45,8 @@ class BlockLowering:
             if index == 0:
                 extra.update(first)
             position = {"block_index": len(g.blocks), "num_blocks": self.num_blocks}
+            if self._reads_in_channels(definition, stage):
+                position[IN_CHANNELS] = self.channels(current, stage)
             block_env = self._bind(definition, stage.call, {**position, **env}, extra)
             instance = BlockInstance(path, definition.name, stage.name, index, current, span=stage.span,
                                      args={p.name: block_env[p.name] for p in definition.params})
@@ -72,6 +74,26 @@ class BlockLowering:
                               hint=f"add `stride = 1` to the parameters of `{definition.name}` "
                                    "and use it as a conv's `s=stride`")
         return stride
+
+    def _reads_in_channels(self, definition: ast.BlockDef, stage: ast.Stage) -> bool:
+        """Whether a block or its stage's arguments read `in_channels`, which costs inferring the
+        shapes before it (worked out once per definition and stage)."""
+        key = (definition.name, stage.name)
+        if key not in self.reads_in:
+            exprs = [p.default for p in definition.params if p.default is not None]
+            exprs += [a.value for a in (*stage.call.args, *stage.first) if not isinstance(a.value, ast.Partial)]
+            exprs += _body_exprs(definition.body)
+            for inlined in self._blocks_given(stage):  # `in_channels` there is this block's too
+                exprs += [p.default for p in inlined.params if p.default is not None] + _body_exprs(inlined.body)
+            self.reads_in[key] = any(v.name == IN_CHANNELS for e in exprs for v in ast.variables(e)) and \
+                all(p.name != IN_CHANNELS for p in definition.params)
+        return self.reads_in[key]
+
+    def _blocks_given(self, stage: ast.Stage) -> list[ast.BlockDef]:
+        """The blocks a stage passes as layer kinds (`attn=se`, `attn=se(reduction=4)`)."""
+        names = [a.value.block if isinstance(a.value, ast.Partial) else getattr(a.value, "name", None)
+                 for a in (*stage.call.args, *stage.first)]
+        return [self.program.blocks[n] for n in names if n in self.program.blocks]
 
     def kinds(self, definition: ast.BlockDef) -> dict[str, str]:
         """`kinds.kind_params` of a definition, worked out once."""
@@ -144,6 +166,8 @@ class BlockLowering:
             "block_index": env["block_index"],
             "num_blocks": env["num_blocks"],
         }
+        if IN_CHANNELS in env:
+            scope[IN_CHANNELS] = env[IN_CHANNELS]
         constants = self.constant_defaults.get(definition.name) or self._constant_defaults(definition)
         for param in definition.params:  # defaults may refer to earlier parameters
             if param.name not in values:
@@ -177,3 +201,16 @@ def _check_first(stage: ast.Stage, block: str, params: set[str]) -> None:
         if arg.name == "stride":
             raise ResdslError("`first(stride=...)` is the stage's `stride`", arg.span,
                               hint=f"write `stage {stage.name}: ... x N stride S`")
+
+
+def _body_exprs(body: tuple) -> list[ast.Expr]:
+    """Every expression a body writes: its lets and its layers' arguments, branches included."""
+    exprs: list[ast.Expr] = []
+    for item in body:
+        if isinstance(item, ast.Let):
+            exprs.append(item.value)
+        elif isinstance(item, ast.Branch):
+            exprs += _body_exprs(item.body)
+        else:
+            exprs += [a.value for a in item.args if not isinstance(a.value, ast.Partial)]
+    return exprs

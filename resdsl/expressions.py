@@ -17,6 +17,9 @@ Number = int | float
 Value = Number | Kind  # what a name may hold: a number, or a layer kind (a block's `act = relu`)
 # What a block's expressions may read of its place in the network, beside its parameters.
 POSITION = ("block_index", "num_blocks")
+# ... and the channels of its input (MobileNet's expansion, EfficientNet's SE squeeze): its
+# generated class's own `in_channels`.
+IN_CHANNELS = "in_channels"
 
 
 def evaluate(expr: ast.Expr, env: dict[str, Value]) -> Value:

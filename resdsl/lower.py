@@ -11,6 +11,8 @@ layers safely, `blocks` expands stages into blocks, `joins` lowers joins, `heade
 """
 from __future__ import annotations
 
+from itertools import islice
+
 from . import ast
 from .attributes import layer_attrs, unknown_layer
 from .blocks import BlockLowering
@@ -23,7 +25,8 @@ from .kinds import NONE, Kind, misfit, shape_change
 from .labels import Labeler, Names
 from .limits import LIMITS
 from .loader import Program
-from .ops import LAYER, OPS, OpDef
+from .ops import LAYER, OPS, OpDef, ShapeError
+from .passes.shapes import locate
 from .subblocks import SubBlockLowering
 from .templates import PolicyTemplate
 
@@ -55,6 +58,8 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         self.labeler = Labeler()  # the spec's labels; a policy's `downsample.*` only `templates` inserts
         self.inlining: list[str] = []  # the blocks being inlined as layers, outermost first (`subblocks`)
         self.substitution: dict[str, ast.Expr] = {}  # their names in the stage's block's terms
+        self.reads_in: dict[tuple[str, str], bool] = {}  # (block, stage) -> reads `in_channels`
+        self.shaped = 0  # how many nodes, in creation order, `channels` has inferred shapes for
 
 
     def run(self) -> Graph:
@@ -128,6 +133,25 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         current = self._statements(layers, ctx, current, env, prefix="")
         self._all_joined(ctx, current)
         return current
+
+    def channels(self, node: str, stage: ast.Stage) -> int:
+        """The channels of `node`'s value, for a block that reads `in_channels`: the shapes of the
+        nodes made since the last call, inferred in creation order (a topological one). The
+        shape pass infers them all again after lowering, shortcuts legalized."""
+        g = self.graph
+        for name in islice(g.nx.nodes, self.shaped, None):
+            node_ = g.node(name)
+            try:
+                node_.shape = OPS[node_.op].shape(node_.attrs, [g.shape(i) for i in g.inputs(name)])
+            except ShapeError as exc:
+                span, notes = locate(g, name)
+                raise ResdslError(str(exc), span, hint=exc.hint, notes=notes) from None
+            self.shaped += 1
+        shape = g.shape(node)
+        if len(shape) != 3:
+            raise ResdslError(f"`in_channels` reads a feature map's channels, but this block's input is "
+                              f"{'x'.join(map(str, shape))}", stage.span, hint="use it in blocks before the head")
+        return shape[0]
 
     def _all_joined(self, ctx: Body, end: str) -> None:
         """Every value of a body reaches its end: a branch is joined, and a join that names other

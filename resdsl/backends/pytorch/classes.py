@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ... import ast
 from ...diagnostics import ResdslError
+from ...expressions import IN_CHANNELS
 from ...ir import Graph
 from ...kinds import Kind, kind_of
 from ...lower import POSITION, evaluate
@@ -74,6 +75,7 @@ class Generator:
             base = name + "_layer" if name in self.kinds[definition][1] else name  # timm's `act_layer`
             params[name] = names.create_name(base)
         params[IN] = names.create_name("in_channels")
+        params.setdefault(IN_CHANNELS, params[IN])  # what the spec calls the input's channels
         if "classes" not in params:
             params["classes"] = str(self.graph.classes)  # a network-level name: its value
         return params

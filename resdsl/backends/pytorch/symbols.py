@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ... import ast
 from ...diagnostics import ResdslError
+from ...expressions import IN_CHANNELS
 from ...ir import Graph
 from ...lower import evaluate
 
@@ -59,7 +60,8 @@ def block_env(graph: Graph, path: str) -> dict[str, int | float]:
     """What a block's expressions may name, with its values: its parameters, its lets, the
     input channels and `classes`."""
     block = graph.blocks[path]
-    env = {**block.args, IN: graph.shape(block.input)[0], "classes": graph.classes}
+    channels = graph.shape(block.input)[0]
+    env = {IN_CHANNELS: channels, **block.args, IN: channels, "classes": graph.classes}
     for name, expr in graph.signatures[block.block].lets:
         env[name] = evaluate(expr, env)
     return env

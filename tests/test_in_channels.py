@@ -1,0 +1,78 @@
+"""`in_channels`: a block's expressions may read the channels of its input, as MobileNetV2's
+inverted residual expands them (`let hidden = in_channels * expand`) and EfficientNet's SE
+squeezes by them; the generated class computes it from its own `in_channels`."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import resdsl
+from resdsl import ResdslError
+
+INVERTED = """
+block inverted(out, stride = 1, expand = 6) {
+    let hidden = in_channels * expand
+    conv1: conv hidden; bn1: bn; relu6
+    conv2: conv hidden k3 s=stride p1 g=hidden; bn2: bn; relu6
+    conv3: conv out; bn3: bn
+    add shortcut
+}
+network mb {
+    input 3x32x32
+    classes 10
+    stem { conv1: conv 16 k3 s2 p1; bn1: bn; relu6 }
+    stage layer1: inverted(24, expand=1) x 1
+    stage layer2: inverted(32) x 2 stride 2
+    head { avgpool; fc classes }
+}
+"""
+
+
+def _inverted_params(c_in: int, out: int, expand: int) -> int:
+    hidden = c_in * expand
+    projection = c_in * out + 2 * out if c_in != out else 0
+    return c_in * hidden + 2 * hidden + 9 * hidden + 2 * hidden + hidden * out + 2 * out + projection
+
+
+def test_an_inverted_residual_expands_its_input_channels() -> None:
+    net = resdsl.loads(INVERTED, "mb.rds")
+    stem, head = 3 * 16 * 9 + 2 * 16, 32 * 10 + 10
+    blocks = _inverted_params(16, 24, 1) + _inverted_params(24, 32, 6) + _inverted_params(32, 32, 6)
+    assert net.params == stem + blocks + head == 27_802
+    state = net.to_torch().state_dict()
+    assert tuple(state["layer2.0.conv1.weight"].shape) == (144, 24, 1, 1)  # 24 in, expanded 6x
+    assert tuple(state["layer2.1.conv2.weight"].shape) == (192, 1, 3, 3)  # depthwise on 32 * 6
+
+
+def test_the_generated_class_computes_it_from_its_own_in_channels() -> None:
+    source = resdsl.loads(INVERTED, "mb.rds").torch_source()
+    assert source.count("\nclass ") == 2 and "        hidden = in_channels * expand\n" in source
+    module = resdsl.loads(INVERTED, "mb.rds").to_torch(seed=0).eval()
+    assert module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_an_inlined_block_reads_the_enclosing_blocks_input_channels() -> None:
+    """EfficientNet's SE squeezes the expanded channels to a quarter of the block's input's."""
+    text = INVERTED.replace("    add shortcut\n", "    add shortcut\n", 1).replace(
+        "conv2: conv hidden k3 s=stride p1 g=hidden; bn2: bn; relu6",
+        "conv2: conv hidden k3 s=stride p1 g=hidden; bn2: bn; relu6\n    se: attn hidden").replace(
+        "block inverted(out, stride = 1, expand = 6) {", "block inverted(out, stride = 1, expand = 6, attn = none) {"
+    ).replace("inverted(32) x 2", "inverted(32, attn=squeeze) x 2").replace("inverted(24, expand=1)",
+                                                                             "inverted(24, expand=1, attn=squeeze)")
+    text = ("block squeeze(channels) { avgpool; fc1: conv in_channels // 4 bias=1; silu; "
+            "fc2: conv channels bias=1; sigmoid; mul input }\n" + text)
+    state = resdsl.loads(text, "mb.rds").to_torch().state_dict()
+    assert tuple(state["layer2.0.se.fc1.weight"].shape) == (24 // 4, 144, 1, 1)
+    assert tuple(state["layer2.1.se.fc1.weight"].shape) == (32 // 4, 192, 1, 1)
+    source = resdsl.loads(text, "mb.rds").torch_source()
+    assert source.count("\nclass ") == 2  # one class for the three blocks, written in its parameters
+    assert "self.se.fc1 = nn.Conv2d(hidden, in_channels // 4, kernel_size=1)" in source
+
+
+def test_in_channels_of_a_flat_vector_is_a_located_error() -> None:
+    text = INVERTED.replace("stem { conv1: conv 16 k3 s2 p1; bn1: bn; relu6 }",
+                            "stem { conv1: conv 16 k3 s2 p1; bn1: bn; relu6; avgpool; flatten }")
+    with pytest.raises(ResdslError) as caught:
+        resdsl.loads(text, "mb.rds")
+    assert "`in_channels` reads a feature map's channels" in caught.value.diagnostic.message
+    assert caught.value.diagnostic.span.source_line().strip().startswith("stage layer1:")
