@@ -124,7 +124,7 @@ DEFINITIONS: tuple[OpDef, ...] = (
           attrs=(Attr("out"),), weights=fc_weights, macs=fc_macs),
     OpDef("add", "join by sum: operand 0 the residual branch, operand 1 the shortcut (a gated add's "
                  "operand 2: its gate's logits)", same_shape, arity=(2, 3), kind=JOIN),
-    OpDef("mul", "join by product: a branch broadcast to the current value (an SE gate)", mul_shape,
+    OpDef("mul", "join by product, broadcast either way (an SE gate on the current value or its input)", mul_shape,
           arity=(2,), kind=JOIN),
     OpDef("concat", "join along channels", concat_shape, arity=tuple(range(2, 65)), kind=JOIN),
     OpDef("pad", "option-A shortcut: subsample by `stride`, zero-pad channels", pad_shape, kind=INTERNAL),
