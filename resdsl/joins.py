@@ -73,6 +73,8 @@ class JoinLowering:
         label = self._label(join, prefix, ctx, "add")
         policy = ctx.policy if join.policy is None else self.check_policy(join.policy.name, join.policy.span)
         source = self._value(join.source, ctx) if join.source is not None else None
+        if policy == "identity_or_none":  # MobileNet's: a residual only where the shapes agree
+            policy = "identity" if self.shape_of(current) == self.shape_of(ctx.block_input) else "none"
         if policy == "none":  # the plain network of the same layers (He et al. 2015, Fig. 3)
             ctx.values[label] = current
             return current

@@ -135,9 +135,17 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         return current
 
     def channels(self, node: str, stage: ast.Stage) -> int:
-        """The channels of `node`'s value, for a block that reads `in_channels`: the shapes of the
-        nodes made since the last call, inferred in creation order (a topological one). The
-        shape pass infers them all again after lowering, shortcuts legalized."""
+        """The channels of `node`'s value, for a block that reads `in_channels`."""
+        shape = self.shape_of(node)
+        if len(shape) != 3:
+            raise ResdslError(f"`in_channels` reads a feature map's channels, but this block's input is "
+                              f"{'x'.join(map(str, shape))}", stage.span, hint="use it in blocks before the head")
+        return shape[0]
+
+    def shape_of(self, node: str) -> tuple[int, ...]:
+        """`node`'s shape, for what lowering decides by shapes (`in_channels`, `shortcut
+        identity_or_none`): the shapes of the nodes made since the last call, inferred in creation
+        order (a topological one). The shape pass infers them all again after lowering."""
         g = self.graph
         for name in islice(g.nx.nodes, self.shaped, None):
             node_ = g.node(name)
@@ -147,11 +155,7 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
                 span, notes = locate(g, name)
                 raise ResdslError(str(exc), span, hint=exc.hint, notes=notes) from None
             self.shaped += 1
-        shape = g.shape(node)
-        if len(shape) != 3:
-            raise ResdslError(f"`in_channels` reads a feature map's channels, but this block's input is "
-                              f"{'x'.join(map(str, shape))}", stage.span, hint="use it in blocks before the head")
-        return shape[0]
+        return g.shape(node)
 
     def _all_joined(self, ctx: Body, end: str) -> None:
         """Every value of a body reaches its end: a branch is joined, and a join that names other

@@ -18,7 +18,7 @@ from .reserved import python_private
 from .resources import grammar_path
 from .terminals import TERMINAL_NAMES, describe, literal, one_of
 
-POLICIES = ("identity", "A", "B", "C", "gated", "none")
+POLICIES = ("identity", "A", "B", "C", "gated", "none", "identity_or_none")
 SHORT_ATTRS = {"k": "kernel", "s": "stride", "p": "padding", "g": "groups"}
 
 @lru_cache(maxsize=1)

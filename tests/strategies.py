@@ -21,7 +21,7 @@ ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
           "grouped", "gated_se", "paths", "wide")
-POLICIES = ("A", "B", "B", "C", "gated", "none", "avg_down", "proj_only")
+POLICIES = ("A", "B", "B", "C", "gated", "none", "identity_or_none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
     let inner = width * groups

@@ -76,3 +76,24 @@ def test_in_channels_of_a_flat_vector_is_a_located_error() -> None:
         resdsl.loads(text, "mb.rds")
     assert "`in_channels` reads a feature map's channels" in caught.value.diagnostic.message
     assert caught.value.diagnostic.span.source_line().strip().startswith("stage layer1:")
+
+
+def test_identity_or_none_adds_the_shortcut_only_where_the_shapes_agree() -> None:
+    """MobileNetV2's inverted residual: `use_res_connect` where stride 1 and the widths agree."""
+    text = INVERTED.replace("network mb {", "network mb {\n    shortcut identity_or_none")
+    net = resdsl.loads(text, "mb.rds")
+    assert [net.graph.node(n).scope for n in net.graph.nodes_of("add")] == ["layer2.1"]
+    no_projections = 27_802 - (16 * 24 + 2 * 24) - (24 * 32 + 2 * 32)
+    assert net.params == no_projections
+    module = net.to_torch(seed=0).eval()
+    x = torch.randn(1, 24, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def branch(block, h):
+        h = block.relu6(block.bn1(block.conv1(h)))
+        return block.bn3(block.conv3(block.relu6_1(block.bn2(block.conv2(h)))))
+
+    with torch.no_grad():
+        first, second = module.layer2
+        torch.testing.assert_close(first(x), branch(first, x))  # 24 -> 32 at stride 2: no add
+        y = first(x)
+        torch.testing.assert_close(second(y), branch(second, y) + y)
