@@ -41,12 +41,6 @@ NOT_YET = {
                        "input and output shapes agree, within one stage",
     "tv_mobilenet_v3_large": "hardswish, hardsigmoid; BN eps 0.001; flat features.N naming (features.N.block.M); "
                              "residual on/off per block; SE squeezing to make_divisible(expanded // 4, 8)",
-    "tv_efficientnet_b0": "SiLU; features.N.M.block.K naming; residual on/off per block; SE squeezing by the "
-                          "block's input channels (features.1.0.block.1.fc1 is 8x32: 32 // 4)",
-    "timm_efficientnet_b0": "SiLU; blocks.N.M naming with conv_dw/conv_pw/conv_pwl; residual on/off per block; "
-                            "SE (se.conv_reduce/conv_expand) squeezing by the block's input channels",
-    "timm_mobilenetv3_large_100": "hardswish, hardsigmoid; blocks.N.M naming; residual on/off per block; SE "
-                                  "widths by make_divisible; conv_head (a 1x1 conv with bias after the global pool)",
     "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
                          "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
                          "input width",
