@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from conftest import ROOT
 
 import resdsl
+from resdsl import ResdslError
 from resdsl.backends.onnx_export import to_onnx
 from resdsl.formatter import format_source
 
@@ -73,3 +75,17 @@ def test_the_shared_timm_blocks_are_formatted_and_lex_cleanly() -> None:
     text = path.read_text()
     assert format_source(text, str(path)) == text
     assert not any(t is Error for t, _ in RdsLexer().get_tokens(text))
+
+
+def test_a_fractional_expansion_written_as_a_float_is_located_in_the_block_it_breaks() -> None:
+    """timm's e2.3 (blocks.3.2-3 of MobileNetV3) as `in_channels * 2.3` is 184.0, not a width: the
+    error points at the include's conv and names the block and the stage line."""
+    text = (ROOT / "specs" / "mobilenetv3_large_100.rds").read_text()
+    line = "mid=184 + 16 * (block_index // 7 - block_index // 8)"
+    assert line in text
+    with pytest.raises(ResdslError) as caught:
+        resdsl.loads(text.replace(line, "mid=in_channels * 2.3"), "mnv3.rds", ROOT / "specs")
+    diagnostic = caught.value.diagnostic
+    assert diagnostic.message == "`out` of `conv` must be an integer, not 184.0"
+    assert diagnostic.span.source_line().strip() == "conv_pw: conv mid"
+    assert any(note.startswith("in block blocks.3.1 (`inverted`) of stage `blocks.3`") for note, _ in diagnostic.notes)
