@@ -1,7 +1,7 @@
 """The abstract syntax tree of a `.rds` file: plain dataclasses, each with its source span."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Union
 
@@ -67,6 +67,16 @@ def substitute(expr: Expr, names: Mapping[str, Expr]) -> Expr:
     if isinstance(expr, BinOp):
         return replace(expr, lhs=substitute(expr.lhs, names), rhs=substitute(expr.rhs, names))
     return expr
+
+
+def shift_spans(expr: Expr, move: Callable[[Span], Span]) -> Expr:
+    """`expr` with every span moved by `move` (an expression parsed from inside a string)."""
+    if isinstance(expr, BinOp):
+        return replace(expr, lhs=shift_spans(expr.lhs, move), rhs=shift_spans(expr.rhs, move),
+                       span=move(expr.span))
+    if isinstance(expr, Neg):
+        return replace(expr, operand=shift_spans(expr.operand, move), span=move(expr.span))
+    return replace(expr, span=move(expr.span))
 
 
 # ---- layer and call arguments -----------------------------------------------------------------
@@ -174,15 +184,26 @@ class Call:
 
 
 @dataclass(frozen=True)
+class NamePattern:
+    """`named "b{i + 1}"`: how a stage keys its blocks, text and expressions of `i` (the block's
+    index in the stage) in turn."""
+
+    parts: tuple[str | Expr, ...]
+    span: Span
+    text: str  # as written, quotes included, for `fmt`
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     call: Call
-    repeat: Expr
+    repeat: Expr | None  # None: the stage is one block, named by the stage's label
     stride: Expr | None
     shortcut: str | None
     span: Span
     shortcut_span: Span | None = None
     first: tuple[Keyword, ...] = ()  # `first(dilation=1)`: arguments for block 0 only
+    named: NamePattern | None = None  # None: numbered on in the stage's container
 
 
 @dataclass

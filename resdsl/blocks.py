@@ -2,6 +2,8 @@
 once per block it repeats, and the block's body lowered in its scope (`layer1.0`)."""
 from __future__ import annotations
 
+import re
+
 from . import ast
 from .diagnostics import ResdslError
 from .expressions import IN_CHANNELS, Value, evaluate, evaluate_int, suggest
@@ -16,16 +18,13 @@ class BlockLowering:
     # ---- stages and blocks
     def _stage(self, stage: ast.Stage, current: str, env: dict[str, int]) -> str:
         g = self.graph
-        self.labeler.claim(stage.name, self.top_names, stage.span, "")
         definition = self.program.blocks.get(stage.call.block)
         if definition is None:
             raise ResdslError(f"unknown block `{stage.call.block}`", stage.call.span,
                               hint=suggest(stage.call.block, self.program.blocks))
-        repeat = evaluate_int(stage.repeat, env, "a stage's block count")
-        if repeat < 1:
-            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span,
-                              hint="write `x N` with N >= 1, or drop the stage")
-        LIMITS.check_blocks(len(g.blocks) + repeat, stage.repeat.span)
+        repeat = self._repeat(stage, env)
+        LIMITS.check_blocks(len(g.blocks) + repeat, (stage.repeat or stage.call).span)
+        paths = self._block_paths(stage, repeat, env)
         stride = self._stride(stage, definition, env)
         params = {p.name for p in definition.params}
         policy = (
@@ -34,13 +33,13 @@ class BlockLowering:
         g.signatures.setdefault(definition.name, BlockSignature(
             definition.name, tuple((p.name, p.default) for p in definition.params),
             tuple((item.name, item.value) for item in definition.body if isinstance(item, ast.Let))))
-        g.stages[stage.name] = Stage(stage.name)
-        g.layout.append(("stage", stage.name))
+        if stage.name not in g.stages:
+            g.stages[stage.name] = Stage(stage.name)
+            g.layout.append(("stage", stage.name))
         _check_first(stage, definition.name, params)
         kinds = self.kinds(definition)
         first = {arg.name: self._argument(definition, arg.name, arg.value, env, kinds) for arg in stage.first}
-        for index in range(repeat):
-            path = f"{stage.name}.{index}"
+        for index, path in enumerate(paths):
             extra = {"stride": stride if index == 0 else 1} if "stride" in params else {}
             if index == 0:
                 extra.update(first)
@@ -59,6 +58,45 @@ class BlockLowering:
             self.note, self.slots = None, {}
             instance.output = current
         return current
+
+    def _repeat(self, stage: ast.Stage, env: dict[str, int]) -> int:
+        if stage.repeat is None:
+            if stage.named is not None:
+                raise ResdslError("a stage of one block is named by its label, not by a pattern",
+                                  stage.named.span, hint=f"drop `named ...`, or write `x 1` to key the block "
+                                                         f"inside `{stage.name}`")
+            return 1
+        repeat = evaluate_int(stage.repeat, env, "a stage's block count")
+        if repeat < 1:
+            raise ResdslError(f"a stage needs at least one block, not {repeat}", stage.repeat.span,
+                              hint="write `x N` with N >= 1, or drop the stage")
+        return repeat
+
+    def _block_paths(self, stage: ast.Stage, repeat: int, env: dict[str, int]) -> list[str]:
+        """Each block's path, taken among the network's labels: the stage's label for a stage
+        of one block; else its label and the key `named` makes, or the next numbers in it."""
+        g, names = self.graph, self.top_names
+        previous = g.layout[-1][1] if g.layout and g.layout[-1][0] == "stage" else None
+        if stage.name in g.stages and previous != stage.name:
+            raise ResdslError(f"stage `{stage.name}` goes on with blocks of an earlier stage, but "
+                              f"`{previous or 'the stem'}` comes between", stage.span,
+                              hint="stages that number blocks in one container follow one another")
+        if stage.repeat is None:
+            paths = [stage.name]
+        elif stage.named is None:
+            start = names.next_number(stage.name)
+            paths = [f"{stage.name}.{start + i}" for i in range(repeat)]
+        else:
+            paths = [f"{stage.name}.{block_key(stage.named, i, env)}" for i in range(repeat)]
+            first = {}
+            for i, path in enumerate(paths):
+                if first.setdefault(path, i) != i:
+                    raise ResdslError(f"the pattern keys blocks {first[path]} and {i} both "
+                                      f"`{path.rpartition('.')[2]}`", stage.named.span,
+                                      hint='make each key differ by the block\'s index: `named "b{i + 1}"`')
+        for path in paths:
+            self.labeler.claim(path, names, (stage.named or stage).span, "")
+        return paths
 
     def _stride(self, stage: ast.Stage, definition: ast.BlockDef, env: dict[str, int]) -> int:
         """The stage's stride, which its first block takes as its `stride` parameter."""
@@ -190,6 +228,20 @@ class BlockLowering:
         return self.constant_defaults[definition.name]
 
     # ---- layers
+
+
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def block_key(pattern: ast.NamePattern, index: int, env: dict[str, Value]) -> str:
+    """The key `named "b{i + 1}"` gives a stage's block `index`: `b1`."""
+    scope = {**env, "i": index}
+    key = "".join(p if isinstance(p, str) else str(evaluate_int(p, scope, "a name pattern's `{...}`"))
+                  for p in pattern.parts)
+    if not _KEY.fullmatch(key):
+        raise ResdslError(f"the pattern names block {index} `{key}`, which cannot key a module",
+                          pattern.span, hint="a block's key is letters, digits, `_` and `-` (`b1`, `block1-0`)")
+    return key
 
 
 def _check_first(stage: ast.Stage, block: str, params: set[str]) -> None:

@@ -199,13 +199,15 @@ def call_arg(a: ast.Arg) -> str:
 
 def stage(s: ast.Stage) -> str:
     call = s.call.block + (f"({', '.join(call_arg(a) for a in s.call.args)})" if s.call.args else "")
-    text = f"stage {s.name}: {call} x {expr(s.repeat)}"
+    text = f"stage {s.name}: {call}" + (f" x {expr(s.repeat)}" if s.repeat is not None else "")
     if s.stride is not None:
         text += f" stride {expr(s.stride)}"
     if s.shortcut is not None:
         text += f" shortcut {s.shortcut}"
     if s.first:
         text += f" first({', '.join(call_arg(a) for a in s.first)})"
+    if s.named is not None:
+        text += f" named {s.named.text}"
     return text
 
 

@@ -21,6 +21,11 @@ class Names(Namespace):
     def __init__(self) -> None:
         super().__init__()
         self.containers: dict[str, str] = {}
+        self.numbered: dict[str, int] = {}  # container -> one past the highest number it holds
+
+    def next_number(self, container: str) -> int:
+        """The number a stage's first block takes in `container` (0 in a new one)."""
+        return self.numbered.get(container, 0)
 
 
 class Labeler:
@@ -49,7 +54,7 @@ class Labeler:
     def _check_parts(self, label: str, span: Span) -> None:
         parts = label.split(".")
         for i, part in enumerate(parts):
-            if i and part.isdigit():  # `features.0`: a position in a container
+            if part.isdigit():  # `features.0`, or `0` in a block: a position in a container
                 continue
             generated = i == 0 and part in SHORTCUT_MODULES and not self.inserting
             if keyword.iskeyword(part) or part in MODULE_MEMBERS or generated:
@@ -89,6 +94,8 @@ class Labeler:
             prefix = ".".join(parts[:i])
             used.add(prefix)
             used.containers.setdefault(prefix, label)
+            if parts[i].isdigit():
+                used.numbered[prefix] = max(used.numbered.get(prefix, 0), int(parts[i]) + 1)
         used.add(label)
 
 

@@ -97,7 +97,8 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         current = self._body(net.stem, "", current, env, block_input=None, policy=net.shortcut)
         # Stage arguments and block bodies may use the block's index in the network and the
         # network's block count: drop-path rates that grow with depth (Huang et al. 2016).
-        self.num_blocks = sum(evaluate_int(s.repeat, env, "a stage's block count") for s in net.stages)
+        self.num_blocks = sum(evaluate_int(s.repeat, env, "a stage's block count") if s.repeat is not None else 1
+                              for s in net.stages)
         for stage in net.stages:
             current = self._stage(stage, current, env)
         current = self._body(net.head, "", current, env, block_input=None, policy=net.shortcut)
@@ -106,7 +107,7 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         return g
 
     def _outputs(self, net: ast.Network) -> None:
-        """`outputs a, b`: each a stage (its last block's output) or a stem/head layer."""
+        """`outputs a, b`: each a stage (its last block's output), a block or a stem/head layer."""
         g = self.graph
         seen: set[str] = set()
         for name, span in net.outputs:
@@ -115,11 +116,13 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
             seen.add(name)
             if name in g.stages:
                 g.outputs.append((name, g.blocks[g.stages[name].blocks[-1]].output))
+            elif name in g.blocks:  # one block of a stage: torchvision's `features.6`
+                g.outputs.append((name, g.blocks[name].output))
             elif name in g and not g.node(name).scope and g.node(name).op != "input":
                 g.outputs.append((name, name))
             else:
                 names = list(g.stages) + [n for kind, n in g.layout if kind == "node"]
-                raise ResdslError(f"`{name}` is neither a stage nor a stem or head layer", span,
+                raise ResdslError(f"`{name}` is neither a stage, a block nor a stem or head layer", span,
                                   hint=suggest(name, names, "stages and layers"))
         if g.outputs and net.head and g.output not in {node for _, node in g.outputs}:
             raise ResdslError("the head's result is not among the outputs", net.outputs_span,

@@ -12,8 +12,10 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
+from .depth import check_depth
 from .diagnostics import ResdslError, Span
 from .kinds import kind_of
+from .name_patterns import split_pattern
 from .reserved import python_private
 from .resources import grammar_path
 from .terminals import TERMINAL_NAMES, describe, literal, one_of
@@ -41,45 +43,13 @@ def parse(text: str, filename: str = "<string>", comments: list | None = None) -
             tree = _lark_keeping_comments(comments.append).parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
-    _check_depth(tree, text, filename)
+    check_depth(tree, text, filename)
     try:
         return _ToAst(text, filename).transform(tree)
     except VisitError as exc:  # errors raised inside the transformer arrive wrapped
         if isinstance(exc.orig_exc, ResdslError):
             raise exc.orig_exc from None
         raise
-
-
-MAX_EXPR_DEPTH = 100
-MAX_BRANCH_DEPTH = 32  # far beyond any network's (Inception's nest two deep)
-_EXPR_RULES = frozenset({"add", "sub", "mul", "floordiv", "exactdiv", "neg"})
-
-
-def _check_depth(tree: Tree, text: str, filename: str) -> None:
-    """Refuse expressions nested deeper than MAX_EXPR_DEPTH and branches deeper than
-    MAX_BRANCH_DEPTH, before anything recurses over them.
-
-    LALR parsing keeps its own stack, but the transformer, the evaluator, the lowering and the
-    emitters recurse once per level: the bounds keep every later stage far from Python's
-    recursion limit, both at once included.
-    """
-    stack: list[tuple[Tree, int, int]] = [(tree, 0, 0)]
-    while stack:
-        node, depth, branches = stack.pop()
-        if node.data in _EXPR_RULES:
-            depth += 1
-            if depth > MAX_EXPR_DEPTH:
-                raise ResdslError(f"this expression nests more than {MAX_EXPR_DEPTH} levels deep",
-                                  _span(node.meta, text, filename),
-                                  hint="split it with `let` constants")
-        elif node.data == "branch":
-            branches += 1
-            if branches > MAX_BRANCH_DEPTH:
-                raise ResdslError(f"branches nest more than {MAX_BRANCH_DEPTH} levels deep here",
-                                  _span(node.meta, text, filename),
-                                  hint="write some of them side by side, each joined before the next")
-        # Reversed, so that the first offender in the text is the one reported.
-        stack.extend((child, depth, branches) for child in reversed(node.children) if isinstance(child, Tree))
 
 
 MAX_DIGITS = 18  # far beyond any limit in resdsl.limits, far below Python's int-to-string limit
@@ -101,13 +71,31 @@ def parse_expr(text: str, filename: str) -> ast.Expr:
         raise _syntax_error(exc, text, filename) from None
     if isinstance(tree, Token):  # a lone number or name is inlined to its token
         tree = Tree({"INT": "int", "FLOAT": "float"}.get(tree.type, "var"), [tree], meta=_TokenMeta(tree))
-    _check_depth(tree, text, filename)
+    check_depth(tree, text, filename)
     try:
         return _ToAst(text, filename).transform(tree)
     except VisitError as exc:
         if isinstance(exc.orig_exc, ResdslError):
             raise exc.orig_exc from None
         raise
+
+
+def _pattern(token: Token, text: str, filename: str) -> ast.NamePattern:
+    """`"b{i + 1}"`: the text between braces parsed as expressions, spans where they are written."""
+    span = _span(token, text, filename)
+    parts: list[str | ast.Expr] = []
+    for part in split_pattern(str(token), span):
+        if isinstance(part, str):
+            parts.append(part)
+            continue
+        inner, move = part
+        try:
+            parts.append(ast.shift_spans(parse_expr(inner, filename), move))
+        except ResdslError as exc:
+            d = exc.diagnostic
+            message = d.message.replace("unexpected end of file", "unexpected `}`")  # where the text ends
+            raise ResdslError(message, move(d.span), d.hint) from None
+    return ast.NamePattern(tuple(parts), span, str(token))
 
 
 class _TokenMeta:
@@ -312,6 +300,13 @@ class _ToAst(Transformer):
             return self._shortcut(value)
         raise ResdslError(f"unknown stage option `{key}`", _span(key, self.text, self.filename),
                           hint="a stage takes `stride S` and `shortcut POLICY` after its count")
+
+    def stage_named(self, children):
+        key, token = children
+        if str(key) != "named":
+            raise ResdslError(f"unknown stage option `{key} \"...\"`", _span(key, self.text, self.filename),
+                              hint='`named "PATTERN"` keys the stage\'s blocks, e.g. `named "b{i + 1}"`')
+        return _Fields("named", {"named": _pattern(token, self.text, self.filename)})
 
     @v_args(meta=True)
     def stage_stmt(self, meta, children):

@@ -124,7 +124,7 @@ def nested_branches(depth: int, expr: str = "w") -> str:
 
 
 def test_branches_nested_past_the_bound_are_located_errors(tmp_path: Path) -> None:
-    from resdsl.parser import MAX_BRANCH_DEPTH
+    from resdsl.depth import MAX_BRANCH_DEPTH
     spec = tmp_path / "deep.rds"
     spec.write_text(nested_branches(250))
     for command in COMMANDS:
@@ -137,7 +137,7 @@ def test_branches_nested_past_the_bound_are_located_errors(tmp_path: Path) -> No
 def test_at_every_bound_at_once_nothing_recurses_too_deep(tmp_path: Path) -> None:
     # Branches as deep as they may nest, holding an expression as deep as it may nest: every
     # command answers (the nested branches are never joined: a located error), none overflows.
-    from resdsl.parser import MAX_BRANCH_DEPTH, MAX_EXPR_DEPTH
+    from resdsl.depth import MAX_BRANCH_DEPTH, MAX_EXPR_DEPTH
     spec = tmp_path / "deep.rds"
     spec.write_text(nested_branches(MAX_BRANCH_DEPTH, "w" + " + 0" * MAX_EXPR_DEPTH))
     for command in COMMANDS:

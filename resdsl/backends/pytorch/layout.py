@@ -19,6 +19,11 @@ class Step:
     name: str  # its graph node
     source: str  # the node it reads
     call: tuple[str, str] | None = None  # (OUT, ARG) of a plain call
+    scope: str | None = None  # a block's path: the nodes it runs are its (a block called as a layer)
+
+    def runs(self, graph: Graph, node: str) -> bool:
+        """Whether `node` is computed by this step."""
+        return node == self.name or (self.scope is not None and graph.node(node).scope == self.scope)
 
 
 def layer_step(label: str, op: str, name: str, source: str, arg: str, out: str, in_shape: tuple) -> Step:
@@ -56,23 +61,42 @@ class _Layout:
                 if parts[i] not in keys:
                     keys.append(parts[i])
         stages = {label for label, ctor, _ in entries if ctor == STAGE}
-        at: dict[str, list[int]] = {}  # container -> where its layers' steps are
-        for i, step in enumerate(steps):
-            if step.label:
-                at.setdefault(step.label.rpartition(".")[0], []).append(i)
-        self.sequential = {
-            c for c, keys in self.containers.items()
-            if _runs_in_sequence(graph, c, self.containers, steps, at.get(c, []))
-            and not any(f"{c}.{key}" in stages for key in keys)}
+        self.sequential = _sequential(graph, self.containers, steps, stages)
 
     def reach(self, path: str) -> str:
-        """The expression that reaches a layer from `self`: `self.se.fc1`, `self.head["0"]`."""
-        parts, text = path.split("."), "self"
-        for i, part in enumerate(parts):
+        """The expression that reaches a layer from `self`: `self.se.fc1`, `self.head["0"]`,
+        `getattr(self, "0")` (a block's own position, as an nn.Sequential subclass's)."""
+        parts = path.split(".")
+        text = "self" + (f".{parts[0]}" if parts[0].isidentifier() else f', "{parts[0]}"')
+        if not parts[0].isidentifier():
+            text = f"getattr({text})"
+        for i, part in enumerate(parts[1:], 1):
             parent = ".".join(parts[:i])
             keyed = parent in self.containers and _keyed(self.containers[parent])
             text += f'["{part}"]' if keyed else f".{part}"
         return text
+
+    def sequential_ctor(self, path: str, ctors: dict[str, tuple[str, list[str]]]) -> tuple[str, list[str]]:
+        """A sequential container's constructor: nn.Sequential of its children, nested ones inline."""
+        parts = []
+        for key in self.containers[path]:
+            child = f"{path}.{key}"
+            head, args = self.sequential_ctor(child, ctors) if child in self.sequential else ctors[child]
+            parts.append(f"{head}({', '.join(args)})")
+        return "nn.Sequential", parts
+
+    def inside(self, path: str) -> list[str]:
+        """Every layer and container within container `path`."""
+        found = []
+        for key in self.containers[path]:
+            child = f"{path}.{key}"
+            found += [child, *(self.inside(child) if child in self.containers else ())]
+        return found
+
+    def outermost(self, label: str) -> str | None:
+        """The outermost sequential container holding `label`."""
+        parts = label.split(".")
+        return next((p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in self.sequential), None)
 
     def init(self, entries: list[tuple[str, str, list[str]]]) -> list[str]:
         """Each container made before its first layer, each layer once (a sequential container's
@@ -92,14 +116,16 @@ class _Layout:
                 made.add(path)
                 if path in self.sequential:
                     keys = self.containers[path]
-                    init += sequential_of(self.reach(path), [ctors[f"{path}.{key}"] for key in keys])
-                    made.update(f"{path}.{key}" for key in keys)
+                    init += _assign(sequential_of(self.reach(path), [
+                        self.sequential_ctor(f"{path}.{key}", ctors) if f"{path}.{key}" in self.sequential
+                        else ctors[f"{path}.{key}"] for key in keys]))
+                    made.update(self.inside(path))
                     break
                 container = "nn.ModuleDict()" if _keyed(self.containers[path]) else "nn.Module()"
-                init.append(f"{self.reach(path)} = {container}")
+                init += _assign([f"{self.reach(path)} = {container}"])
             if label not in made:
                 made.add(label)
-                init += self._construct(label, *ctors[label])
+                init += _assign(self._construct(label, *ctors[label]))
         return init
 
     def _construct(self, label: str, ctor: str, args: list) -> list[str]:
@@ -114,10 +140,12 @@ class _Layout:
         i = 0
         while i < len(steps):
             step = steps[i]
-            parent = step.label.rpartition(".")[0] if step.label else ""
-            if parent in self.sequential:
-                n = len(self.containers[parent])
-                forward.append(f"{steps[i + n - 1].call[0]} = {self.reach(parent)}({step.call[1]})")
+            outer = self.outermost(step.label) if step.label else None
+            if outer is not None:
+                n = 1
+                while i + n < len(steps) and (steps[i + n].label or "").startswith(outer + "."):
+                    n += 1
+                forward.append(f"{steps[i + n - 1].call[0]} = {self.reach(outer)}({step.call[1]})")
                 i += n
                 continue
             reach = self.reach(step.label) if step.label else ""
@@ -134,18 +162,50 @@ def _keyed(keys: list[str]) -> bool:
     return any(not k.isidentifier() for k in keys)
 
 
-def _runs_in_sequence(
-    graph: Graph, container: str, containers: dict[str, list[str]], steps: list[Step], at: list[int]
-) -> bool:
-    """Its children are layers keyed 0..n-1 that run in that order, each reading only the one before
-    and read only by the next, all plain calls: an nn.Sequential computes exactly that. `at`: where
-    its children's steps are."""
-    keys = containers[container]
-    if keys != [str(i) for i in range(len(keys))] or any(f"{container}.{k}" in containers for k in keys):
-        return False
-    if len(at) != len(keys) or at != list(range(at[0], at[0] + len(keys))):
-        return False
-    run = [steps[i] for i in at]
-    if [s.label for s in run] != [f"{container}.{k}" for k in keys] or any(s.call is None for s in run):
-        return False
-    return all(b.source == a.name and graph.users(a.name) == [b.name] for a, b in pairwise(run))
+def _assign(lines: list[str]) -> list[str]:
+    """`getattr(self, "0") = X` (a position at a class's top, which no attribute can name) as
+    `self.add_module("0", X)`."""
+    if not lines[0].startswith("getattr(self, "):
+        return lines
+    target, _, value = lines[0].partition(") = ")
+    first = f"self.add_module({target.removeprefix('getattr(self, ')}, {value}"
+    return [first + ")"] if len(lines) == 1 else [first, *lines[1:-1], lines[-1] + ")"]
+
+
+def _sequential(graph: Graph, containers: dict[str, list[str]], steps: list[Step], stages: set[str]) -> set[str]:
+    """The containers an nn.Sequential computes exactly: children keyed 0..n-1 (layers, blocks,
+    or sequential containers themselves) whose steps run one after the other, each reading only
+    the one before and read only by the next. Decided innermost first, so they nest
+    (torchvision's `features` holds `features.0`, itself a Sequential)."""
+    at = {step.label: i for i, step in enumerate(steps) if step.label}
+    spans: dict[str, tuple[int, int]] = {}  # a child -> the first and last of its steps
+    sequential: set[str] = set()
+    for container in sorted(containers, key=lambda c: -c.count(".")):
+        keys = containers[container]
+        if keys != [str(i) for i in range(len(keys))] or any(f"{container}.{k}" in stages for k in keys):
+            continue
+        units = []
+        for key in keys:
+            child = f"{container}.{key}"
+            if child in sequential:
+                units.append(spans[child])
+            elif child in at and child not in containers and steps[at[child]].call is not None:
+                units.append((at[child], at[child]))
+            else:
+                break
+        if len(units) == len(keys) and _chained(graph, steps, units):
+            sequential.add(container)
+            spans[container] = (units[0][0], units[-1][1])
+    return sequential
+
+
+def _chained(graph: Graph, steps: list[Step], units: list[tuple[int, int]]) -> bool:
+    """Whether the units' steps are contiguous and each unit reads only the one before, whose
+    result nothing else reads."""
+    for (_, last), (first, end) in pairwise(units):
+        if first != last + 1:
+            return False
+    for a, b in pairwise(steps[units[0][0]:units[-1][1] + 1]):
+        if b.source != a.name or not all(b.runs(graph, user) for user in graph.users(a.name)):
+            return False
+    return True

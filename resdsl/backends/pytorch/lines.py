@@ -26,7 +26,7 @@ def sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]:
     """`target = nn.Sequential(` with one layer a line (or a call broken over several), then `)`."""
     lines = [f"{target} = nn.Sequential("]
     for ctor, args in ctors:
-        inner = call(ctor, args, 12)
+        inner = call(ctor, args, 12, one_per_line=ctor == "nn.Sequential")
         lines += [f"    {line}" for line in inner[:-1]] + [f"    {inner[-1]},"]
     return lines + [")"]
 

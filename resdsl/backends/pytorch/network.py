@@ -20,14 +20,23 @@ def network_class(gen: Generator) -> GeneratedClass:
     returned = {}  # node -> the output names it is returned as
     for name, node in g.outputs:
         returned.setdefault(node, []).append(name)
+    shared = _shared_containers(g)
     for kind, item in g.layout:
-        if kind == "stage":  # an nn.Sequential of its blocks, under its (maybe dotted) name
+        if kind == "stage" and item not in shared:  # an nn.Sequential of its blocks, under its name
             entries.append((item, STAGE, [gen.calls[p] for p in g.stages[item].blocks]))
             last = g.blocks[g.stages[item].blocks[-1]].output
             captured = _captures(returned.get(last, []))
             steps.append(
                 Step(item, ["x = {m}(x)"] + captured, item, "", None if captured else ("x", "x"))
             )
+            continue
+        if kind == "stage":  # each block under its own path, nested as its label's containers
+            for path in g.stages[item].blocks:
+                block = g.blocks[path]
+                entries.append((path, *gen.calls[path]))
+                captured = _captures(returned.get(block.output, []))
+                steps.append(Step(path, ["x = {m}(x)"] + captured, block.output, block.input,
+                                  None if captured else ("x", "x"), scope=path))
             continue
         node = g.node(item)
         source = g.inputs(item)[0]
@@ -47,6 +56,19 @@ def network_class(gen: Generator) -> GeneratedClass:
     else:
         cls.forward = forward + ["return x"]
     return cls
+
+
+def _shared_containers(graph: Graph) -> set[str]:
+    """The stages that are not an nn.Sequential of their own: a stage of one block (named by the
+    label), one keyed by a pattern or numbered on after other layers in its container, or one
+    whose container also holds stem or head layers (torchvision's flat `features`)."""
+    labels = [graph.node(item).label for kind, item in graph.layout if kind == "node"]
+    shared = set()
+    for name, stage in graph.stages.items():
+        plain = stage.blocks == [f"{name}.{i}" for i in range(len(stage.blocks))]
+        if not plain or any(label.startswith(name + ".") for label in labels):
+            shared.add(name)
+    return shared
 
 
 def describe_returned(graph: Graph) -> str:
