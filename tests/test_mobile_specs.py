@@ -79,13 +79,13 @@ def test_the_shared_timm_blocks_are_formatted_and_lex_cleanly() -> None:
 
 def test_a_fractional_expansion_written_as_a_float_is_located_in_the_block_it_breaks() -> None:
     """timm's e2.3 (blocks.3.2-3 of MobileNetV3) as `in_channels * 2.3` is 184.0, not a width: the
-    error points at the include's conv and names the block and the stage line."""
+    error points at the include's conv and names the first block it breaks and its stage."""
     text = (ROOT / "specs" / "mobilenetv3_large_100.rds").read_text()
-    line = "mid=184 + 16 * (block_index // 7 - block_index // 8)"
+    line = "mid=in_channels * 23 / 10"
     assert line in text
     with pytest.raises(ResdslError) as caught:
         resdsl.loads(text.replace(line, "mid=in_channels * 2.3"), "mnv3.rds", ROOT / "specs")
     diagnostic = caught.value.diagnostic
     assert diagnostic.message == "`out` of `conv` must be an integer, not 184.0"
     assert diagnostic.span.source_line().strip() == "conv_pw: conv mid"
-    assert any(note.startswith("in block blocks.3.1 (`inverted`) of stage `blocks.3`") for note, _ in diagnostic.notes)
+    assert any(note.startswith("in block blocks.3.2 (`inverted`) of stage `blocks.3`") for note, _ in diagnostic.notes)
