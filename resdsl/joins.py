@@ -1,5 +1,6 @@
 """Lowering's joins: `add shortcut [POLICY] [from LABEL]`, and joins of named values (`add NAME`,
-`mul NAME`, `concat NAME...`), with the shortcut policy each add records for `passes.shortcuts`."""
+`mul NAME`, `concat NAME...`, `select NAME...`), with the shortcut policy each add records for
+`passes.shortcuts`."""
 from __future__ import annotations
 
 import difflib
@@ -32,7 +33,7 @@ class JoinLowering:
 
     def _join(self, join: ast.Join, ctx: Body, current: str, prefix: str) -> str:
         """`add shortcut [POLICY] [from LABEL]`, or a join of named values: `add NAME`, `mul NAME`,
-        `concat NAME...`."""
+        `concat NAME...`, `select NAME NAME...` (weighted by the current value's softmax)."""
         if ctx.block_input is None:
             what = "add shortcut" if join.shortcut else join.op
             raise ResdslError(f"`{what}` only works inside a block", join.span,
@@ -48,6 +49,9 @@ class JoinLowering:
                                   hint="`concat a b` (name `input` or a layer's label to include it)")
             _concat_operands(join.operands, operands)
             inputs = operands
+        elif join.op == "select":  # the branches it names, then the current value: their logits
+            _select_operands(join, operands, current)
+            inputs = [*operands, current]
         elif len(operands) != 1:
             raise ResdslError(f"`{join.op}` joins one named value with the current one", join.span,
                               hint=f"`{_JOIN_FORMS[join.op]}`")
@@ -107,13 +111,14 @@ class JoinLowering:
 
 
 MAX_CONCAT = max(OPS["concat"].arity)
+MAX_SELECT = max(OPS["select"].arity) - 1  # and the logits
 
 
 
-def _concat_operands(words: tuple[ast.Var, ...], operands: list[str]) -> None:
+def _concat_operands(words: tuple[ast.Var, ...], operands: list[str], op: str = "concat") -> None:
     """At most MAX_CONCAT values, each once: the graph holds one edge per pair of nodes, so a value
     named twice would silently become one operand."""
-    if len(words) > MAX_CONCAT:
+    if op == "concat" and len(words) > MAX_CONCAT:
         raise ResdslError(f"`concat` joins at most {MAX_CONCAT} values, not {len(words)}", words[MAX_CONCAT].span,
                           hint=f"concatenate in steps: label a `concat` of the first ones, then `concat` that "
                                f"label and the rest (the same channels in the same order). {MAX_CONCAT} is "
@@ -122,9 +127,25 @@ def _concat_operands(words: tuple[ast.Var, ...], operands: list[str]) -> None:
     for word, node in zip(words, operands):
         if node in seen:
             what = "twice" if seen[node] == word.name else f"as well as `{seen[node]}`, its value"
-            raise ResdslError(f"`concat` names `{word.name}` {what}", word.span,
+            raise ResdslError(f"`{op}` names `{word.name}` {what}", word.span,
                               hint="name each value once: a join takes distinct values")
         seen[node] = word.name
+
+
+def _select_operands(join: ast.Join, operands: list[str], current: str) -> None:
+    """Two or more distinct branches, none of them the logits (the current value)."""
+    if len(operands) < 2:
+        raise ResdslError("`select` weights two or more named values by a softmax across them", join.span,
+                          hint="`select a b`: the branches a and b, weighted by the current value's logits")
+    if len(operands) > MAX_SELECT:
+        raise ResdslError(f"`select` weights at most {MAX_SELECT} values, not {len(operands)}",
+                          join.operands[MAX_SELECT].span, hint=f"{MAX_SELECT} is resdsl's own bound, as concat's")
+    _concat_operands(join.operands, operands, "select")
+    for word, operand in zip(join.operands, operands):
+        if operand == current:
+            raise ResdslError(f"`select` names `{word.name}`, the current value: that is its logits", word.span,
+                              hint="`select a b` weights the named branches by the current value's softmax; "
+                                   "compute the logits after the branches (pool, conv)")
 
 
 def _not_itself(layer: ast.Join, word: ast.Var, operand: str, current: str) -> None:
@@ -138,4 +159,4 @@ def _not_itself(layer: ast.Join, word: ast.Var, operand: str, current: str) -> N
 
 
 _JOIN_FORMS = {"add": "add shortcut [POLICY] [from LABEL]` or `add NAME", "mul": "mul NAME",
-               "concat": "concat NAME [NAME ...]"}
+               "concat": "concat NAME [NAME ...]", "select": "select NAME NAME [NAME ...]"}

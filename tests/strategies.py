@@ -20,7 +20,7 @@ KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_b
 ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
-          "grouped", "gated_se", "paths", "wide")
+          "grouped", "gated_se", "paths", "wide", "selective")
 POLICIES = ("A", "B", "B", "C", "gated", "none", "identity_or_none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
@@ -62,6 +62,20 @@ block paths(width, stride = 1) {
     }
     concat a b
     dropout 0.1
+    add shortcut
+}
+
+# SKNet's and ResNeSt's: a channel split, its paths weighted back by a softmax across them.
+block selective(width, stride = 1) {
+    conv1: conv width * 2 k3 s=stride p1
+    a: branch { chunk 0 }
+    chunk 1 n=2
+    conv width k3 p1
+    c: relu
+    add a
+    avgpool
+    conv width * 2
+    select a c
     add shortcut
 }
 
@@ -158,6 +172,8 @@ MISTAKES = [
     ("    conv1: conv inner k1\n", "    conv1: conv inner2 k1\n"),  # a name no let binds
     ("concat a b", "concat a"),
     ("concat a b", "concat a b a"),  # a value joined with itself
+    ("select a c", "select a"),  # one branch: nothing to weigh it against
+    ("chunk 1 n=2", "chunk 2 n=2"),  # a chunk past the last
     ("let inner = width * groups", "let __inner = width * groups"),  # a name Python mangles in a class
     ("    conv2: conv width k3 p1\n", "    conv2.keys: conv width k3 p1\n"),  # a container method
     ("add shortcut from preact", "add shortcut from nothing"),

@@ -42,6 +42,10 @@ def describe(graph: Graph, name: str) -> str:
         text = f"avgpool to {a['size']}x{a['size']}"
     elif op == "gn":
         text = f"gn, {a['groups']} group" + ("s" if a["groups"] != 1 else "")
+    elif op == "chunk":
+        text = f"chunk {a['index']} of {a['n']}"
+    elif op == "select":  # its last operand the logits
+        text = f"softmax-weighted sum of {len(graph.inputs(name)) - 1}"
     elif op == "blurpool":
         text = f"blur {a['kernel']}x{a['kernel']}, /{a['stride']}"
     elif op == "channel_conv":  # ECA's size (kernel 0) shown as the size it is

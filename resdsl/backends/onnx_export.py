@@ -214,6 +214,34 @@ def _blurpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     return b.op("Conv", [padded, weight], name, kernel_shape=[k, k], strides=[a["stride"]] * 2, group=c)
 
 
+def _channels(b: _Builder, name: str, x: str, start: int, width: int, shape: tuple[int, ...]) -> str:
+    """The channels [start, start + width) of `x`, a Slice on axis 1."""
+    consts = [b.const(f"{name}.{key}", np.array([value], np.int64))
+              for key, value in (("starts", start), ("ends", start + width), ("axes", 1))]
+    return b.op("Slice", [x, *consts], name, shape=shape)
+
+
+def _chunk(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    c, *rest = b.in_shape(name)
+    width = c // a["n"]
+    return _channels(b, name, ins[0], a["index"] * width, width, (width, *rest))
+
+
+def _select(b: _Builder, name: str, ins: list[str], a: dict) -> str:
+    """The logits (N, P*C, 1, 1) as (N, P, C), a Softmax over P, back to (N, P*C, 1, 1); each
+    branch times its C channels of the weights, summed."""
+    *branches, logits = ins
+    p, (c, h, w) = len(branches), b.graph.shape(name)
+    grouped = b.op("Reshape", [logits, b.const(f"{name}.paths", np.array([0, p, c], np.int64))],
+                   f"{name}.logits", shape=(p, c))
+    softmax = b.op("Softmax", [grouped], f"{name}.softmax", shape=(p, c), axis=1)
+    weights = b.op("Reshape", [softmax, b.const(f"{name}.map", np.array([0, p * c, 1, 1], np.int64))],
+                   f"{name}.weights", shape=(p * c, 1, 1))
+    weighted = [b.op("Mul", [branch, _channels(b, f"{name}.weight{i}", weights, i * c, c, (c, 1, 1))],
+                     f"{name}.weighted{i}", shape=(c, h, w)) for i, branch in enumerate(branches)]
+    return b.op("Sum", weighted, name)
+
+
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     k, p = a["kernel"], a["padding"]
     return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
@@ -307,6 +335,8 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "sub": lambda b, name, ins, a: b.op("Sub", ins, name),
     "mul": lambda b, name, ins, a: b.op("Mul", ins, name),
     "concat": lambda b, name, ins, a: b.op("Concat", ins, name, axis=1),
+    "select": _select,
+    "chunk": _chunk,
     "pad": _pad,
 }
 

@@ -26,24 +26,35 @@ from functools import lru_cache
 
 import jinja2
 
+from ..diagnostics import ResdslError
 from ..ir import INPUT, Graph
 from ..ops import fmt_shape
+from ..passes.shapes import locate
 from ..resources import templates_dir
 from ..stats import totals
 from .pytorch.classes import Generator
-from .pytorch.converters import CONVERTERS, Converter, Handed, Join, Module
+from .pytorch.converters import CONVERTERS, Converter, Expression, Handed, Join, Module
 from .pytorch.lines import docstring_text
 from .pytorch.network import describe_returned, network_class
 from .pytorch.shortcuts import policy_helper
 from .support import check_supported
 
-__all__ = ["CONVERTERS", "Converter", "Handed", "Join", "Module", "check", "generate", "instantiate",
-           "load_source"]
+__all__ = ["CONVERTERS", "Converter", "Expression", "Handed", "Join", "Module", "check", "generate",
+           "instantiate", "load_source"]
 
 
 def check(graph: Graph) -> None:
-    """Refuse, located and all at once, every op of `graph` this backend has no converter for."""
+    """Refuse, located and all at once, every op of `graph` this backend has no converter for;
+    then a layer it writes as an expression (a chunk) outside a block's own layers."""
     check_supported(graph, "torch", CONVERTERS)
+    for name in graph.order():
+        node = graph.node(name)
+        if isinstance(CONVERTERS.get(node.op), Expression) and (not node.scope or node.role is not None):
+            span, notes = locate(graph, name)
+            raise ResdslError(f"the torch backend writes `{node.op}` only among a block's layers, not in a "
+                              f"{'shortcut policy' if node.scope else 'stem or head'}", span, notes=notes,
+                              hint=f"move the `{node.op}` into a block (a stage of one block), where the join "
+                                   "that gathers its chunks stands")
 
 
 def generate(graph: Graph, source_name: str | None = None) -> str:

@@ -30,6 +30,7 @@ from .rules import (
     same_shape,
 )
 from .schema import FLAG, FLOAT, INTERNAL, JOIN, PROBABILITY, Attr, Attrs, OpDef, Range
+from .split import chunk_shape, select_shape
 
 KERNEL = Attr("kernel", 1, short="k", example=3)
 STRIDE = Attr("stride", 1, short="s", example=2)
@@ -109,6 +110,10 @@ DEFINITIONS: tuple[OpDef, ...] = (
                       "reflect-padded by ((s - 1) + (k - 1)) // 2; no parameters", blurpool_shape, module=True,
           macs=blurpool_macs, attrs=(Attr("kernel", 3, short="k", example=3, low=2),
                                      Attr("stride", 2, short="s", example=2))),
+    # A channel split (Res2Net's, SKNet's split input, ShuffleNet's): several chunks of one value,
+    # each a layer reading it (`x1: branch act1 { chunk 1 n=4 }`); no weights, a view in PyTorch.
+    OpDef("chunk", "chunk `index` (from 0) of the channels cut into `n` equal chunks, as torch.chunk",
+          chunk_shape, positional="index", attrs=(Attr("index", None, low=0, example=1), Attr("n", 2, example=4))),
     OpDef("lrn", "local response normalisation across `size` channels", lrn_shape, positional="size",
           module=True,
           attrs=(Attr("size"), *(Attr(key, default, FLOAT, range=_LRN_RANGES[key])
@@ -127,6 +132,11 @@ DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("mul", "join by product, broadcast either way (an SE gate on the current value or its input)", mul_shape,
           arity=(2,), kind=JOIN),
     OpDef("concat", "join along channels", concat_shape, arity=tuple(range(2, 65)), kind=JOIN),
+    # SKNet's attention over its kernels, ResNeSt's rSoftMax (one cardinal group): each branch
+    # weighted per channel by a softmax across the branches of the current value, the logits.
+    OpDef("select", "join by a softmax across branches: the named values (P of one shape CxHxW) weighted "
+                    "per channel by the softmax over P of the current value's (P*C)x1x1 logits, branch-major, "
+                    "and summed", select_shape, arity=tuple(range(3, 66)), kind=JOIN),
     OpDef("pad", "option-A shortcut: subsample by `stride`, zero-pad channels", pad_shape, kind=INTERNAL),
     # Made only by the decompose pass (a highway gate's mix as x + T * (F(x) - x)), for the
     # backends that lower the decomposed graph.

@@ -116,6 +116,33 @@ def _blurpool(c: _Ctx, bb, name: str, ins: list, a: dict):
                                 kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
 
 
+def _channels(c: _Ctx, bb, x, start: int, width: int):
+    """The channels [start, start + width) of `x`, on the layout's channel axis."""
+    return bb.emit(c.relax.op.strided_slice(x, axes=[c.channel_axis], begin=[start], end=[start + width]))
+
+
+def _chunk(c: _Ctx, bb, name: str, ins: list, a: dict):
+    width = c.graph.shape(name)[0]
+    return _channels(c, bb, ins[0], a["index"] * width, width)
+
+
+def _select(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """The logits as (N, P, C) (one memory order in either layout: the map is 1x1), a softmax
+    over P, back; each branch times its C channels of the weights, summed."""
+    op = c.relax.op
+    *branches, logits = ins
+    p, channels = len(branches), c.graph.shape(name)[0]
+    weights = bb.emit(op.nn.softmax(bb.emit(op.reshape(logits, (c.batch, p, channels))), axis=1))
+    shape = [c.batch, 1, 1, 1]
+    shape[c.channel_axis] = p * channels
+    weights = bb.emit(op.reshape(weights, shape))
+    out = None
+    for i, branch in enumerate(branches):
+        weighted = bb.emit(op.multiply(branch, _channels(c, bb, weights, i * channels, channels)))
+        out = weighted if out is None else bb.emit(op.add(out, weighted))
+    return out
+
+
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
     p = a["padding"]
     return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"],
@@ -224,6 +251,8 @@ CONVERTERS: dict[str, Callable] = {
     "sub": lambda c, bb, name, ins, a: bb.emit(c.relax.op.subtract(ins[0], ins[1])),
     "mul": lambda c, bb, name, ins, a: bb.emit(c.relax.op.multiply(ins[0], ins[1])),
     "concat": lambda c, bb, name, ins, a: bb.emit(c.relax.op.concat(ins, axis=c.channel_axis)),
+    "select": _select,
+    "chunk": _chunk,
     "pad": _pad,
 }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ... import ast
 from ...ir import GATE, Graph, Node
-from .converters import CONVERTERS, Join, Layer, module_call, module_of
+from .converters import CONVERTERS, Expression, Join, Layer, is_view, module_call, module_of
 from .layout import Step, assemble, layer_step
 from .lines import call
 from .names import namespace
@@ -59,13 +59,17 @@ class BlockEmitter:
             if op == "add" and a["policy"] != "join":
                 lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
             elif isinstance(CONVERTERS[op], Join):
-                lines = [f"{target} = " + CONVERTERS[op].write([var[i] for i in g.inputs(name)])]
+                join, operands = CONVERTERS[op], [var[i] for i in g.inputs(name)]
+                lines = join.write(operands, target) if join.statements else [f"{target} = " + join.write(operands)]
+            elif isinstance(CONVERTERS[op], Expression):
+                lines = self._expression(name, source, var[source], target, channels, checks)
             else:
                 lines = None
             if lines is not None:
                 steps.append(Step(None, lines, name, source))
                 var[name] = target
-                channels[name] = channels[source] if op != "concat" else Sym.literal(g.shape(name)[0])
+                if op != "chunk":  # `_expression` gave a chunk's
+                    channels[name] = channels[source] if op != "concat" else Sym.literal(g.shape(name)[0])
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = Layer(self._attr_sym(node), channels[source], g.shape(source))
@@ -89,6 +93,19 @@ class BlockEmitter:
             init += gate
         forward.append(f"return {var[block.output]}")
         return _Emitted(init, forward, checks, shortcut, tuple(structure))
+
+    def _expression(self, name: str, source: str, x: str, target: str, channels: dict, checks: list) -> list[str]:
+        """A layer written as an expression of its input (a chunk), its attributes checked against
+        every block the class stands for, as a module's are."""
+        node = self.graph.node(name)
+        converter = CONVERTERS[node.op]
+        layer = Layer(self._attr_sym(node), channels[source], self.graph.shape(source))
+        channels[name] = converter.channels(layer, node.attrs)
+        checks.append((channels[name], lambda p, label=node.label: self.graph.shape(f"{p}.{label}")[0]))
+        for key in converter.written:  # literal in `forward`, which sees no constructor argument
+            checks.append((Sym.literal(node.attrs[key]),
+                           lambda p, k=key, label=node.label: self.graph.node(f"{p}.{label}").attrs[k]))
+        return [f"{target} = {converter.write(x, layer, node.attrs)}"]
 
     def _target(self, name: str, path: str) -> str:
         """The variable a node's value goes to: `out` along the block's chain; a branch's own name
@@ -141,7 +158,7 @@ class BlockEmitter:
         if g.node(name).attrs["gated"]:
             return lines + ["t = torch.sigmoid(self.gate(x))",
                             f"{target} = {residual} * t + {identity} * (1.0 - t)"]
-        if residual == "out" == target and len(g.users(g.inputs(name)[0])) == 1:
+        if residual == "out" == target and len(g.users(g.inputs(name)[0])) == 1 and not is_view(g, g.inputs(name)[0]):
             return lines + [f"out += {identity}"]  # in place, as torchvision does: the branch's value is dead
         return lines + [f"{target} = {residual} + {identity}"]
 

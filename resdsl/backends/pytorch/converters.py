@@ -13,6 +13,7 @@ from ...kinds import Kind
 from ...lower import evaluate
 from ...ops import OPS
 from ...ops.rules import blur_padding, eca_kernel
+from .lines import call
 from .symbols import Sym
 
 
@@ -108,9 +109,49 @@ class Module:
 
 @dataclass(frozen=True)
 class Join:
-    """A join of named values, one expression of its operands' variables in `forward`. (The
-    residual `add shortcut` is the block's own statement: see `block.BlockEmitter._add`.)"""
-    write: Callable[[list[str]], str]
+    """A join of named values, one expression of its operands' variables in `forward` (with
+    `statements`: the lines that assign it to the target, given the variables and the target).
+    (The residual `add shortcut` is the block's own statement: see `block.BlockEmitter._add`.)"""
+    write: Callable[..., str | list[str]]
+    statements: bool = False
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A layer that holds no module: one expression of its input in `forward` (`write`: the
+    input's variable, the layer, its attributes), its channels `channels` of the layer; the
+    attributes `written` are literal there, the same in every block of a class."""
+    write: Callable[[str, Layer, dict], str]
+    channels: Callable[[Layer, dict], Sym]
+    written: tuple[str, ...] = ()
+
+
+def _chunk(x: str, layer: Layer, a: dict) -> str:
+    """torch.chunk's view of the channels, as timm's Res2Net and SK split them; its numbers
+    literal, as `forward` sees no constructor argument (each block of the class is checked to
+    have them)."""
+    return f"{x}.chunk({a['n']}, 1)[{a['index']}]"
+
+
+def _chunk_channels(layer: Layer, a: dict) -> Sym:
+    channels, n = layer.channels, layer.sym("n")
+    if channels.expr is None:
+        return Sym.literal(layer.in_shape[0] // a["n"])
+    lhs = channels.text if channels.prec >= 2 else f"({channels.text})"
+    rhs = n.text if n.prec > 2 else f"({n.text})"
+    return Sym(f"{lhs} // {rhs}", 2, ast.BinOp("//", channels.expr, n.expr or ast.Int(a["n"], None), None))
+
+
+def _select(operands: list[str], target: str) -> list[str]:
+    """The softmax over P of the logits viewed (N, P, C, 1, 1), then the branches stacked
+    (N, P, C, H, W), weighted by it and summed: timm's SelectiveKernel and SplitAttn (radix-major
+    logits). The weights go to the target, whose value no branch is (a branch is read here, after
+    the logits were computed from it or beside it, so it is kept in a variable of its own)."""
+    *branches, logits = operands
+    first, *rest = call("torch.stack", [f"[{', '.join(branches)}]", "1"], 8 + len(target) + 4)
+    weighted = [f"{target} = ({first}", *rest[:-1], f"{rest[-1]} * {target}).sum(1)"] if rest else \
+        [f"{target} = ({first} * {target}).sum(1)"]
+    return [f"{target} = {logits}.unflatten(1, ({len(branches)}, -1)).softmax(1)", *weighted]
 
 
 @dataclass(frozen=True)
@@ -119,7 +160,7 @@ class Handed:
     projection(), a policy's helper) and hands it to the block as `downsample`."""
 
 
-Converter = Module | Join | Handed
+Converter = Module | Join | Expression | Handed
 CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
     "bn": Module(_bn, ("eps",)),
@@ -148,6 +189,8 @@ CONVERTERS: dict[str, Converter] = {
     "sub": Join(" - ".join),
     "mul": Join(" * ".join),
     "concat": Join(lambda operands: f"torch.cat([{', '.join(operands)}], 1)"),
+    "select": Join(_select, statements=True),
+    "chunk": Expression(_chunk, _chunk_channels, ("index", "n")),
     "pad": Handed(),
 }
 
@@ -176,7 +219,14 @@ def overwritable(graph: Graph, value: str) -> bool:
     """Whether a layer reading `value` may overwrite it: nothing else reads it (the block input
     that feeds the shortcut), the caller did not pass it (the network's input), and forward does
     not return it (a named output: `outputs["stem_bn"] = x` holds the tensor, not a copy)."""
-    return len(graph.users(value)) == 1 and value != INPUT and all(node != value for _, node in graph.outputs)
+    return len(graph.users(value)) == 1 and value != INPUT and all(node != value for _, node in graph.outputs) \
+        and not is_view(graph, value)
+
+
+def is_view(graph: Graph, value: str) -> bool:
+    """Whether `value` is a view of another tensor (a chunk of its channels), which its other
+    chunks read: written in place, it would change them."""
+    return graph.node(value).op == "chunk"
 
 
 def _default_call(op: str) -> tuple[str, list[str]]:
