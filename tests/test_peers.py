@@ -37,8 +37,6 @@ NOT_YET = {
     "timm_resnest14d": "split attention: a radix-2 grouped 3x3 (conv2.conv), its output split in 2 and summed, "
                        "pooled, fc1/bn1/fc2 and a softmax across the radix splits (rSoftMax) weighting them",
     # The rest of the classification zoo.
-    "tv_mobilenet_v3_large": "hardswish, hardsigmoid; BN eps 0.001; flat features.N naming (features.N.block.M); "
-                             "residual on/off per block; SE squeezing to make_divisible(expanded // 4, 8)",
     "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
                          "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
                          "input width",
