@@ -40,8 +40,6 @@ NOT_YET = {
     "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
                          "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
                          "input width",
-    "timm_regnety_016": "naming: sN.bM (1-based, lettered) stages and blocks, conv1.conv/conv1.bn inside each; "
-                        "SE squeezing by the block's input width (s1.b1.se.fc1 is 8x48: 32 // 4)",
     "tv_densenet121": "dense connectivity (each layer's output concatenated onto all before it) and its naming "
                       "features.denseblockN.denselayerM (1-based, named), features.transitionN",
     "tv_googlenet": "Inception blocks (four parallel branches concatenated) named inceptionNa.branchK.M.conv "
