@@ -29,13 +29,9 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 # Fixtures no spec reproduces yet, each with what the language lacks to write it exactly (issue #31).
 NOT_YET = {
     # The ResNet family.
-    "timm_skresnet18": "selective kernel: conv1.paths.{0,1} (3x3 and dilated 3x3) each on half the input channels "
-                       "(a channel split), summed, a softmax across the paths weighting them (a softmax join)",
     "timm_res2net50_26w_4s": "Res2Net: the 3x3 of each bottleneck splits its channels in 4 (a channel split), runs "
                              "hierarchical 3x3s (each adds the previous split's output, convs.N / bns.N), then "
                              "concatenates; the strided first block pools the last split",
-    "timm_resnest14d": "split attention: a radix-2 grouped 3x3 (conv2.conv), its output split in 2 and summed, "
-                       "pooled, fc1/bn1/fc2 and a softmax across the radix splits (rSoftMax) weighting them",
     # The rest of the classification zoo.
     "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
                          "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
