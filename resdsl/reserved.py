@@ -23,8 +23,10 @@ to to_empty train training type xpu zero_grad
 # A dotted label's parts are keys of the containers holding it (nn.ModuleDict, nn.Sequential):
 # ModuleDict refuses a key that names one of its methods (`f.keys`) when the module is built.
 CONTAINER_MEMBERS = frozenset("append clear extend insert items keys pop update values".split())
-# Submodules of a block that shortcut legalization creates.
-SHORTCUT_MODULES = frozenset({"downsample", "gate"})
+# Submodules of a block that shortcut legalization creates. A user policy may name its own
+# container instead of `downsample` (torchvision's RegNet: `proj`); the block takes it by that name.
+DEFAULT_SHORTCUT = "downsample"
+SHORTCUT_MODULES = frozenset({DEFAULT_SHORTCUT, "gate"})
 # Module-level names of the generated file: its imports and helpers. A policy is a helper
 # function named after itself, so it cannot take one of these.
 HELPERS = frozenset({"annotations", "OrderedDict", "torch", "F", "Tensor", "nn", "projection", "DropPath",

@@ -5,6 +5,9 @@ Lowering turns each `policy name(channels, stride) { layers }` of the program in
 block's shapes differ, with the block's output channels and stride, without re-entering the
 front end. Its layers are checked as they are instantiated, so a policy no block needs is never
 an error, and every message points at the policy's own text.
+
+A policy's layers are keys of one container, the module the block is handed and keeps under the
+container's name: `downsample.0` (torchvision's ResNet, timm's), `proj.0` (torchvision's RegNet).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from .diagnostics import ResdslError, Span
 from .ir import PROJECTION, Graph
 from .labels import Labeler, Names
 from .ops import JOINS, LAYER, OPS
+from .reserved import DEFAULT_SHORTCUT, GENERATED
 
 
 @dataclass(frozen=True)
@@ -43,20 +47,29 @@ class PolicyTemplate:
                        for layer in policy.body)  # a join among them is refused when inserted
         return cls(policy.name, policy.params, layers, policy.span)
 
+    @property
+    def container(self) -> str:
+        """The module its layers are keys of, named by its first labelled layer (`proj.0` ->
+        proj); `downsample` where none is labelled."""
+        first = next((layer.label for layer in self.layers if layer.label is not None), None)
+        return first.split(".")[0] if first and "." in first else DEFAULT_SHORTCUT
+
 
 def instantiate(graph: Graph, policy: PolicyTemplate, scope: str, source: str, channels: int,
                 stride: int) -> str:
     """`policy`'s layers inside block `scope`, reading `source`, for `channels` output channels
-    and `stride`; returns its last node. Each has role PROJECTION. Its layers are named
-    `downsample.*`, as torchvision's and timm's shortcut modules are."""
+    and `stride`; returns its last node. Each has role PROJECTION. Its layers are keys of the
+    policy's container (`downsample.*` unless it names another), which none of the block's own
+    layers may use."""
     labeler, used = Labeler(inserting=True), Names()
-    used.update(graph.node(n).label for n in graph.scope_nodes(scope))
+    own = [graph.node(n).label for n in graph.scope_nodes(scope)]
+    used.update(own)
     env = {policy.params[0].name: channels, policy.params[1].name: stride}
     checked: set[str] = set()
-    current = source
+    current, container = source, policy.container
     for layer in policy.layers:
-        _check_layer(layer)
-        current = _insert(graph, layer, scope, current, env, labeler, used, checked)
+        _check_layer(layer, container, own)
+        current = _insert(graph, layer, scope, current, env, labeler, used, checked, container)
     if current == source:
         raise ResdslError(
             f"policy `{policy.name}` has no layers", policy.span, hint="give it at least one layer"
@@ -64,21 +77,34 @@ def instantiate(graph: Graph, policy: PolicyTemplate, scope: str, source: str, c
     return current
 
 
-def _check_layer(layer: TemplateLayer) -> None:
-    if layer.label is not None and not layer.label.startswith("downsample."):
-        raise ResdslError(f"a policy's layers are named `downsample.*`, not `{layer.label}`", layer.span,
-                          hint="the block keeps its shortcut module as `downsample`, as torchvision does")
-    if layer.label is not None and layer.label.count(".") > 1:  # keys of one nn.Sequential
-        raise ResdslError(f"a policy's layers are named `downsample.KEY`, with no `.` in KEY: not "
-                          f"`{layer.label}`", layer.span,
-                          hint="its layers are one nn.Sequential: `downsample.0`, `downsample.conv`, ...")
+def _check_layer(layer: TemplateLayer, container: str, own: list[str]) -> None:
+    label = layer.label
+    if label is not None and "." not in label:
+        raise ResdslError(f"a policy's layers are keys of one container, `{container}.KEY`: not `{label}`",
+                          layer.span, hint=f"the block keeps its shortcut module as one attribute: "
+                                           f"`{container}.{label}`")
+    if label is not None and not label.startswith(container + "."):
+        raise ResdslError(f"a policy's layers are keys of one container: `{label}` is not in `{container}`, "
+                          f"its first layer's", layer.span,
+                          hint=f"the block keeps its shortcut as one module: `{container}.{label.split('.', 1)[1]}`")
+    if label is not None and label.count(".") > 1:  # keys of one nn.Sequential
+        raise ResdslError(f"a policy's layers are named `{container}.KEY`, with no `.` in KEY: not "
+                          f"`{label}`", layer.span,
+                          hint=f"its layers are one nn.Sequential: `{container}.0`, `{container}.conv`, ...")
+    if container != DEFAULT_SHORTCUT and (not container.isidentifier() or container in GENERATED):
+        raise ResdslError(f"`{container}` cannot hold a policy's layers: the block takes its shortcut as a "
+                          f"parameter of that name", layer.span, hint="name the container like a layer (`proj.0`)")
+    taken = next((mine for mine in own if mine.split(".")[0] == container), None)
+    if taken is not None:
+        raise ResdslError(f"the policy's container `{container}` is the block's own: it holds `{taken}`",
+                          layer.span, hint="name the policy's layers in another container (`proj.0`)")
     if layer.op in JOINS:
         raise ResdslError(f"`{layer.op}` cannot be part of a shortcut policy", layer.span,
                           hint="a policy is a chain of layers applied to the shortcut")
 
 
 def _insert(graph: Graph, layer: TemplateLayer, scope: str, current: str, env: dict[str, int],
-            labeler: Labeler, used: Names, checked: set[str]) -> str:
+            labeler: Labeler, used: Names, checked: set[str], container: str) -> str:
     if layer.op in env:  # a parameter where the op goes: it holds a number, never a layer kind
         raise ResdslError(f"`{layer.op}` is {env[layer.op]!r} here, a number, not a layer kind", layer.op_span,
                           hint="a parameter stands for a layer where its default is a kind (`act = relu`)")
@@ -87,6 +113,6 @@ def _insert(graph: Graph, layer: TemplateLayer, scope: str, current: str, env: d
         raise unknown_layer(layer.op, layer.op_span)
     exprs: dict[str, ast.Expr] = {}
     attrs = layer_attrs(layer, info, env, exprs, checked)  # type: ignore[arg-type]
-    label = labeler.label(layer.label, "" if layer.label else "downsample.", used, layer.span, scope, layer.op)
+    label = labeler.label(layer.label, "" if layer.label else container + ".", used, layer.span, scope, layer.op)
     return graph.add(f"{scope}.{label}", layer.op, [current], span=layer.span, scope=scope, label=label,
                      exprs=exprs, branch="", role=PROJECTION, **attrs)

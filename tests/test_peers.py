@@ -33,9 +33,6 @@ NOT_YET = {
                              "hierarchical 3x3s (each adds the previous split's output, convs.N / bns.N), then "
                              "concatenates; the strided first block pools the last split",
     # The rest of the classification zoo.
-    "tv_regnet_y_400mf": "naming: trunk_output.blockN.blockN-M (1-based, hyphenated), the shortcut named proj.* "
-                         "(a policy's layers must be downsample.*), f.a/f.b/f.se/f.c; SE squeezing by the block's "
-                         "input width",
     "tv_densenet121": "dense connectivity (each layer's output concatenated onto all before it) and its naming "
                       "features.denseblockN.denselayerM (1-based, named), features.transitionN",
     "tv_googlenet": "Inception blocks (four parallel branches concatenated) named inceptionNa.branchK.M.conv "
@@ -56,6 +53,8 @@ NOT_YET = {
 ORDER_NOT_YET = {
     "timm_resnetv2_50": "a policy's projection is registered after the block's layers (torchvision's "
                         "Bottleneck order); timm's PreActBottleneck registers downsample.conv before norm1",
+    "tv_regnet_y_400mf": "torchvision's ResBottleneckBlock registers its shortcut (proj) before its "
+                         "branch (f); a block's handed-in shortcut is registered after the block's layers",
 }
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}  # the fixtures' spelling of a dtype

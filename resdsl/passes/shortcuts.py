@@ -8,7 +8,8 @@ Requires: shapes. Provides: shapes and legal adds. For each `add`, by its policy
   C         that projection on every block;
   gated     a 1x1 conv `gate` (with bias) whose sigmoid mixes the branches, plus the B projection
             where shapes differ;
-  a `policy` the spec defines: its layers (`downsample.*`) where shapes differ, written for the
+  a `policy` the spec defines: its layers (`downsample.*`, or the keys of another container the
+            policy names, torchvision's RegNet `proj.*`) where shapes differ, written for the
             output channels and the stride.
 (`none` never reaches it: lowering leaves such an add out, so a plain network is the residual one
 without its adds.)

@@ -21,7 +21,7 @@ class _Emitted:
     init: list[str]
     forward: list[str]
     checks: list[tuple[Sym, Callable[[str], int]]]  # (sym, block path -> the integer it must be there)
-    shortcut: bool  # some shortcut module is handed in
+    shortcut: str | None  # the name of the shortcut module handed in, if one is
     structure: tuple
 
 
@@ -36,7 +36,8 @@ class BlockEmitter:
         # no layer of the class overwrites its input, so every block keeps the one class.
         self.input_returned = input_returned
 
-    def emit(self, path: str, shortcut: bool) -> _Emitted:
+    def emit(self, path: str, shortcut: str | None) -> _Emitted:
+        """The class body of block `path`; `shortcut`: the name it keeps a handed-in shortcut under."""
         g = self.graph
         block = g.blocks[path]
         self.env = block_env(g, path)
@@ -148,13 +149,13 @@ class BlockEmitter:
             out.append((layer.sym(key), lambda p, k=key: g.node(f"{p}.{label}").attrs.get(k)))
         return out
 
-    def _add(self, name: str, residual: str, shortcut: bool, source: str, target: str) -> list[str]:
-        """`add shortcut`: the block input, or what the handed-in `downsample` makes of `source`."""
+    def _add(self, name: str, residual: str, shortcut: str | None, source: str, target: str) -> list[str]:
+        """`add shortcut`: the block input, or what the handed-in shortcut (`downsample`) makes of `source`."""
         g = self.graph
         lines, identity = [], "x"
         if shortcut:
-            lines, identity = ["identity = x", "if self.downsample is not None:",
-                               f"    identity = self.downsample({source})"], "identity"
+            lines, identity = ["identity = x", f"if self.{shortcut} is not None:",
+                               f"    identity = self.{shortcut}({source})"], "identity"
         if g.node(name).attrs["gated"]:
             return lines + ["t = torch.sigmoid(self.gate(x))",
                             f"{target} = {residual} * t + {identity} * (1.0 - t)"]

@@ -18,7 +18,7 @@ from .block import BlockEmitter
 from .converters import constructor, kind_arguments
 from .lines import LINE_LIMIT, pack
 from .names import class_name, namespace, policy_function
-from .shortcuts import shortcut_call
+from .shortcuts import shortcut_call, shortcut_name
 from .symbols import IN, Inexpressible, block_env, render
 
 
@@ -68,7 +68,7 @@ class Generator:
         )
 
     def _params(self, definition: str) -> dict[str, str]:
-        names = namespace()
+        names = namespace({t.container for t in self.graph.policies.values()})  # what a block is handed
         params = {}
         signature = self.graph.signatures[definition]
         for name, _ in signature.params + signature.lets:  # `self` -> `self_`, `print` -> `print_`
@@ -85,7 +85,10 @@ class Generator:
         integers are not what the spec's expressions give for it."""
         g = self.graph
         params = self._params(definition)
-        shortcut = any(shortcut_call(g, p) for p in paths)
+        handed = {shortcut_name(g, p) for p in paths if shortcut_call(g, p)}
+        if len(handed) > 1:  # policies naming their modules apart: one class cannot take both
+            return False
+        shortcut = handed.pop() if handed else None
         gated = {g.node(n).attrs["gated"] for p in paths for n in g.scope_nodes(p)
                  if g.node(n).op == "add"}
         if len(gated) > 1:
@@ -107,13 +110,13 @@ class Generator:
         lets = self._lets(definition, params, paths[0])
         cls = GeneratedClass(self.names.create_name(class_name(definition)), self._doc(definition, paths),
                      signature=signature, init=self._defaults(definition, params) + lets + emitted.init
-                     + (["self.downsample = downsample"] if shortcut else []), forward=emitted.forward)
+                     + ([f"self.{shortcut} = {shortcut}"] if shortcut else []), forward=emitted.forward)
         self.classes.append(cls)
         for path in paths:
             self.calls[path] = self._call(cls.name, definition, params, path, shortcut)
         return True
 
-    def _signature(self, definition: str, params: dict[str, str], shortcut: bool) -> list[str]:
+    def _signature(self, definition: str, params: dict[str, str], shortcut: str | None) -> list[str]:
         parts = ["self", f"{params[IN]}: int"]
         keyword_only = False
         for name, default in self._class_params(definition):
@@ -133,7 +136,7 @@ class Generator:
             else:
                 parts.append(f"{params[name]}: {kind} | None = None")
         if shortcut:
-            parts.append("downsample: nn.Module | None = None")
+            parts.append(f"{shortcut}: nn.Module | None = None")
         head = f"def __init__({', '.join(parts)}) -> None:"
         if 4 + len(head) <= LINE_LIMIT:
             return [head]
@@ -184,7 +187,7 @@ class Generator:
         env = block_env(g, prototype)
         return [f"{params[name]} = {render(expr, params, env).text}" for name, expr in lets if name in used]
 
-    def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: bool) -> str:
+    def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: str | None) -> str:
         g = self.graph
         block = g.blocks[path]
         args = [str(g.shape(block.input)[0])]
@@ -202,7 +205,7 @@ class Generator:
             scope[name] = value
         made = shortcut_call(g, path)
         if made:
-            args.append(f"downsample={made}")
+            args.append(f"{shortcut}={made}")
         return cls, args
 
     def _literal(self, definition: str, paths: list[str]) -> None:
@@ -211,20 +214,20 @@ class Generator:
         emitter = BlockEmitter(g, self._params(definition), literal=True)
         bodies: dict[tuple, tuple[GeneratedClass, list[str]]] = {}
         for path in paths:
-            shortcut = shortcut_call(g, path) is not None
+            made = shortcut_call(g, path)
+            shortcut = shortcut_name(g, path) if made else None
             emitted = emitter.emit(path, shortcut)
             key = (tuple(emitted.init), tuple(emitted.forward))
             if key not in bodies:
-                handed = ", downsample: nn.Module | None = None" if shortcut else ""
+                handed = f", {shortcut}: nn.Module | None = None" if shortcut else ""
                 signature = [f"def __init__(self{handed}) -> None:"]
                 cls = GeneratedClass(self.names.create_name(class_name(definition)), "", signature=signature,
-                             init=emitted.init + (["self.downsample = downsample"] if shortcut else []),
+                             init=emitted.init + ([f"self.{shortcut} = {shortcut}"] if shortcut else []),
                              forward=emitted.forward)
                 bodies[key] = (cls, [])
                 self.classes.append(cls)
             bodies[key][1].append(path)
-            made = shortcut_call(g, path)
-            self.calls[path] = bodies[key][0].name, [f"downsample={made}"] if made else []
+            self.calls[path] = bodies[key][0].name, [f"{shortcut}={made}"] if made else []
         for cls, members in bodies.values():
             cls.doc = self._doc(definition, members)
 

@@ -1,10 +1,12 @@
-"""The shortcut a block is handed as `downsample`, as torchvision's `_make_layer` builds it: the
-call that makes it (projection(), ZeroPadShortcut(), a policy's helper) and each user policy's
+"""The shortcut a block is handed as `downsample`, as torchvision's `_make_layer` builds it (or
+under the container a user policy names, `proj` in torchvision's RegNet): the call that makes it
+(projection(), ZeroPadShortcut(), a policy's helper), the name it goes by, and each user policy's
 helper function."""
 from __future__ import annotations
 
 from ... import ast
 from ...ir import PAD, PROJECTION, Graph
+from ...reserved import DEFAULT_SHORTCUT
 from .converters import Layer, module_of
 from .lines import call, sequential_of
 from .names import namespace, policy_function
@@ -14,6 +16,16 @@ from .symbols import IN, Sym, render
 def inserted(graph: Graph, path: str, role: str) -> list[str]:
     """The nodes shortcut legalization inserted into block `path` with `role`, in order."""
     return [n for n in graph.scope_nodes(path) if graph.node(n).role == role]
+
+
+def shortcut_name(graph: Graph, path: str) -> str:
+    """What block `path` calls the shortcut it is handed: its policy's container."""
+    for add in graph.scope_nodes(path):
+        node = graph.node(add)
+        if node.op == "add" and node.attrs.get("applied"):
+            return graph.policies[node.attrs["policy"]].container
+    return DEFAULT_SHORTCUT
+
 
 def shortcut_call(graph: Graph, path: str) -> str | None:
     """The module a policy inserted for this block, as the network builds it."""
@@ -38,8 +50,7 @@ def shortcut_call(graph: Graph, path: str) -> str | None:
 
 def policy_helper(graph: Graph, name: str) -> list[str]:
     """`def NAME(in_channels, channels, stride) -> nn.Sequential`, its layers written with the
-    policy's own expressions, keyed as its labels say (`downsample.0` -> 0, `downsample.conv` ->
-    conv)."""
+    policy's own expressions, keyed as its labels say (`downsample.0` -> 0, `proj.conv` -> conv)."""
     policy = graph.policies[name]
     names = namespace({"in_channels"})
     params = {p.name: names.create_name(p.name) for p in policy.params}
