@@ -133,9 +133,10 @@ class Join:
 
 @dataclass(frozen=True)
 class Branch:
-    """`label: branch [source] { layers }`: a side path, joined later by its label."""
+    """`label: branch [source] { layers }`: a side path, joined later by its label. Unlabeled,
+    its layers are named as the enclosing body's and it is joined by its last layer's label."""
 
-    label: str
+    label: str | None
     source: str | None  # None: the current value; `input`: the block's input; else a label
     body: tuple[Union["Layer", "Join", "Branch"], ...]
     span: Span

@@ -143,7 +143,8 @@ class _Printer:
             if isinstance(item, ast.Branch):
                 source = f" {item.source}" if item.source else ""
                 header_end = item.body[0].span.line - 1 if item.body else item.span.line
-                self._emit(indent, f"{item.label}: branch{source} {{", _line_span(item.span, header_end))
+                label = f"{item.label}: " if item.label is not None else ""
+                self._emit(indent, f"{label}branch{source} {{", _line_span(item.span, header_end))
                 self._statements(item.body, indent + INDENT)
                 self._leading(item.span.end_line, indent + INDENT)
                 self.out.append(indent + "}" + self._trailing(item.span.end_line, item.span.end_line))

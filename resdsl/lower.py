@@ -220,8 +220,11 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
             source = ctx.values[branch.source]
         if not branch.body:
             raise ResdslError(
-                f"branch `{branch.label}` is empty", branch.span, hint="give it at least one layer"
-            )
+                f"branch `{branch.label}` is empty" if branch.label else "this branch is empty", branch.span,
+                hint="give it at least one layer")
+        if branch.label is None:
+            self._path(branch, ctx, source, env, prefix)
+            return
         label = prefix + branch.label
         self.labeler.check_name(label, branch.span)  # its layers may all be unlabeled: check the container
         if label in ctx.used or label in ctx.values:
@@ -233,6 +236,17 @@ class _Lowering(BlockLowering, JoinLowering, SubBlockLowering):
         ctx.used.add(label)
         ctx.values[label] = end
         ctx.branches[label] = (end, branch.span)
+
+    def _path(self, branch: ast.Branch, ctx: Body, source: str, env: dict[str, Value], prefix: str) -> None:
+        """An unlabeled branch: its layers named as the body's own (SqueezeNet's `expand3x3` beside
+        `expand1x1`), its value the label of its last layer."""
+        last = branch.body[-1]
+        if isinstance(last, (ast.Branch, ast.Let)) or last.label is None:
+            raise ResdslError("an unlabeled branch is joined by its last layer's label, and this one has none",
+                              branch.span, hint="label its last layer (`e3: relu`), or label the branch "
+                                                "(`b: branch { ... }`, its layers then inside `b`)")
+        end = self._statements(branch.body, ctx, source, env, prefix)
+        ctx.branches[prefix + last.label] = (end, branch.span)
 
     def _layer(
         self, layer: ast.Layer, ctx: Body, current: str, env: dict[str, Value], prefix: str

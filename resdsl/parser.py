@@ -243,7 +243,7 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def branch(self, meta, children):
         label, source, body = children
-        return ast.Branch(str(label), str(source) if source is not None else None, body, self._span(meta),
+        return ast.Branch(str(label) if label is not None else None, str(source) if source is not None else None, body, self._span(meta),
                           _span(source, self.text, self.filename) if source is not None else None)
 
     @v_args(meta=True)

@@ -33,14 +33,7 @@ NOT_YET = {
                              "hierarchical 3x3s (each adds the previous split's output, convs.N / bns.N), then "
                              "concatenates; the strided first block pools the last split",
     # The rest of the classification zoo.
-    "tv_densenet121": "dense connectivity (each layer's output concatenated onto all before it) and its naming "
-                      "features.denseblockN.denselayerM (1-based, named), features.transitionN",
-    "tv_googlenet": "Inception blocks (four parallel branches concatenated) named inceptionNa.branchK.M.conv "
-                    "(the block index after the stage); BN eps 0.001",
     "tv_inception_v3": "asymmetric 1x7/7x1 kernels and padding; Mixed_5b... naming; BN eps 0.001; 299x299",
-    "tv_squeezenet1_0": "Fire modules numbered inside features between pools (features.3.squeeze, "
-                        "features.3.expand1x1/expand3x3 concatenated): a block cannot be one element of "
-                        "a flat features.N sequence; classifier.1 is a conv classifier before the global pool",
     "tv_shufflenet_v2_x0_5": "channel split (chunk in 2) and channel shuffle in every block",
     "tv_convnext_tiny": "LayerNorm over channels (torchvision's permute + LayerNorm), per-pixel Linear layers, "
                         "a learnable layer scale (features.N.M.layer_scale), GELU",

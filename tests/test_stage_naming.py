@@ -182,3 +182,38 @@ def test_fmt_keeps_patterns_and_single_block_stages(text: str) -> None:
     once = format_source(text, "x.rds")
     assert format_source(once, "x.rds") == once
     assert resdsl.loads(once, "x.rds").params == resdsl.loads(text, "x.rds").params
+
+
+FIRE = """
+block fire(squeeze, expand) {
+    squeeze: conv squeeze k1 bias=1
+    s: relu
+    branch s { expand1x1: conv expand k1 bias=1; e1: relu }
+    branch s { expand3x3: conv expand k3 p1 bias=1; e3: relu }
+    concat e1 e3
+}
+network fire {
+    input 8x6x6
+    outputs fire2
+    stage fire2: fire(4, 5)
+}
+"""
+
+
+def test_an_unlabeled_branch_names_its_layers_as_the_blocks_own() -> None:
+    """SqueezeNet's Fire: expand1x1 and expand3x3 side by side in the block's own module, each
+    read from the squeeze; the value of the first path is kept while the second runs."""
+    net = resdsl.loads(FIRE, "fire.rds")
+    module = net.to_torch(seed=0).eval()
+    state = module.state_dict()
+    assert list(state) == [f"fire2.{layer}.{p}" for layer in ("squeeze", "expand1x1", "expand3x3")
+                           for p in ("weight", "bias")]
+    x = torch.randn(2, 8, 6, 6)
+    f = nn.functional
+    s = torch.relu(f.conv2d(x, state["fire2.squeeze.weight"], state["fire2.squeeze.bias"]))
+    expected = torch.cat([torch.relu(f.conv2d(s, state["fire2.expand1x1.weight"], state["fire2.expand1x1.bias"])),
+                          torch.relu(f.conv2d(s, state["fire2.expand3x3.weight"], state["fire2.expand3x3.bias"],
+                                              padding=1))], 1)
+    torch.testing.assert_close(module(x)["fire2"], expected)
+    once = format_source(FIRE, "fire.rds")
+    assert "    branch s {\n" in once and format_source(once, "fire.rds") == once

@@ -50,6 +50,8 @@ class BlockEmitter:
         self.add_sources = {g.node(a).attrs.get("source") for a in nodes if g.node(a).op == "add"}
         self.variables: dict[str, str] = {}  # label (of a kept value or a branch) -> its variable
         self.locals = namespace()
+        emitted = [n for n in nodes if g.node(n).role is None]
+        self.following = dict(zip(emitted, emitted[1:]))  # the statement after each, where `out` stays live
         for name in nodes:
             node = g.node(name)
             label, op, a = node.label, node.op, node.attrs
@@ -115,7 +117,10 @@ class BlockEmitter:
         g = self.graph
         node = g.node(name)
         readers = [u for u in g.users(name) if g.node(u).scope == path]
-        kept = len(readers) > 1 or name in self.add_sources
+        # A value read after other statements, outside any branch (SqueezeNet's unlabeled paths),
+        # would be overwritten in `out` before its reader runs.
+        later = len(readers) == 1 and not node.branch and readers[0] != self.following.get(name)
+        kept = len(readers) > 1 or name in self.add_sources or later
         if kept:
             return self._variable(node.label)
         if node.branch:

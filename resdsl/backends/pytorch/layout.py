@@ -2,6 +2,7 @@
 0..n-1 written as one nn.Sequential, and the forward statements that reach each layer."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -162,13 +163,16 @@ def _keyed(keys: list[str]) -> bool:
     return any(not k.isidentifier() for k in keys)
 
 
+_TOP_POSITION = re.compile(r'getattr\(self, ("[^"]*")\) = ')
+
+
 def _assign(lines: list[str]) -> list[str]:
     """`getattr(self, "0") = X` (a position at a class's top, which no attribute can name) as
     `self.add_module("0", X)`."""
-    if not lines[0].startswith("getattr(self, "):
+    target = _TOP_POSITION.match(lines[0])
+    if target is None:  # `getattr(self, "0").conv = ...` sets an attribute of it: valid as it is
         return lines
-    target, _, value = lines[0].partition(") = ")
-    first = f"self.add_module({target.removeprefix('getattr(self, ')}, {value}"
+    first = f"self.add_module({target[1]}, {lines[0][target.end():]}"
     return [first + ")"] if len(lines) == 1 else [first, *lines[1:-1], lines[-1] + ")"]
 
 
