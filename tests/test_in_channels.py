@@ -97,3 +97,18 @@ def test_identity_or_none_adds_the_shortcut_only_where_the_shapes_agree() -> Non
         torch.testing.assert_close(first(x), branch(first, x))  # 24 -> 32 at stride 2: no add
         y = first(x)
         torch.testing.assert_close(second(y), branch(second, y) + y)
+
+
+def test_a_parameters_default_may_read_in_channels() -> None:
+    """`mid = in_channels * expand` as a default (timm's InvertedResidual computes mid_chs from
+    in_chs): one class, which works the default out from its own in_channels."""
+    text = INVERTED.replace("block inverted(out, stride = 1, expand = 6) {\n    let hidden = in_channels * expand",
+                            "block inverted(out, stride = 1, expand = 6, hidden = in_channels * expand) {")
+    net, reference = resdsl.loads(text, "mb.rds"), resdsl.loads(INVERTED, "mb.rds")
+    assert net.params == reference.params
+    source = net.torch_source()
+    assert source.count("\nclass ") == 2 and "            hidden = in_channels * expand\n" in source
+    module = net.to_torch(seed=0).eval()
+    module.load_state_dict(reference.to_torch(seed=1).state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(module(x), reference.to_torch(seed=1).eval()(x))

@@ -191,7 +191,7 @@ class Generator:
         g = self.graph
         block = g.blocks[path]
         args = [str(g.shape(block.input)[0])]
-        scope = {"classes": g.classes}
+        scope = {"classes": g.classes, IN_CHANNELS: g.shape(block.input)[0]}  # defaults may read it
         keyword = False
         for name, default in self._class_params(definition):
             value = block.args[name]
