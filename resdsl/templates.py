@@ -62,8 +62,9 @@ def instantiate(graph: Graph, policy: PolicyTemplate, scope: str, source: str, c
     policy's container (`downsample.*` unless it names another), which none of the block's own
     layers may use."""
     labeler, used = Labeler(inserting=True), Names()
-    own = [graph.node(n).label for n in graph.scope_nodes(scope)]
-    used.update(own)
+    labels = [graph.node(n).label for n in graph.scope_nodes(scope)]
+    used.update(labels)
+    own = [graph.node(n).label for n in graph.scope_nodes(scope) if graph.node(n).role != PROJECTION]
     env = {policy.params[0].name: channels, policy.params[1].name: stride}
     checked: set[str] = set()
     current, container = source, policy.container
