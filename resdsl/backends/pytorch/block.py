@@ -71,8 +71,10 @@ class BlockEmitter:
             if lines is not None:
                 steps.append(Step(None, lines, name, source))
                 var[name] = target
-                if op != "chunk":  # `_expression` gave a chunk's
-                    channels[name] = channels[source] if op != "concat" else Sym.literal(g.shape(name)[0])
+                if op == "concat":
+                    channels[name] = _concat_channels([channels[i] for i in g.inputs(name)], g.shape(name)[0])
+                elif op != "chunk":  # `_expression` gave a chunk's
+                    channels[name] = channels[source]
                 structure.append((label, op, tuple(lines)))
                 continue
             layer = Layer(self._attr_sym(node), channels[source], g.shape(source))
@@ -189,6 +191,21 @@ class BlockEmitter:
         if not self.literal and "stride" in self.params:
             return Sym(self.params["stride"], 4, ast.Var("stride", None))
         return Sym.literal(value)
+
+
+def _concat_channels(parts: list[Sym], total: int) -> Sym:
+    """A concat's channels in the class's terms: its operands' summed (`width * 4` where all four
+    are `width`, as Res2Net's chunks), or the literal where some operand's is one."""
+    if any(part.expr is None for part in parts):
+        return Sym.literal(total)
+    if len({part.text for part in parts}) == 1:
+        one = parts[0]
+        text = one.text if one.prec >= 2 else f"({one.text})"
+        return Sym(f"{text} * {len(parts)}", 2, ast.BinOp("*", one.expr, ast.Int(len(parts), None), None))
+    expr = parts[0].expr
+    for part in parts[1:]:
+        expr = ast.BinOp("+", expr, part.expr, None)
+    return Sym(" + ".join(part.text for part in parts), 1, expr)
 
 
 def _peer(graph: Graph, node: str, path: str, prototype: str) -> str:

@@ -137,9 +137,14 @@ def _chunk_channels(layer: Layer, a: dict) -> Sym:
     channels, n = layer.channels, layer.sym("n")
     if channels.expr is None:
         return Sym.literal(layer.in_shape[0] // a["n"])
+    expr, times = channels.expr, f" * {a['n']}"
+    if isinstance(expr, ast.BinOp) and expr.op == "*" and isinstance(expr.rhs, ast.Int) \
+            and expr.rhs.value == a["n"] and channels.text.endswith(times):  # (w * 4) // 4 is w
+        text = channels.text.removesuffix(times)
+        return Sym(text, 2 if " " in text and not text.startswith("(") else 4, expr.lhs)
     lhs = channels.text if channels.prec >= 2 else f"({channels.text})"
     rhs = n.text if n.prec > 2 else f"({n.text})"
-    return Sym(f"{lhs} // {rhs}", 2, ast.BinOp("//", channels.expr, n.expr or ast.Int(a["n"], None), None))
+    return Sym(f"{lhs} // {rhs}", 2, ast.BinOp("//", expr, n.expr or ast.Int(a["n"], None), None))
 
 
 def _select(operands: list[str], target: str) -> list[str]:
