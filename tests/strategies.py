@@ -20,7 +20,7 @@ KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_b
 ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
-          "grouped", "gated_se", "paths", "wide", "selective")
+          "grouped", "gated_se", "paths", "wide", "convnext", "selective")
 POLICIES = ("A", "B", "B", "C", "gated", "none", "identity_or_none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
@@ -62,6 +62,17 @@ block paths(width, stride = 1) {
     }
     concat a b
     dropout 0.1
+    add shortcut
+}
+
+# ConvNeXt's: LayerNorm over channels, per-pixel linear layers, a layer scale of either shape.
+block convnext(width, stride = 1, dims = 1) {
+    conv_dw: conv width k3 s=stride p1 bias=1
+    norm: ln
+    mlp.fc1: linear width * 2
+    mlp.act: gelu
+    mlp.fc2: linear width
+    gamma: scale width dims=dims
     add shortcut
 }
 
@@ -134,7 +145,8 @@ def networks(draw) -> str:
     for i in range(draw(st.integers(0, 3))):
         text += draw(stages(i))
     head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes",
-                                 "gn g1; relu; avgpool; fc classes",
+                                 "gn g1; relu; avgpool; fc classes", "ln eps=0.01; avgpool; ln; fc classes",
+                                 "scale dims=3; avgpool; linear 5; scale; fc classes",
                                  "avgpool; flatten; dropout 0.5; fc classes; softmax", "sigmoid; fc classes"]))
     return text + f"    head {{ {head} }}\n}}\n"
 

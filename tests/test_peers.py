@@ -29,9 +29,6 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 # Fixtures no spec reproduces yet, each with what the language lacks to write it exactly (issue #31).
 NOT_YET = {
     # The ResNet family.
-    "timm_res2net50_26w_4s": "Res2Net: the 3x3 of each bottleneck splits its channels in 4 (a channel split), runs "
-                             "hierarchical 3x3s (each adds the previous split's output, convs.N / bns.N), then "
-                             "concatenates; the strided first block pools the last split",
     # The rest of the classification zoo.
     "tv_inception_v3": "asymmetric 1x7/7x1 kernels and padding; Mixed_5b... naming; BN eps 0.001; 299x299",
     "tv_shufflenet_v2_x0_5": "channel split (chunk in 2) and channel shuffle in every block",

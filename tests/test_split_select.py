@@ -165,3 +165,12 @@ def test_a_chunk_outside_a_block_is_refused_by_the_torch_backend_where_it_stands
         net.torch_source()
     assert caught.value.render().startswith(
         "stem.rds:1:33: error: the torch backend writes `chunk` only among a block's layers, not in a stem or head")
+
+
+def test_res2nets_blocks_are_two_classes_in_their_own_terms() -> None:
+    """A chunk of `w * 4` channels in 4 is `w` wide, and the concat of four `w` is `w * 4`, so every
+    stage's blocks share a class, as timm's Bottle2neck (its first blocks another)."""
+    source = resdsl.load("specs/res2net50_26w_4s.rds").torch_source()
+    assert source.count("\nclass ") == 3  # Bottle2neckFirstBlock, Bottle2neckBlock, the network
+    assert 'self.convs["0"] = nn.Conv2d(w, w, kernel_size=3, padding=1, bias=False)' in source
+    assert "self.conv3 = nn.Conv2d(w * 4, width * 4, kernel_size=1, bias=False)" in source

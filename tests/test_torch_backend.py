@@ -15,7 +15,19 @@ from handwritten import TIMM, TORCHVISION, CifarResNet
 from resdsl.ir import INPUT, Graph
 from resdsl.ops import OPS
 
-MODULE_OPS = {op for op, d in OPS.items() if d.module}  # what the generated module holds as modules
+# What the generated module holds as modules: a layer scale is a parameter of its block (timm's `gamma`).
+MODULE_OPS = {op for op, d in OPS.items() if d.module} - {"scale"}
+
+
+def _module_shape(graph: Graph, name: str, batch: int) -> tuple[int, ...]:
+    """What a node's module returns: its shape, but channel_conv's nn.Conv1d runs on the pooled vector
+    viewed as (N, 1, C), and ln's and linear's modules on a map's channels last (forward turns each back)."""
+    op, shape = graph.node(name).op, graph.shape(name)
+    if op == "channel_conv":
+        return (batch, 1, shape[0])
+    if op in ("ln", "linear") and len(shape) == 3:
+        return (batch, *shape[1:], shape[0])
+    return (batch, *shape)
 
 
 def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -> torch.Tensor:
@@ -35,9 +47,7 @@ def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -
         y = model.eval()(x)
     for h in handles:
         h.remove()
-    # channel_conv's nn.Conv1d runs on the pooled vector viewed as (N, 1, C); forward views it back.
-    expected = {n: (batch, 1, graph.shape(n)[0]) if graph.node(n).op == "channel_conv" else (batch, *graph.shape(n))
-                for n in seen}
+    expected = {n: _module_shape(graph, n, batch) for n in seen}
     assert seen == expected
     assert len(seen) >= sum(graph.node(n).op in MODULE_OPS for n in graph.order())
     if graph.outputs:  # a dict of named feature maps, in order

@@ -15,12 +15,14 @@ STYLE = {
     "conv": {"shape": "box", "style": "rounded,filled", "fillcolor": "#cfe2ff"},
     "bn": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8f5e9"},
     "gn": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8f5e9"},
+    "ln": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8f5e9"},
     "relu": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fff8e1"},
     "maxpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
     "avgpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
     "blurpool": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eeeeee"},
     "channel_conv": {"shape": "box", "style": "rounded,filled", "fillcolor": "#cfe2ff"},
     "fc": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f3e5f5"},
+    "linear": {"shape": "box", "style": "rounded,filled", "fillcolor": "#f3e5f5"},
     "add": {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.35", "fixedsize": "true"},
 }
 OTHER = {"shape": "box", "style": "rounded,filled", "fillcolor": "#f5f5f5"}  # activations, dropout, ...
@@ -50,6 +52,12 @@ def describe(graph: Graph, name: str) -> str:
         text = f"blur {a['kernel']}x{a['kernel']}, /{a['stride']}"
     elif op == "channel_conv":  # ECA's size (kernel 0) shown as the size it is
         text = f"conv1d across C, k{channel_kernel(a, [graph.shape(graph.inputs(name)[0])])}"
+    elif op == "ln":
+        text = "layer norm over C"
+    elif op == "linear":  # at every pixel of a map
+        text = f"linear {a['out']}" + (" per pixel" if len(node.shape) == 3 else "")
+    elif op == "scale":
+        text = "scale per channel"
     elif op == "dropout":
         text = f"dropout {a['p']:g}"
     elif op == "fc":

@@ -19,6 +19,7 @@ from ..ops import OPS
 from ..ops.rules import blur_filter, blur_padding, channel_kernel
 from ..passes.decompose import decomposed
 from ..passes.shapes import locate
+from . import onnx_channels
 from .support import check_supported
 
 OPSET = 17  # the default, and the oldest offered: the first with every op below in its current form
@@ -338,6 +339,7 @@ CONVERTERS: dict[str, Callable[[_Builder, str, list[str], dict], str]] = {
     "select": _select,
     "chunk": _chunk,
     "pad": _pad,
+    **onnx_channels.CONVERTERS,  # ln, linear, scale
 }
 
 

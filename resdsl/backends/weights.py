@@ -36,7 +36,7 @@ def owned(graph: Graph) -> Iterator[tuple[str, Weight]]:
         node = graph.node(name)
         ins = [graph.shape(i) for i in graph.inputs(name)]
         for weight in OPS[node.op].weights(node.attrs, ins, node.shape):
-            yield f"{name}.{weight.name}", weight
+            yield f"{name}.{weight.name}" if weight.name else name, weight  # a `scale`: the label itself
 
 
 def expected_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:

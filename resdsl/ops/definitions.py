@@ -22,12 +22,18 @@ from .rules import (
     fc_weights,
     flatten_shape,
     gn_shape,
+    linear_macs,
+    linear_shape,
+    linear_weights,
+    ln_shape,
     lrn_shape,
     map_shape,
     mul_shape,
     pad_shape,
     pool_shape,
     same_shape,
+    scale_shape,
+    scale_weights,
 )
 from .schema import FLAG, FLOAT, INTERNAL, JOIN, PROBABILITY, Attr, Attrs, OpDef, Range
 from .split import chunk_shape, select_shape
@@ -61,6 +67,10 @@ _BN_EPS = Range(0.0, open=True, why="added to the variance under the square root
 _GN_EPS = Range(0.0, open=True, why="added to each group's variance under the square root: at 0 a group of "
                                     "equal values (a constant map) divides by 0 (PyTorch's default is 1e-5)")
 
+# nn.LayerNorm divides by sqrt(var + eps), the variance of each pixel's channels; ConvNeXt's eps is 1e-6.
+_LN_EPS = Range(0.0, open=True, why="added to each pixel's variance over its channels under the square root: at "
+                                    "0 a pixel whose channels are equal divides by 0 (ConvNeXt uses 1e-6)")
+
 DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("input", "the network's input, batch dimension left out", lambda a, i: a["shape"], arity=(0,),
           kind=INTERNAL),
@@ -76,6 +86,11 @@ DEFINITIONS: tuple[OpDef, ...] = (
                 "over its channels and the map, then a weight and bias per channel", gn_shape,
           positional="groups", module=True, weights=affine_weights,
           attrs=(Attr("groups", 32, short="g", example=32), Attr("eps", 1e-5, FLOAT, range=_GN_EPS))),
+    # ConvNeXt (Liu et al. 2022): timm's and torchvision's LayerNorm2d, nn.LayerNorm on the
+    # channels-last map; on a vector (a pooled head's), over its features.
+    OpDef("ln", "layer normalisation over channels: each pixel's channels normalised by their mean and "
+                "variance, then a weight and bias per channel", ln_shape, module=True, weights=affine_weights,
+          attrs=(Attr("eps", 1e-6, FLOAT, range=_LN_EPS),)),
     OpDef("relu", "rectifier", same_shape, module=True),
     OpDef("leaky_relu", "leaky rectifier: `slope` times x below 0", same_shape, positional="slope",
           attrs=(Attr("slope", 0.01, FLOAT),), module=True),
@@ -127,6 +142,17 @@ DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("flatten", "flatten to a vector", flatten_shape, module=True),
     OpDef("fc", "flatten, then a fully-connected layer", fc_shape, positional="out", module=True,
           attrs=(Attr("out"),), weights=fc_weights, macs=fc_macs),
+    # ConvNeXt's pointwise MLP: nn.Linear at every pixel, so its weight is (out, in), not a 1x1
+    # conv's (out, in, 1, 1).
+    OpDef("linear", "a fully-connected layer over channels at every pixel (nn.Linear on the channels-last "
+                    "map), with a bias", linear_shape, positional="out", module=True,
+          attrs=(Attr("out"),), weights=linear_weights, macs=linear_macs),
+    # ConvNeXt's layer scale (Touvron et al. 2021): one learnable factor per channel, its key the
+    # label itself; timm's gamma is (C,), torchvision's layer_scale (C, 1, 1).
+    OpDef("scale", "a learnable factor per channel, held as the parameter named by its label: shaped (C,) "
+                   "or, with dims=3, (C, 1, 1); initialised to `init` (`width` 0: the input's channels)",
+          scale_shape, positional="width", module=True, weights=scale_weights,
+          attrs=(Attr("width", 0, low=0), Attr("dims", 1), Attr("init", 1e-6, FLOAT))),
     OpDef("add", "join by sum: operand 0 the residual branch, operand 1 the shortcut (a gated add's "
                  "operand 2: its gate's logits)", same_shape, arity=(2, 3), kind=JOIN),
     OpDef("mul", "join by product, broadcast either way (an SE gate on the current value or its input)", mul_shape,

@@ -242,3 +242,52 @@ def blurpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
 
 def blurpool_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
     return prod(out) * attrs["kernel"] ** 2  # a depthwise k x k conv with a fixed filter
+
+
+def _channels_last(shape: Shape, what: str) -> tuple[int, Shape]:
+    """The channels a per-pixel op acts on, and the rest: a CxHxW map's pixels, or a flat vector."""
+    if len(shape) not in (1, 3):
+        raise ShapeError(f"{what} needs a CxHxW map or a vector, not {fmt_shape(shape)}")
+    return shape[0], shape[1:]
+
+
+def ln_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    _channels_last(ins[0], "ln")
+    return ins[0]
+
+
+def linear_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    _, pixels = _channels_last(ins[0], "linear")
+    return (attrs["out"], *pixels)
+
+
+def linear_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    """nn.Linear's: (out, in) and (out,), not a 1x1 conv's (out, in, 1, 1)."""
+    return [Weight("weight", (attrs["out"], ins[0][0])), Weight("bias", (attrs["out"],))]
+
+
+def linear_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
+    return prod(out) * ins[0][0]
+
+
+def scale_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    c = ins[0][0]
+    width, dims = attrs["width"], attrs["dims"]
+    if width and width != c:
+        raise ShapeError(f"scale has {width} factors, but its input has {c} channels ({fmt_shape(ins[0])})",
+                         hint=f"a layer scale has one factor per channel: write `scale {c}`, or leave the "
+                              "width out to take the input's")
+    if dims not in (1, 3):
+        raise ShapeError(f"scale dims must be 1 (a ({c},) parameter, timm's gamma) or 3 (({c}, 1, 1), "
+                         f"torchvision's layer_scale), not {dims}", hint="write `scale` or `scale dims=3`")
+    if dims == 3 and len(ins[0]) != 3:
+        raise ShapeError(f"scale dims=3 is shaped for a CxHxW map, not the vector {fmt_shape(ins[0])}",
+                         hint="leave out dims on a vector")
+    return ins[0]
+
+
+def scale_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
+    """One factor per channel, its state_dict key the layer's label itself (timm's `gamma`,
+    torchvision's `layer_scale`: a parameter, not a module's weight)."""
+    c = ins[0][0]
+    return [Weight("", (c,) if attrs["dims"] == 1 else (c, 1, 1))]

@@ -61,7 +61,8 @@ class Attr:
 
 
 class Weight(NamedTuple):
-    """A tensor a layer owns, its state_dict key `LAYER.name`: a parameter (counted in the
+    """A tensor a layer owns, its state_dict key `LAYER.name` (`LAYER` where the name is empty:
+    a parameter of the enclosing module, as a layer scale's `gamma`): a parameter (counted in the
     summary's params), a buffer (BN's running statistics) or a counter (BN's 0-d int64
     `num_batches_tracked`, which no target computes with, so a weights file may leave it out)."""
     name: str

@@ -89,6 +89,34 @@ def _gn(c: _Ctx, bb, name: str, ins: list, a: dict):
                                             epsilon=a["eps"]))
 
 
+def _axis(c: _Ctx, name: str) -> int:
+    """The channel axis of a node's input: the layout's on a map, 1 on a vector."""
+    return c.channel_axis if len(c.graph.shape(c.graph.inputs(name)[0])) == 3 else 1
+
+
+def _ln(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """LayerNorm over the channel axis alone, in either layout: no transposes."""
+    gamma, beta = (c.const(c.weights[f"{name}.{key}"]) for key in ("weight", "bias"))
+    return bb.emit(c.relax.op.nn.layer_norm(ins[0], gamma, beta, axes=[_axis(c, name)], epsilon=a["eps"]))
+
+
+def _linear(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """On a map, a 1x1 conv (nn.Linear's (out, in) weight as (out, in, 1, 1)); on a vector, a matmul."""
+    op = c.relax.op
+    weight, bias = c.weights[f"{name}.weight"], c.weights[f"{name}.bias"]
+    if len(c.graph.shape(name)) == 1:
+        return bb.emit(op.add(op.matmul(ins[0], c.const(weight.T)), c.const(bias)))
+    out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight[:, :, None, None]), data_layout=c.layout,
+                               kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
+    return bb.emit(op.add(out, c.channel(bias)))
+
+
+def _scale(c: _Ctx, bb, name: str, ins: list, a: dict):
+    factor = c.weights[name].reshape(-1)
+    spatial = len(c.graph.shape(name)) == 3
+    return bb.emit(c.relax.op.multiply(ins[0], c.channel(factor) if spatial else c.const(factor)))
+
+
 def _channel_conv(c: _Ctx, bb, name: str, ins: list, a: dict):
     """The Cx1x1 vector as a 1-D sequence of C (N, 1, C), convolved, and back (one memory order
     in either layout: the map is 1x1)."""
@@ -231,6 +259,9 @@ CONVERTERS: dict[str, Callable] = {
     "conv": _conv,
     "bn": _bn,
     "gn": _gn,
+    "ln": _ln,
+    "linear": _linear,
+    "scale": _scale,
     "channel_conv": _channel_conv,
     "blurpool": _blurpool,
     "relu": lambda c, bb, name, ins, a: bb.emit(c.relax.op.nn.relu(ins[0])),

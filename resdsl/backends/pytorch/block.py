@@ -89,7 +89,7 @@ class BlockEmitter:
             entries.append((label, ctor, args))
             steps.append(layer_step(label, op, name, source, var[source], target, layer.in_shape))
             var[name] = target
-            channels[name] = layer.sym("out") if op in ("conv", "fc") else channels[source]
+            channels[name] = layer.sym("out") if op in ("conv", "fc", "linear") else channels[source]
             checks += self._checks(label, op, layer, source)
             structure.append((label, f"<{kind}>" if kind else op, tuple(args), target))
         init, forward = assemble(g, entries, steps)

@@ -52,6 +52,18 @@ def _gn(layer: Layer, a: dict) -> tuple[str, list[str]]:
     return "nn.GroupNorm", [layer.sym("groups").text, layer.channels.text, *_eps(layer, a, "gn")]
 
 
+def _ln(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    """nn.LayerNorm over the channels, called on the channels-last map (see `layout.layer_step`),
+    as torchvision's LayerNorm2d; its eps always written, as ConvNeXt's 1e-6 is not PyTorch's 1e-5."""
+    return "nn.LayerNorm", [layer.channels.text, f"eps={layer.sym('eps').text}"]
+
+
+def _scale(layer: Layer, a: dict) -> tuple[str, list[str]]:
+    """A parameter of the class, not a module: timm's `gamma`, torchvision's `layer_scale`."""
+    shape = f"({layer.channels.text},)" if a["dims"] == 1 else f"({layer.channels.text}, 1, 1)"
+    return "nn.Parameter", [f"torch.full({shape}, {layer.sym('init').text})"]
+
+
 def _channel_conv(layer: Layer, a: dict) -> tuple[str, list[str]]:
     """timm's EcaModule.conv: nn.Conv1d(1, 1, k), run on the pooled vector viewed as (N, 1, C)
     (see `layout.layer_step`). ECA's own size (kernel 0) in the class's terms: timm's
@@ -170,6 +182,9 @@ CONVERTERS: dict[str, Converter] = {
     "conv": Module(_conv, ("out", "kernel", "stride", "padding", "dilation", "groups")),
     "bn": Module(_bn, ("eps",)),
     "gn": Module(_gn, ("groups", "eps")),
+    "ln": Module(_ln, ("eps",)),
+    "linear": Module(lambda layer, a: ("nn.Linear", [layer.channels.text, layer.sym("out").text]), ("out",)),
+    "scale": Module(_scale, ("dims", "init")),
     "channel_conv": Module(_channel_conv, ("kernel",)),
     "blurpool": Module(_blurpool, ("stride",)),  # its kernel is the number of pools, never a name
     "relu": Module(lambda layer, a: ("nn.ReLU", []), inplace=True),

@@ -32,6 +32,11 @@ def layer_step(label: str, op: str, name: str, source: str, arg: str, out: str, 
         return Step(label, [f"{out} = torch.flatten({arg}, 1)", f"{out} = {{m}}({out})"], name, source)
     if op == "channel_conv":  # nn.Conv1d across the channels: the Cx1x1 vector as (N, 1, C), as timm's ECA
         return Step(label, [f"{out} = {{m}}({arg}.view({arg}.shape[0], 1, -1)).view_as({arg})"], name, source)
+    if op in ("ln", "linear") and len(in_shape) == 3:  # over the channels at each pixel: channels last
+        return Step(label, [f"{out} = {{m}}({arg}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"], name, source)
+    if op == "scale":  # a parameter, (C,) or (C, 1, 1): one factor per channel
+        factor = "{m}.view(-1, 1, 1)" if len(in_shape) == 3 else "{m}"
+        return Step(label, [f"{out} = {arg} * {factor}"], name, source)
     return Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg))
 
 
