@@ -56,6 +56,7 @@ PUBLISHED = {
     "specs/regnety_016.rds": (11_202_430, None, None),
     "specs/skresnet18.rds": (11_958_056, None, None),
     "specs/resnest14d.rds": (10_611_688, None, None),
+    "specs/res2net50_26w_4s.rds": (25_699_120, None, None),
     "specs/cifar/wrn28_10.rds": (36_479_194, None, None),  # Zagoruyko & Komodakis 2016
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),
