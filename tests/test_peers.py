@@ -32,10 +32,6 @@ NOT_YET = {
     # The rest of the classification zoo.
     "tv_inception_v3": "asymmetric 1x7/7x1 kernels and padding; Mixed_5b... naming; BN eps 0.001; 299x299",
     "tv_shufflenet_v2_x0_5": "channel split (chunk in 2) and channel shuffle in every block",
-    "tv_convnext_tiny": "LayerNorm over channels (torchvision's permute + LayerNorm), per-pixel Linear layers, "
-                        "a learnable layer scale (features.N.M.layer_scale), GELU",
-    "timm_convnext_tiny": "LayerNorm2d over channels, per-pixel Linear layers (mlp.fc1/fc2), a learnable layer "
-                          "scale (gamma), GELU, a norm after the global pool (head.norm)",
 }
 
 # Specs that reproduce their peer's keys, shapes, dtypes, weights and outputs, but whose state_dict

@@ -34,6 +34,7 @@ PUBLISHED = {
     "specs/tv_mobilenet_v2.rds": (3_504_872, 0.30, 2),
     "specs/tv_mobilenet_v3_large.rds": (5_483_032, 0.22, 2),
     "specs/tv_efficientnet_b0.rds": (5_288_548, 0.39, 2),
+    "specs/tv_convnext_tiny.rds": (28_589_128, 4.46, 2),
     # timm's modules (their own parameter counts).
     "specs/resnet18d.rds": (11_708_744, None, None),
     "specs/resnet50d.rds": (25_576_264, None, None),
@@ -57,6 +58,7 @@ PUBLISHED = {
     "specs/skresnet18.rds": (11_958_056, None, None),
     "specs/resnest14d.rds": (10_611_688, None, None),
     "specs/res2net50_26w_4s.rds": (25_699_120, None, None),
+    "specs/convnext_tiny.rds": (28_589_128, None, None),
     "specs/cifar/wrn28_10.rds": (36_479_194, None, None),  # Zagoruyko & Komodakis 2016
     "specs/cifar/resnet20.rds": (269_722, None, None),
     "specs/cifar/resnet32.rds": (464_154, None, None),
