@@ -105,6 +105,7 @@ class BlockInstance:
     output: str = ""  # the block's last node
     span: Span | None = None  # the stage statement that created it
     args: dict[str, int] = field(default_factory=dict)  # its parameters' values, in declaration order
+    residual: bool | None = None  # under `shortcut identity_or_none`: whether its add was made
 
 
 @dataclass(frozen=True)

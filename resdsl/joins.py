@@ -79,6 +79,7 @@ class JoinLowering:
         source = self._value(join.source, ctx) if join.source is not None else None
         if policy == "identity_or_none":  # MobileNet's: a residual only where the shapes agree
             policy = "identity" if self.shape_of(current) == self.shape_of(ctx.block_input) else "none"
+            self.graph.blocks[ctx.scope].residual = policy == "identity"  # one class takes it as a flag
         if policy == "none":  # the plain network of the same layers (He et al. 2015, Fig. 3)
             ctx.values[label] = current
             return current

@@ -97,6 +97,12 @@ def test_identity_or_none_adds_the_shortcut_only_where_the_shapes_agree() -> Non
         torch.testing.assert_close(first(x), branch(first, x))  # 24 -> 32 at stride 2: no add
         y = first(x)
         torch.testing.assert_close(second(y), branch(second, y) + y)
+    # One class for blocks with and without the add, as torchvision's InvertedResidual with its
+    # use_res_connect: the add behind a flag the network passes where it is left out.
+    source = net.torch_source()
+    assert source.count("\nclass ") == 2
+    assert "        if self.residual:\n            out += x\n" in source
+    assert source.count("residual=False") == 2  # layer1.0 (16 -> 24) and layer2.0 (24 -> 32)
 
 
 def test_a_parameters_default_may_read_in_channels() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ... import ast
 from ...ir import GATE, Graph, Node
@@ -12,7 +13,7 @@ from .layout import Step, assemble, layer_step
 from .lines import call
 from .names import namespace
 from .shortcuts import inserted
-from .symbols import IN, Sym, block_env, render
+from .symbols import IN, Inexpressible, Sym, block_env, render
 
 
 @dataclass
@@ -23,6 +24,9 @@ class _Emitted:
     checks: list[tuple[Sym, Callable[[str], int]]]  # (sym, block path -> the integer it must be there)
     shortcut: str | None  # the name of the shortcut module handed in, if one is
     structure: tuple
+
+
+OPTIONAL_ADD = "<optional add>"  # the structure entry of an add a flag turns off
 
 
 class BlockEmitter:
@@ -36,8 +40,10 @@ class BlockEmitter:
         # no layer of the class overwrites its input, so every block keeps the one class.
         self.input_returned = input_returned
 
-    def emit(self, path: str, shortcut: str | None) -> _Emitted:
-        """The class body of block `path`; `shortcut`: the name it keeps a handed-in shortcut under."""
+    def emit(self, path: str, shortcut: str | None, flag: str | None = None) -> _Emitted:
+        """The class body of block `path`; `shortcut`: the name it keeps a handed-in shortcut under;
+        `flag`: the attribute that says whether its residual add runs (`shortcut identity_or_none`
+        with the add in some blocks of the class only, torchvision's `use_res_connect`)."""
         g = self.graph
         block = g.blocks[path]
         self.env = block_env(g, path)
@@ -51,7 +57,7 @@ class BlockEmitter:
         self.variables: dict[str, str] = {}  # label (of a kept value or a branch) -> its variable
         self.locals = namespace()
         emitted = [n for n in nodes if g.node(n).role is None]
-        self.following = dict(zip(emitted, emitted[1:]))  # the statement after each, where `out` stays live
+        self.following = dict(pairwise(emitted))  # the statement after each, where `out` stays live
         for name in nodes:
             node = g.node(name)
             label, op, a = node.label, node.op, node.attrs
@@ -61,6 +67,11 @@ class BlockEmitter:
             target = self._target(name, path)
             if op == "add" and a["policy"] != "join":
                 lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
+                if flag is not None and g.blocks[path].residual is not None:
+                    if target != var[source]:  # skipped, its result must already be where it goes
+                        raise Inexpressible(f"{name}: an optional add writes {target}, not {var[source]}")
+                    lines = [f"if self.{flag}:", *(f"    {line}" for line in lines)]
+                    label = OPTIONAL_ADD
             elif isinstance(CONVERTERS[op], Join):
                 join, operands = CONVERTERS[op], [var[i] for i in g.inputs(name)]
                 lines = join.write(operands, target) if join.statements else [f"{target} = " + join.write(operands)]

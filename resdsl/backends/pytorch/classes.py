@@ -14,7 +14,7 @@ from ...ir import Graph
 from ...kinds import Kind, kind_of
 from ...lower import POSITION, evaluate
 from ...ops import fmt_shape
-from .block import BlockEmitter
+from .block import OPTIONAL_ADD, BlockEmitter
 from .converters import constructor, kind_arguments
 from .lines import LINE_LIMIT, pack
 from .names import class_name, namespace, policy_function
@@ -96,27 +96,40 @@ class Generator:
         returned = {node for _, node in g.outputs}
         emitter = BlockEmitter(g, params, literal=False, kinds=self.kinds[definition][1],
                                input_returned=any(g.blocks[p].input in returned for p in paths))
+        # `shortcut identity_or_none` with the add made in some blocks only: one class, its add
+        # behind a flag the network passes (torchvision's use_res_connect), from a block that has it.
+        flag = params["residual"] = self._flag(definition) if _mixed(g, paths) else None
+        prototype = next((p for p in paths if g.blocks[p].residual is not False), paths[0])
         try:
-            emitted = emitter.emit(paths[0], shortcut)
+            emitted = emitter.emit(prototype, shortcut, flag)
+            without = tuple(s for s in emitted.structure if s[0] != OPTIONAL_ADD)
             for path in paths:
                 env = block_env(g, path)
-                if emitter.emit(path, shortcut).structure != emitted.structure:
+                wanted = without if g.blocks[path].residual is False else emitted.structure
+                if emitter.emit(path, shortcut, flag).structure != wanted:
                     return False
                 if any(sym.value(env) != actual(path) for sym, actual in emitted.checks):
                     return False
         except (Inexpressible, ResdslError):  # unexplained by the spec's expressions: literal classes
             return False
-        signature = self._signature(definition, params, shortcut)
-        lets = self._lets(definition, params, paths[0])
+        signature = self._signature(definition, params, shortcut, flag)
+        lets = self._lets(definition, params, prototype)
         cls = GeneratedClass(self.names.create_name(class_name(definition)), self._doc(definition, paths),
                      signature=signature, init=self._defaults(definition, params) + lets + emitted.init
-                     + ([f"self.{shortcut} = {shortcut}"] if shortcut else []), forward=emitted.forward)
+                     + ([f"self.{shortcut} = {shortcut}"] if shortcut else [])
+                     + ([f"self.{flag} = {flag}"] if flag else []), forward=emitted.forward)
         self.classes.append(cls)
         for path in paths:
-            self.calls[path] = self._call(cls.name, definition, params, path, shortcut)
+            self.calls[path] = self._call(cls.name, definition, params, path, shortcut, flag)
         return True
 
-    def _signature(self, definition: str, params: dict[str, str], shortcut: str | None) -> list[str]:
+    def _flag(self, definition: str) -> str:
+        """The flag's name, one no parameter of the definition takes."""
+        taken = {name for name, _ in self.graph.signatures[definition].params}
+        return next(name for name in ("residual", "use_residual", "residual_flag") if name not in taken)
+
+    def _signature(self, definition: str, params: dict[str, str], shortcut: str | None,
+                   flag: str | None = None) -> list[str]:
         parts = ["self", f"{params[IN]}: int"]
         keyword_only = False
         for name, default in self._class_params(definition):
@@ -137,6 +150,8 @@ class Generator:
                 parts.append(f"{params[name]}: {kind} | None = None")
         if shortcut:
             parts.append(f"{shortcut}: nn.Module | None = None")
+        if flag:
+            parts.append(f"{flag}: bool = True")
         head = f"def __init__({', '.join(parts)}) -> None:"
         if 4 + len(head) <= LINE_LIMIT:
             return [head]
@@ -187,7 +202,8 @@ class Generator:
         env = block_env(g, prototype)
         return [f"{params[name]} = {render(expr, params, env).text}" for name, expr in lets if name in used]
 
-    def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: str | None) -> str:
+    def _call(self, cls: str, definition: str, params: dict[str, str], path: str, shortcut: str | None,
+              flag: str | None = None) -> str:
         g = self.graph
         block = g.blocks[path]
         args = [str(g.shape(block.input)[0])]
@@ -206,6 +222,8 @@ class Generator:
         made = shortcut_call(g, path)
         if made:
             args.append(f"{shortcut}={made}")
+        if flag and block.residual is False:
+            args.append(f"{flag}=False")
         return cls, args
 
     def _literal(self, definition: str, paths: list[str]) -> None:
@@ -251,6 +269,12 @@ def docstring(text: str) -> str:
     if 4 + 6 + len(text) <= LINE_LIMIT:
         return text
     return "\n    ".join(textwrap.wrap(text, LINE_LIMIT - 7, break_long_words=False)) + "\n    "
+
+
+def _mixed(graph: Graph, paths: list[str]) -> bool:
+    """Whether `shortcut identity_or_none` made the add in some of the blocks and not in others."""
+    made = {graph.blocks[p].residual for p in paths}
+    return True in made and False in made
 
 
 def _reads_position(expr: ast.Expr) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from ...ir import Graph
-from .lines import call, sequential_of, stage_sequential
+from .lines import Nested, call, sequential_of, stage_sequential
 
 
 @dataclass
@@ -82,14 +82,11 @@ class _Layout:
             text += f'["{part}"]' if keyed else f".{part}"
         return text
 
-    def sequential_ctor(self, path: str, ctors: dict[str, tuple[str, list[str]]]) -> tuple[str, list[str]]:
+    def sequential_ctor(self, path: str, ctors: dict[str, tuple[str, list[str]]]) -> tuple[str, Nested]:
         """A sequential container's constructor: nn.Sequential of its children, nested ones inline."""
-        parts = []
-        for key in self.containers[path]:
-            child = f"{path}.{key}"
-            head, args = self.sequential_ctor(child, ctors) if child in self.sequential else ctors[child]
-            parts.append(f"{head}({', '.join(args)})")
-        return "nn.Sequential", parts
+        return "nn.Sequential", Nested(
+            self.sequential_ctor(f"{path}.{key}", ctors) if f"{path}.{key}" in self.sequential
+            else ctors[f"{path}.{key}"] for key in self.containers[path])
 
     def inside(self, path: str) -> list[str]:
         """Every layer and container within container `path`."""

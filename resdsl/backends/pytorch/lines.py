@@ -22,11 +22,16 @@ def call(head: str, args: list[str], indent: int, one_per_line: bool = False) ->
     return lines + ["    " + current, ")"]
 
 
-def sequential_of(target: str, ctors: list[tuple[str, list[str]]]) -> list[str]:
-    """`target = nn.Sequential(` with one layer a line (or a call broken over several), then `)`."""
-    lines = [f"{target} = nn.Sequential("]
+class Nested(list):
+    """The items of an nn.Sequential inside an nn.Sequential (torchvision's `features.0`)."""
+
+
+def sequential_of(target: str, ctors: list[tuple[str, list]], indent: int = 8) -> list[str]:
+    """`target = nn.Sequential(` with one layer a line (or a call broken over several, or a nested
+    nn.Sequential of its own lines), then `)`."""
+    lines = [f"{target} = nn.Sequential(" if target else "nn.Sequential("]
     for ctor, args in ctors:
-        inner = call(ctor, args, 12, one_per_line=ctor == "nn.Sequential")
+        inner = sequential_of("", args, indent + 4) if isinstance(args, Nested) else call(ctor, args, indent + 4)
         lines += [f"    {line}" for line in inner[:-1]] + [f"    {inner[-1]},"]
     return lines + [")"]
 
