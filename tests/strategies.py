@@ -116,10 +116,13 @@ def stems(draw) -> str:
 
 
 @st.composite
-def stages(draw, index: int) -> str:
+def stages(draw, index: int, label: str | None = None) -> str:
+    """A stage; `label`: a container it shares with the other stages (numbered on)."""
     block = draw(st.sampled_from(BLOCKS))
     width = draw(st.integers(1, 8))
     repeat = draw(st.integers(1, 2))
+    # How its blocks are named: numbered (s0.0), by a pattern (s0.b1), or one block named s0.
+    naming = "numbered" if label else draw(st.sampled_from(["numbered", "numbered", "pattern", "single"]))
     stride = draw(st.sampled_from([1, 1, 2, 3]))
     policy = draw(st.sampled_from((None,) + POLICIES))
     kinds = ""
@@ -128,7 +131,8 @@ def stages(draw, index: int) -> str:
         kinds += f", norm={draw(st.sampled_from(NORM_KINDS))}" if draw(st.booleans()) else ""
     if block == "bottleneck" and draw(st.booleans()):
         kinds += f", attn={draw(st.sampled_from(ATTN_KINDS))}"
-    line = f"    stage s{index}: {block}({width}{kinds}) x {repeat}"
+    line = f"    stage {label or f's{index}'}: {block}({width}{kinds})"
+    line += {"numbered": f" x {repeat}", "pattern": f' x {repeat} named "b{{i + 1}}"', "single": ""}[naming]
     line += f" stride {stride}" if stride != 1 else ""
     line += f" shortcut {policy}" if policy else ""
     return line + "\n"
@@ -142,8 +146,9 @@ def networks(draw) -> str:
     text = CUSTOM_BLOCK + f"network random {{\n    input {c}x{h}x{w}\n    classes {draw(st.integers(1, 12))}\n"
     text += f"    shortcut {draw(st.sampled_from(POLICIES))}\n"
     text += draw(stems())
+    shared = draw(st.sampled_from([None, None, "features"]))  # torchvision's flat features.N
     for i in range(draw(st.integers(0, 3))):
-        text += draw(stages(i))
+        text += draw(stages(i, shared))
     head = draw(st.sampled_from(["avgpool; fc classes", "fc classes", "bn; relu; avgpool; fc classes",
                                  "gn g1; relu; avgpool; fc classes", "ln eps=0.01; avgpool; ln; fc classes",
                                  "scale dims=3; avgpool; linear 5; scale; fc classes",

@@ -224,4 +224,7 @@ def _peer(graph: Graph, node: str, path: str, prototype: str) -> str:
     block's input, is to `prototype`."""
     if graph.node(node).scope != prototype:
         return graph.blocks[path].input  # the prototype's input: it comes from outside its block
-    return f"{path}.{graph.node(node).label}"
+    peer = f"{path}.{graph.node(node).label}"
+    if peer not in graph and graph.node(node).op == "add":  # an optional add `path` leaves out
+        return _peer(graph, graph.inputs(node)[0], path, prototype)
+    return peer
