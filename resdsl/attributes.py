@@ -10,6 +10,7 @@ from .diagnostics import ResdslError, Span
 from .expressions import Number, Value, evaluate, evaluate_int, evaluate_number, suggest
 from .limits import LIMITS
 from .ops import JOINS, OPS, OpDef
+from .ops.schema import pair_text
 
 # The short forms (`k3 s2 p1 g32`): the attribute each stands for, as the op definitions say.
 SHORT_ATTRS = {a.short: a.name for op in OPS.values() for a in op.attrs if a.short}
@@ -35,8 +36,7 @@ def layer_attrs(layer: ast.Layer, info: OpDef, env: dict[str, Value], exprs: dic
             value = evaluate(arg.value, env)
             # Checked (and the message made) only where it is not an int: 240,000 times in a
             # stage of 20,000 blocks.
-            attrs[key] = value if value.__class__ is int else evaluate_int(arg.value, env,
-                                                                            f"`{key}` of `{info.name}`")
+            attrs[key] = value if value.__class__ is int else _non_int(arg, key, value, info, env)
         exprs[key] = arg.value
         spans[key] = arg.span
     for key, default in info.defaults.items():
@@ -54,6 +54,9 @@ def layer_attrs(layer: ast.Layer, info: OpDef, env: dict[str, Value], exprs: dic
             _check_rate_or_flag(info, key, value, span)
             continue
         low = info.attr(key).low  # an integer, checked here: 140,000 times in 20,000 blocks
+        if value.__class__ is tuple:
+            _check_pair(info, key, value, span)
+            continue
         if value < low:
             raise ResdslError(f"`{key}` must be at least {low}, not {value}", span, hint=attr_hint(info))
         LIMITS.check_attr(key, value, span)
@@ -78,6 +81,26 @@ def _key(arg: ast.Arg, info: OpDef, attrs: dict[str, Number]) -> str:
     if key in attrs:
         raise ResdslError(f"attribute `{key}` is given twice", arg.span, hint="keep one of them")
     return key
+
+
+def _non_int(arg: ast.Arg, key: str, value: Value, info: OpDef, env: dict[str, Value]) -> Value:
+    """An integer attribute's value that is not an int: a (height, width) pair where the attribute
+    takes one, else the error saying what it is."""
+    if value.__class__ is tuple:
+        if key in info.pairs:
+            return value
+        raise ResdslError(f"`{key}` of `{info.name}` is one number, not a pair {pair_text(value)}",
+                          arg.span, hint="only a kernel, stride or padding is a (height, width) pair")
+    return evaluate_int(arg.value, env, f"`{key}` of `{info.name}`")
+
+
+def _check_pair(info: OpDef, key: str, value: tuple[int, int], span: Span) -> None:
+    low = info.attr(key).low
+    for dimension, n in zip(("height", "width"), value):
+        if n < low:
+            raise ResdslError(f"`{key}` must be at least {low} in each dimension, not {pair_text(value)} "
+                              f"(its {dimension} is {n})", span, hint=attr_hint(info))
+        LIMITS.check_attr(key, n, span)
 
 
 def _check_rate_or_flag(info: OpDef, key: str, value: Number, span: Span) -> None:

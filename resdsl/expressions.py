@@ -20,6 +20,9 @@ POSITION = ("block_index", "num_blocks")
 # ... and the channels of its input (MobileNet's expansion, EfficientNet's SE squeeze): its
 # generated class's own `in_channels`.
 IN_CHANNELS = "in_channels"
+# The operator of a (height, width) pair, `k1x7` or `kernel=(1, 7)`: a BinOp, so that substituting
+# and moving spans treat it as any other expression.
+PAIR = "x"
 
 
 def evaluate(expr: ast.Expr, env: dict[str, Value]) -> Value:
@@ -41,6 +44,8 @@ def evaluate(expr: ast.Expr, env: dict[str, Value]) -> Value:
     if isinstance(expr, ast.Neg):
         return -_operand(expr.operand, env)
     lhs, rhs = _operand(expr.lhs, env), _operand(expr.rhs, env)
+    if expr.op == PAIR:  # a (height, width) kernel, stride or padding; a square one is one number
+        return lhs if lhs == rhs else (lhs, rhs)
     real = isinstance(lhs, float) or isinstance(rhs, float)
     if expr.op == "+":
         value = lhs + rhs
@@ -65,6 +70,9 @@ def evaluate(expr: ast.Expr, env: dict[str, Value]) -> Value:
 def _operand(expr: ast.Expr, env: dict[str, Value]) -> Number:
     value = evaluate(expr, env)
     not_a_kind(value, "an operand of arithmetic", expr.span)
+    if isinstance(value, tuple):
+        raise ResdslError(f"a (height, width) pair {value[0]}x{value[1]} is no number", expr.span,
+                          hint="pairs are a kernel, stride or padding's whole value: `k=(1, n)`")
     return value
 
 

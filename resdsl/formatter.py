@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from . import ast
 from .checks import check_source
+from .expressions import PAIR
 from .ops import OPS
 from .parser import SHORT_ATTRS, parse
 
@@ -51,10 +52,16 @@ def expr(e: ast.Expr, parent: int = 0, right: bool = False) -> str:
         return e.name
     if isinstance(e, ast.Neg):
         return "-" + expr(e.operand, 3)
+    if e.op == PAIR:
+        return f"({expr(e.lhs)}, {expr(e.rhs)})"
     level = PRECEDENCE[e.op]
     text = f"{expr(e.lhs, level)} {e.op} {expr(e.rhs, level, right=True)}"
     # Left-associative: a right operand of equal precedence needs parentheses, a left one not.
     return f"({text})" if level < parent or (right and level == parent) else text
+
+
+def _literal_pair(e: ast.Expr) -> bool:
+    return isinstance(e, ast.BinOp) and e.op == PAIR and isinstance(e.lhs, ast.Int) and isinstance(e.rhs, ast.Int)
 
 
 def arg(a: ast.Arg, op: str = "") -> str:
@@ -67,6 +74,8 @@ def arg(a: ast.Arg, op: str = "") -> str:
     short = info.attr(name).short if info is not None and name in info.defaults else SHORT.get(name)
     if short is not None and isinstance(a.value, ast.Int):
         return f"{short}{a.value.value}"
+    if short is not None and _literal_pair(a.value) and (info is None or name in info.pairs):
+        return f"{short}{a.value.lhs.value}x{a.value.rhs.value}"  # `k1x7`
     return f"{short or name}={expr(a.value)}"
 
 

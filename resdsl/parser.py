@@ -14,6 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from . import ast
 from .depth import check_depth
 from .diagnostics import ResdslError, Span
+from .expressions import PAIR
 from .kinds import kind_of
 from .name_patterns import split_pattern
 from .reserved import python_private
@@ -179,6 +180,7 @@ class _ToAst(Transformer):
     mul = _binop("*")
     floordiv = _binop("//")
     exactdiv = _binop("/")
+    pair = _binop(PAIR)
 
     # ---- arguments
     @v_args(meta=True)
@@ -192,7 +194,8 @@ class _ToAst(Transformer):
     def short_attr(self, children):
         token = children[0]
         span = _span(token, self.text, self.filename)
-        value = ast.Int(_number(token, self.text, self.filename, token[1:]), span)
+        parts = [ast.Int(_number(token, self.text, self.filename, d), span) for d in token[1:].split("x")]
+        value = parts[0] if len(parts) == 1 else ast.BinOp(PAIR, *parts, span)
         return ast.Keyword(SHORT_ATTRS[token[0]], value, span)
 
     # ---- blocks

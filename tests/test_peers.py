@@ -30,7 +30,6 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 NOT_YET = {
     # The ResNet family.
     # The rest of the classification zoo.
-    "tv_inception_v3": "asymmetric 1x7/7x1 kernels and padding; Mixed_5b... naming; BN eps 0.001; 299x299",
     "tv_shufflenet_v2_x0_5": "channel split (chunk in 2) and channel shuffle in every block",
 }
 

@@ -31,6 +31,7 @@ PUBLISHED = {
     "specs/squeezenet1_0.rds": (1_248_424, 0.82, 2),
     "specs/densenet121.rds": (7_978_856, 2.83, 2),
     "specs/googlenet.rds": (6_624_904, 1.50, 2),
+    "specs/inception_v3.rds": (23_834_568, 5.71, 2),
     "specs/tv_mobilenet_v2.rds": (3_504_872, 0.30, 2),
     "specs/tv_mobilenet_v3_large.rds": (5_483_032, 0.22, 2),
     "specs/tv_efficientnet_b0.rds": (5_288_548, 0.39, 2),

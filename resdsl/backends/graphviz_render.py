@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..ir import GATE, INPUT, PAD, PROJECTION, Graph
 from ..ops import fmt_shape
 from ..ops.rules import channel_kernel
+from ..ops.schema import hw, pair_text
 
 STYLE = {
     "input": {"shape": "oval", "style": "filled", "fillcolor": "#dddddd"},
@@ -31,15 +32,20 @@ ZERO_PAD_STYLE = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor":
 GATE_STYLE = {"style": "rounded,filled,bold", "fillcolor": "#ce93d8"}
 
 
+def _window(kernel: int | tuple[int, int]) -> str:
+    """`3x3`, or a (height, width) kernel's `1x7`."""
+    return "x".join(map(str, hw(kernel)))
+
+
 def describe(graph: Graph, name: str) -> str:
     node = graph.node(name)
     a, op = node.attrs, node.op
     if op == "conv":
-        text = f"conv {a['kernel']}x{a['kernel']}, {a['out']}"
-        text += f", /{a['stride']}" if a["stride"] != 1 else ""
+        text = f"conv {_window(a['kernel'])}, {a['out']}"
+        text += f", /{pair_text(a['stride'])}" if a["stride"] != 1 else ""
         text += f", g{a['groups']}" if a["groups"] != 1 else ""
     elif op in ("maxpool", "avgpool") and a["kernel"]:
-        text = f"{op} {a['kernel']}x{a['kernel']}, /{a['stride']}"
+        text = f"{op} {_window(a['kernel'])}, /{pair_text(a['stride'])}"
     elif op == "avgpool" and a["size"] != 1:
         text = f"avgpool to {a['size']}x{a['size']}"
     elif op == "gn":

@@ -17,6 +17,7 @@ from ..ir import INPUT, Graph
 from ..naming import Namespace
 from ..ops import OPS
 from ..ops.rules import blur_filter, blur_padding, channel_kernel
+from ..ops.schema import hw
 from ..passes.decompose import decomposed
 from ..passes.shapes import locate
 from . import onnx_channels
@@ -159,9 +160,12 @@ class _Builder:
 
 def _conv(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     inputs = [ins[0], b.weight(f"{name}.weight")] + ([b.weight(f"{name}.bias")] if a["bias"] else [])
-    k, p = a["kernel"], a["padding"]
-    return b.op("Conv", inputs, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
-                dilations=[a["dilation"]] * 2, group=a["groups"])
+    return b.op("Conv", inputs, name, **_window(a), dilations=[a["dilation"]] * 2, group=a["groups"])
+
+
+def _window(a: dict) -> dict:
+    """A window's ONNX attributes, each (height, width); pads (top, left, bottom, right)."""
+    return {"kernel_shape": list(hw(a["kernel"])), "strides": list(hw(a["stride"])), "pads": list(hw(a["padding"])) * 2}
 
 
 def _bn(b: _Builder, name: str, ins: list[str], a: dict) -> str:
@@ -244,16 +248,12 @@ def _select(b: _Builder, name: str, ins: list[str], a: dict) -> str:
 
 
 def _maxpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
-    k, p = a["kernel"], a["padding"]
-    return b.op("MaxPool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
-                ceil_mode=a["ceil"])
+    return b.op("MaxPool", ins, name, **_window(a), ceil_mode=a["ceil"])
 
 
 def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
     if a["kernel"]:
-        k, p = a["kernel"], a["padding"]
-        return b.op("AveragePool", ins, name, kernel_shape=[k, k], strides=[a["stride"]] * 2, pads=[p] * 4,
-                    ceil_mode=a["ceil"], count_include_pad=a["count_pad"])
+        return b.op("AveragePool", ins, name, **_window(a), ceil_mode=a["ceil"], count_include_pad=a["count_pad"])
     if a["size"] == 1:
         return b.op("GlobalAveragePool", ins, name)
     # ONNX has no adaptive pooling: where the size divides the input it is a plain window.

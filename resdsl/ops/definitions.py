@@ -38,9 +38,11 @@ from .rules import (
 from .schema import FLAG, FLOAT, INTERNAL, JOIN, PROBABILITY, Attr, Attrs, OpDef, Range
 from .split import chunk_shape, select_shape
 
-KERNEL = Attr("kernel", 1, short="k", example=3)
-STRIDE = Attr("stride", 1, short="s", example=2)
-PADDING = Attr("padding", 0, short="p", example=1, low=0)
+# A window's kernel, stride and padding: square (`k3`) or (height, width) pairs (`k1x7 p0x3`, as
+# Inception-v3's factorised 7x7s).
+KERNEL = Attr("kernel", 1, short="k", example=3, pair=True)
+STRIDE = Attr("stride", 1, short="s", example=2, pair=True)
+PADDING = Attr("padding", 0, short="p", example=1, low=0, pair=True)
 
 
 def _stride_is_kernel(attrs: Attrs) -> None:
@@ -103,12 +105,13 @@ DEFINITIONS: tuple[OpDef, ...] = (
     OpDef("hardswish", "x * relu6(x + 3) / 6", same_shape, module=True),
     OpDef("softmax", "softmax over channels", same_shape, module=True),
     OpDef("maxpool", "max pooling", pool_shape, module=True,
-          attrs=(Attr("kernel", None, short="k", example=3), Attr("stride", None, short="s", example=2),
+          attrs=(Attr("kernel", None, short="k", example=3, pair=True),
+                 Attr("stride", None, short="s", example=2, pair=True),
                  PADDING, Attr("ceil", 0, FLAG))),
     # `avgpool`: global; `avgpool size=7`: adaptive to 7x7; `avgpool k2 s2`: windows.
     OpDef("avgpool", "average pooling: global, adaptive to `size`, or in windows", avgpool_shape, module=True,
-          attrs=(Attr("kernel", 0, short="k", example=3, low=0),
-                 Attr("stride", 0, short="s", example=2, low=0),
+          attrs=(Attr("kernel", 0, short="k", example=3, low=0, pair=True),
+                 Attr("stride", 0, short="s", example=2, low=0, pair=True),
                  PADDING, Attr("ceil", 0, FLAG), Attr("count_pad", 1, FLAG), Attr("size", 1)),
           complete=_stride_is_kernel),
     # ECA (Wang et al. 2020), timm's EcaModule.conv: a pooled vector's channels convolved as a

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from math import comb, log2, prod
 
-from .schema import BUFFER, COUNTER, Attrs, Shape, ShapeError, Weight
+from .schema import BUFFER, COUNTER, Attrs, Shape, ShapeError, Weight, hw, pair_text
 
 
 def fmt_shape(shape: Shape) -> str:
@@ -11,7 +11,9 @@ def fmt_shape(shape: Shape) -> str:
 
 
 def _window(size: int, kernel: int, stride: int, padding: int, what: str, dilation: int = 1,
-            ceil: bool = False) -> int:
+            ceil: bool = False, written: str = "", dimension: str = "resolution") -> int:
+    """One output dimension; `written` says the kernel, stride and padding as the layer wrote them
+    where they are (height, width) pairs, `dimension` which of the two this is."""
     span = dilation * (kernel - 1) + 1
     if ceil:  # PyTorch's rule: round up, but the last window must start inside the input or left padding
         out = -(-(size + 2 * padding - span) // stride) + 1
@@ -20,10 +22,29 @@ def _window(size: int, kernel: int, stride: int, padding: int, what: str, dilati
     else:
         out = (size + 2 * padding - span) // stride + 1
     if out < 1:
-        raise ShapeError(f"{what} with kernel {kernel}, stride {stride}, padding {padding} "
-                         f"collapses a resolution of {size} below 1",
+        raise ShapeError(f"{what} with {written or f'kernel {kernel}, stride {stride}, padding {padding}'} "
+                         f"collapses a {dimension} of {size} below 1",
                          hint="use a larger input, fewer stride-2 stages, or more padding")
     return out
+
+
+def _windows(h: int, w: int, attrs: Attrs, what: str, dilation: int = 1, ceil: bool = False) -> tuple[int, int]:
+    """The output height and width of a window op whose kernel, stride and padding are each square
+    or a (height, width) pair."""
+    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    if not any(isinstance(v, tuple) for v in (k, s, p)):
+        return _window(h, k, s, p, what, dilation, ceil), _window(w, k, s, p, what, dilation, ceil)
+    written = f"kernel {pair_text(k)}, stride {pair_text(s)}, padding {pair_text(p)}"
+    return tuple(_window(size, kd, sd, pd, what, dilation, ceil, written, dimension)  # type: ignore[return-value]
+                 for size, kd, sd, pd, dimension in zip((h, w), hw(k), hw(s), hw(p), ("height", "width")))
+
+
+def _half_kernel(attrs: Attrs, what: str) -> None:
+    """PyTorch's pools pad at most half the kernel, in each dimension."""
+    k, p = attrs["kernel"], attrs["padding"]
+    if any(2 * pd > kd for kd, pd in zip(hw(k), hw(p))):
+        raise ShapeError(f"{what} padding {pair_text(p)} is more than half its kernel {pair_text(k)}",
+                         hint="padding may be at most kernel // 2")
 
 
 def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
@@ -35,22 +56,18 @@ def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
 
 def conv_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins[0], "conv")
-    k, s, p, g, d = attrs["kernel"], attrs["stride"], attrs["padding"], attrs["groups"], attrs["dilation"]
+    g = attrs["groups"]
     for what, n in (("input", c), ("output", attrs["out"])):
         if n % g:
             raise ShapeError(f"groups={g} does not divide the {what} channels ({n})",
                              hint="choose a group count that divides both channel counts")
-    return (attrs["out"], _window(h, k, s, p, "conv", d), _window(w, k, s, p, "conv", d))
+    return (attrs["out"], *_windows(h, w, attrs, "conv", attrs["dilation"]))
 
 
 def pool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins[0], "maxpool")
-    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
-    if 2 * p > k:
-        raise ShapeError(f"maxpool padding {p} is more than half its kernel {k}",
-                         hint="padding may be at most kernel // 2")
-    ceil = bool(attrs["ceil"])
-    return (c, _window(h, k, s, p, "maxpool", ceil=ceil), _window(w, k, s, p, "maxpool", ceil=ceil))
+    _half_kernel(attrs, "maxpool")
+    return (c, *_windows(h, w, attrs, "maxpool", ceil=bool(attrs["ceil"])))
 
 
 def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
@@ -70,12 +87,12 @@ def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
     if size != 1:
         raise ShapeError("avgpool takes either a window (`k s p`) or an output `size`, not both",
                          hint="`avgpool k2 s2` pools windows; `avgpool size=7` pools to 7x7")
-    s, p = attrs["stride"], attrs["padding"]
-    if 2 * p > k:
-        raise ShapeError(f"avgpool padding {p} is more than half its kernel {k}",
-                         hint="padding may be at most kernel // 2")
-    ceil = bool(attrs["ceil"])
-    return (c, _window(h, k, s, p, "avgpool", ceil=ceil), _window(w, k, s, p, "avgpool", ceil=ceil))
+    for key in ("kernel", "stride"):  # at least 1 for windows; 0 (adaptive, or stride = kernel) is square only
+        if 0 in hw(attrs[key]):
+            raise ShapeError(f"avgpool {key} {pair_text(attrs[key])} is 0 in one dimension only",
+                             hint=f"a window's {key} is at least 1 in each dimension")
+    _half_kernel(attrs, "avgpool")
+    return (c, *_windows(h, w, attrs, "avgpool", ceil=bool(attrs["ceil"])))
 
 
 def _and(keys: list[str]) -> str:
@@ -148,12 +165,12 @@ def pad_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
 
 
 def conv_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:
-    weight = Weight("weight", (attrs["out"], ins[0][0] // attrs["groups"], attrs["kernel"], attrs["kernel"]))
+    weight = Weight("weight", (attrs["out"], ins[0][0] // attrs["groups"], *hw(attrs["kernel"])))
     return [weight, Weight("bias", (attrs["out"],))] if attrs["bias"] else [weight]
 
 
 def conv_macs(attrs: Attrs, ins: list[Shape], out: Shape) -> int:
-    return prod(out) * (ins[0][0] // attrs["groups"]) * attrs["kernel"] ** 2
+    return prod(out) * (ins[0][0] // attrs["groups"]) * prod(hw(attrs["kernel"]))
 
 
 def fc_weights(attrs: Attrs, ins: list[Shape], out: Shape) -> list[Weight]:

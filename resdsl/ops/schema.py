@@ -50,7 +50,8 @@ PROBABILITY = Range(0.0, 1.0, why="a probability: at least 0, below 1")
 class Attr:
     """One attribute a spec may set. `default` None: required. `short` is its one-letter form
     (`k3` for kernel=3; the grammar's SHORT_ATTR decides which letters exist), `example` the
-    value the hint shows it with. An int must be at least `low`; a float must lie in `range`."""
+    value the hint shows it with. An int must be at least `low`; a float must lie in `range`.
+    `pair`: it may be a (height, width) pair (`k1x7`, `kernel=(1, 7)`), each at least `low`."""
     name: str
     default: Any = None
     type: str = INT
@@ -58,6 +59,17 @@ class Attr:
     example: int = 1
     low: int = 1
     range: Range | None = None
+    pair: bool = False
+
+
+def hw(value: Any) -> tuple[Any, Any]:
+    """A kernel, stride or padding as (height, width): a pair as it is, a square one twice."""
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def pair_text(value: Any) -> str:
+    """A kernel, stride or padding as a spec writes it: `3`, or `1x7`."""
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 class Weight(NamedTuple):
@@ -106,6 +118,7 @@ class OpDef:
     defaults: dict[str, Any] = field(init=False, repr=False, compare=False)
     floats: frozenset[str] = field(init=False, repr=False, compare=False)
     flags: frozenset[str] = field(init=False, repr=False, compare=False)
+    pairs: frozenset[str] = field(init=False, repr=False, compare=False)
     shorts: dict[str, str] = field(init=False, repr=False, compare=False)  # short form -> name
     by_name: dict[str, Attr] = field(init=False, repr=False, compare=False)
 
@@ -113,6 +126,7 @@ class OpDef:
         derived = {"defaults": {a.name: a.default for a in self.attrs},
                    "floats": frozenset(a.name for a in self.attrs if a.type == FLOAT),
                    "flags": frozenset(a.name for a in self.attrs if a.type == FLAG),
+                   "pairs": frozenset(a.name for a in self.attrs if a.pair),
                    "shorts": {a.short: a.name for a in self.attrs if a.short},
                    "by_name": {a.name: a for a in self.attrs}}
         for key, value in derived.items():

@@ -22,6 +22,7 @@ from ..backends.support import check_supported
 from ..ir import INPUT, Graph
 from ..ops import OPS
 from ..ops.rules import blur_filter, blur_padding
+from ..ops.schema import hw
 from ..passes.decompose import Decompose, on_a_copy
 from ..passes.fold_bn import FoldBatchNorm, bn_scale_shift, fold_weights
 from . import winograd
@@ -60,17 +61,22 @@ class _Ctx:
         return widths
 
 
+def _pads(a: dict) -> tuple[int, int, int, int]:
+    """A window's padding as Relax takes it: (top, left, bottom, right)."""
+    return hw(a["padding"]) * 2
+
+
 def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
     op = c.relax.op
     weight = c.weights[f"{name}.weight"]
     bias = c.weights.get(f"{name}.bias", np.zeros(weight.shape[0], np.float32)) if a["bias"] else None
-    p = a["padding"]
+    p = _pads(a)
     tile = winograd.tile_for(a, weight.shape, c.wide_winograd) if c.winograd else None
     if tile is not None:
-        out = bb.emit_te(winograd.conv2d_nhwc, ins[0], c.const(winograd.transform_weight(weight, tile)), p,
+        out = bb.emit_te(winograd.conv2d_nhwc, ins[0], c.const(winograd.transform_weight(weight, tile)), p[0],
                          primfunc_name_hint="conv2d_winograd")
         return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
-    out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=a["stride"], padding=(p, p, p, p),
+    out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=hw(a["stride"]), padding=p,
                                dilation=a["dilation"], groups=a["groups"], data_layout=c.layout,
                                kernel_layout="OIHW" if c.layout == "NCHW" else "HWIO"))
     return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
@@ -172,16 +178,14 @@ def _select(c: _Ctx, bb, name: str, ins: list, a: dict):
 
 
 def _maxpool(c: _Ctx, bb, name: str, ins: list, a: dict):
-    p = a["padding"]
-    return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"],
-                                            padding=(p, p, p, p), ceil_mode=bool(a["ceil"]), layout=c.layout))
+    return bb.emit(c.relax.op.nn.max_pool2d(ins[0], pool_size=hw(a["kernel"]), strides=hw(a["stride"]),
+                                            padding=_pads(a), ceil_mode=bool(a["ceil"]), layout=c.layout))
 
 
 def _avgpool(c: _Ctx, bb, name: str, ins: list, a: dict):
     nn = c.relax.op.nn
     if a["kernel"]:
-        p = a["padding"]
-        return bb.emit(nn.avg_pool2d(ins[0], pool_size=a["kernel"], strides=a["stride"], padding=(p, p, p, p),
+        return bb.emit(nn.avg_pool2d(ins[0], pool_size=hw(a["kernel"]), strides=hw(a["stride"]), padding=_pads(a),
                                      ceil_mode=bool(a["ceil"]), count_include_pad=bool(a["count_pad"]),
                                      layout=c.layout))
     if a["size"] == 1:

@@ -67,6 +67,7 @@ def tile_for(attrs: dict, weight_shape: tuple[int, ...], wide: bool = False) -> 
     if (
         weight_shape[2:] != (3, 3)
         or attrs["stride"] != 1
+        or isinstance(attrs["padding"], tuple)  # its transform pads a square
         or attrs["groups"] != 1
         or attrs.get("dilation", 1) != 1
     ):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ... import ast
 from ...diagnostics import ResdslError
-from ...expressions import IN_CHANNELS
+from ...expressions import IN_CHANNELS, PAIR
 from ...ir import Graph
 from ...lower import evaluate
 
@@ -22,11 +22,15 @@ class Sym:
     expr: ast.Expr | None = None
 
     @classmethod
-    def literal(cls, value: float) -> Sym:
+    def literal(cls, value: float | tuple[int, int]) -> Sym:
+        if isinstance(value, tuple):  # a (height, width) kernel, stride or padding: `(1, 7)`
+            return cls(repr(value), 4)
         return cls(repr(value), 4 if value >= 0 else 3)
 
-    def value(self, env: dict[str, int | float]) -> int | float:
+    def value(self, env: dict[str, int | float]) -> int | float | tuple[int, int]:
         if self.expr is None:
+            if self.text.startswith("("):
+                return tuple(int(n) for n in self.text.strip("()").split(","))  # type: ignore[return-value]
             return float(self.text) if any(c in self.text for c in ".en") else int(self.text)
         return evaluate(self.expr, env)
 
@@ -50,8 +54,10 @@ def render(expr: ast.Expr, names: dict[str, str], env: dict[str, int | float] | 
     if isinstance(expr, ast.Neg):
         inner = render(expr.operand, names, env)
         return Sym("-" + _wrap(inner, 3), 3, expr)
-    prec = 1 if expr.op in "+-" else 2
     lhs, rhs = render(expr.lhs, names, env), render(expr.rhs, names, env)
+    if expr.op == PAIR:  # PyTorch's (height, width) tuple, one number where the spec wrote `k3x3`
+        return lhs if lhs.text == rhs.text else Sym(f"({lhs.text}, {rhs.text})", 4, expr)
+    prec = 1 if expr.op in "+-" else 2
     op = "//" if expr.op == "/" and not (_real(expr.lhs, env) or _real(expr.rhs, env)) else expr.op
     return Sym(f"{_wrap(lhs, prec)} {op} {_wrap(rhs, prec + 1)}", prec, expr)
 
