@@ -20,7 +20,7 @@ KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_b
 ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
-          "grouped", "gated_se", "paths", "wide", "convnext", "selective")
+          "grouped", "gated_se", "paths", "wide", "convnext", "selective", "shuffled")
 POLICIES = ("A", "B", "B", "C", "gated", "none", "identity_or_none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
@@ -87,6 +87,18 @@ block selective(width, stride = 1) {
     avgpool
     conv width * 2
     select a c
+    add shortcut
+}
+
+# ShuffleNet V2's unit: half the channels through a path, concatenated back and shuffled.
+block shuffled(width, stride = 1) {
+    conv1: conv width * 2 k3 s=stride p1
+    a: branch { chunk 0 }
+    chunk 1
+    conv width
+    c: relu
+    concat a c
+    shuffle 2
     add shortcut
 }
 
@@ -191,6 +203,7 @@ MISTAKES = [
     ("concat a b", "concat a b a"),  # a value joined with itself
     ("select a c", "select a"),  # one branch: nothing to weigh it against
     ("chunk 1 n=2", "chunk 2 n=2"),  # a chunk past the last
+    ("shuffle 2", "shuffle 2 * width + 1"),  # groups that cannot divide 2 * width channels
     ("let inner = width * groups", "let __inner = width * groups"),  # a name Python mangles in a class
     ("    conv2: conv width k3 p1\n", "    conv2.keys: conv width k3 p1\n"),  # a container method
     ("add shortcut from preact", "add shortcut from nothing"),

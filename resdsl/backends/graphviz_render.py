@@ -52,6 +52,8 @@ def describe(graph: Graph, name: str) -> str:
         text = f"gn, {a['groups']} group" + ("s" if a["groups"] != 1 else "")
     elif op == "chunk":
         text = f"chunk {a['index']} of {a['n']}"
+    elif op == "shuffle":
+        text = f"channel shuffle, {a['groups']} groups"
     elif op == "select":  # its last operand the logits
         text = f"softmax-weighted sum of {len(graph.inputs(name)) - 1}"
     elif op == "blurpool":

@@ -1,5 +1,5 @@
-"""ONNX converters of the layers that act on the channels at each pixel (ConvNeXt's): `ln`,
-`linear`, `scale`. Each takes onnx_export's builder (`b`, not imported here: onnx_export imports
+"""ONNX converters of the layers that act on the channels at each pixel: ConvNeXt's `ln`,
+`linear`, `scale` and ShuffleNet's `shuffle`. Each takes onnx_export's builder (`b`, not imported here: onnx_export imports
 this module), the node, its inputs and attributes."""
 from __future__ import annotations
 
@@ -43,4 +43,16 @@ def scale(b: Builder, name: str, ins: list[str], a: dict) -> str:
     return b.op("Mul", [ins[0], factor], name)
 
 
-CONVERTERS = {"ln": ln, "linear": linear, "scale": scale}
+def shuffle(b: Builder, name: str, ins: list[str], a: dict) -> str:
+    """Reshape (N, g, C / g, ...), Transpose the two, Reshape back: as torch.onnx writes
+    torchvision's channel_shuffle."""
+    c, *rest = shape = b.in_shape(name)
+    g = a["groups"]
+    grouped = b.op("Reshape", [ins[0], b.const(f"{name}.groups", np.array([0, g, c // g, *rest], np.int64))],
+                   f"{name}.grouped", shape=(g, c // g, *rest))
+    swapped = b.op("Transpose", [grouped], f"{name}.swapped", shape=(c // g, g, *rest),
+                   perm=[0, 2, 1, *range(3, 3 + len(rest))])
+    return b.op("Reshape", [swapped, b.const(f"{name}.shape", np.array([0, *shape], np.int64))], name)
+
+
+CONVERTERS = {"ln": ln, "linear": linear, "scale": scale, "shuffle": shuffle}

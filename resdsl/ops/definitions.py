@@ -36,7 +36,7 @@ from .rules import (
     scale_weights,
 )
 from .schema import FLAG, FLOAT, INTERNAL, JOIN, PROBABILITY, Attr, Attrs, OpDef, Range
-from .split import chunk_shape, select_shape
+from .split import chunk_shape, select_shape, shuffle_shape
 
 # A window's kernel, stride and padding: square (`k3`) or (height, width) pairs (`k1x7 p0x3`, as
 # Inception-v3's factorised 7x7s).
@@ -132,6 +132,11 @@ DEFINITIONS: tuple[OpDef, ...] = (
     # each a layer reading it (`x1: branch act1 { chunk 1 n=4 }`); no weights, a view in PyTorch.
     OpDef("chunk", "chunk `index` (from 0) of the channels cut into `n` equal chunks, as torch.chunk",
           chunk_shape, positional="index", attrs=(Attr("index", None, low=0, example=1), Attr("n", 2, example=4))),
+    # ShuffleNet's channel shuffle (Zhang et al. 2018; V2's after every block's concat): no
+    # weights and no MACs, so information crosses the groups that grouped convs keep apart.
+    OpDef("shuffle", "channel shuffle: the channels as `groups` groups of C / groups, interleaved (channel "
+                     "j of group i goes to j * groups + i), as x.view(N, g, C / g, H, W).transpose(1, 2)",
+          shuffle_shape, positional="groups", attrs=(Attr("groups", 2, short="g", example=2),)),
     OpDef("lrn", "local response normalisation across `size` channels", lrn_shape, positional="size",
           module=True,
           attrs=(Attr("size"), *(Attr(key, default, FLOAT, range=_LRN_RANGES[key])

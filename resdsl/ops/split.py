@@ -1,5 +1,6 @@
-"""The rules of a channel split and of a join that weights branches by a softmax across them:
-Res2Net's and SKNet's split input, SKNet's and ResNeSt's attention over their branches."""
+"""The rules of a channel split, a channel shuffle and a join that weights branches by a softmax
+across them: Res2Net's, SKNet's and ShuffleNet's split input, ShuffleNet's shuffle, SKNet's and
+ResNeSt's attention over their branches."""
 from __future__ import annotations
 
 from .rules import fmt_shape
@@ -18,6 +19,18 @@ def chunk_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
         raise ShapeError(f"chunk {i} of {n}: chunks are numbered 0 to {n - 1}",
                          hint=f"`chunk 0 n={n}` is the first, `chunk {n - 1} n={n}` the last")
     return (c // n, *rest)
+
+
+def shuffle_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
+    """The input's channels reordered: as `groups` rows of C / groups, read column by column
+    (channel i * C / g + j goes to j * g + i), so that each group after it holds channels of
+    every group before it."""
+    c, *rest = ins[0]
+    g = attrs["groups"]
+    if c % g:
+        raise ShapeError(f"shuffle groups={g} does not divide the channels ({c})",
+                         hint=f"shuffle in a number of groups that divides {c}: every group is equally wide")
+    return (c, *rest)
 
 
 def select_shape(attrs: Attrs, ins: list[Shape]) -> Shape:

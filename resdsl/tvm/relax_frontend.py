@@ -160,6 +160,19 @@ def _chunk(c: _Ctx, bb, name: str, ins: list, a: dict):
     return _channels(c, bb, ins[0], a["index"] * width, width)
 
 
+def _shuffle(c: _Ctx, bb, name: str, ins: list, a: dict):
+    """The channel axis split in (groups, C / groups), the two swapped, merged back: in NHWC the
+    channels are innermost, so the split is at the end."""
+    op, g = c.relax.op, a["groups"]
+    channels, *spatial = shape = c.graph.shape(name)
+    axis = _axis(c, name)
+    dims = [c.batch, *shape] if axis == 1 else [c.batch, *spatial, channels]
+    split = dims[:axis] + [g, channels // g] + dims[axis + 1:]
+    order = list(range(len(split)))
+    order[axis], order[axis + 1] = axis + 1, axis
+    return bb.emit(op.reshape(op.permute_dims(op.reshape(ins[0], split), order), dims))
+
+
 def _select(c: _Ctx, bb, name: str, ins: list, a: dict):
     """The logits as (N, P, C) (one memory order in either layout: the map is 1x1), a softmax
     over P, back; each branch times its C channels of the weights, summed."""
@@ -288,6 +301,7 @@ CONVERTERS: dict[str, Callable] = {
     "concat": lambda c, bb, name, ins, a: bb.emit(c.relax.op.concat(ins, axis=c.channel_axis)),
     "select": _select,
     "chunk": _chunk,
+    "shuffle": _shuffle,
     "pad": _pad,
 }
 

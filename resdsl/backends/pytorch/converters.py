@@ -159,6 +159,12 @@ def _chunk_channels(layer: Layer, a: dict) -> Sym:
     return Sym(f"{lhs} // {rhs}", 2, ast.BinOp("//", expr, n.expr or ast.Int(a["n"], None), None))
 
 
+def _shuffle(x: str, layer: Layer, a: dict) -> str:
+    """ShuffleNet's channel_shuffle in one line: the channels as (groups, C / groups), transposed,
+    flattened back; its groups literal, as a chunk's numbers are."""
+    return f"{x}.unflatten(1, ({a['groups']}, -1)).transpose(1, 2).flatten(1, 2)"
+
+
 def _select(operands: list[str], target: str) -> list[str]:
     """The softmax over P of the logits viewed (N, P, C, 1, 1), then the branches stacked
     (N, P, C, H, W), weighted by it and summed: timm's SelectiveKernel and SplitAttn (radix-major
@@ -211,6 +217,7 @@ CONVERTERS: dict[str, Converter] = {
     "concat": Join(lambda operands: f"torch.cat([{', '.join(operands)}], 1)"),
     "select": Join(_select, statements=True),
     "chunk": Expression(_chunk, _chunk_channels, ("index", "n")),
+    "shuffle": Expression(_shuffle, lambda layer, a: layer.channels, ("groups",)),
     "pad": Handed(),
 }
 
@@ -244,9 +251,10 @@ def overwritable(graph: Graph, value: str) -> bool:
 
 
 def is_view(graph: Graph, value: str) -> bool:
-    """Whether `value` is a view of another tensor (a chunk of its channels), which its other
-    chunks read: written in place, it would change them."""
-    return graph.node(value).op == "chunk"
+    """Whether `value` may be a view of another tensor, which others read: written in place, it
+    would change them. A chunk of the channels is one; a shuffle may be (in 1 or C groups it
+    moves no channel and flatten gives a view), in whichever block of a class, so it counts too."""
+    return graph.node(value).op in ("chunk", "shuffle")
 
 
 def _default_call(op: str) -> tuple[str, list[str]]:
