@@ -158,13 +158,19 @@ def test_select_cannot_name_its_logits_or_a_branch_twice() -> None:
     assert "error: `select` names `a` twice" in twice
 
 
-def test_a_chunk_outside_a_block_is_refused_by_the_torch_backend_where_it_stands() -> None:
-    net = resdsl.loads("network n { input 4x3x3; stem { top: chunk 1 }; outputs top }", "stem.rds")
-    assert net.graph.shape("top") == (2, 3, 3)
-    with pytest.raises(resdsl.ResdslError) as caught:
-        net.torch_source()
-    assert caught.value.render().startswith(
-        "stem.rds:1:33: error: the torch backend writes `chunk` only among a block's layers, not in a stem or head")
+def test_a_chunk_in_the_stem_or_head_is_an_expression_of_x() -> None:
+    """The network's own forward writes a chunk as a block's does (a view: the ReLU reading it is
+    not in place, so training can differentiate through it)."""
+    net = resdsl.loads("network n { input 4x8x8; classes 3; stem { conv1: conv 8 k3 p1; chunk 1; relu }\n"
+                       "head { chunk 0; avgpool; fc classes } }", "stem.rds")
+    source = net.torch_source()
+    assert "        x = x.chunk(2, 1)[1]\n" in source and "nn.ReLU()" in source
+    module = net.to_torch(seed=0)
+    x = torch.randn(2, 4, 8, 8)
+    s = module.state_dict()
+    h = torch.relu(torch.nn.functional.conv2d(x, s["conv1.weight"], padding=1)[:, 4:])[:, :2].mean((2, 3))
+    torch.testing.assert_close(module.eval()(x), h @ s["fc.weight"].T + s["fc.bias"])
+    module.train()(x).sum().backward()
 
 
 def test_res2nets_blocks_are_two_classes_in_their_own_terms() -> None:

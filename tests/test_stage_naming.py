@@ -217,3 +217,27 @@ def test_an_unlabeled_branch_names_its_layers_as_the_blocks_own() -> None:
     torch.testing.assert_close(module(x)["fire2"], expected)
     once = format_source(FIRE, "fire.rds")
     assert "    branch s {\n" in once and format_source(once, "fire.rds") == once
+
+
+def test_a_scale_at_a_position_or_beside_one_is_a_parameter_there() -> None:
+    """A layer scale keyed by a number (`1: scale`) or in a container keyed by numbers
+    (`x.ls: scale` beside `x.0`): registered as a parameter where an nn.ModuleDict or an attribute
+    cannot hold one."""
+    text = """
+block b(w) {
+    0: conv w k1
+    1: scale
+    x.0: conv w k1
+    x.ls: scale dims=3
+}
+network n { input 4x8x8; classes 3; stem { conv 4 k3 p1 }; stage a: b(4); head { avgpool; fc classes } }
+"""
+    net = resdsl.loads(text, "scale.rds")
+    module = net.to_torch(seed=0).eval()
+    state = module.state_dict()
+    assert tuple(state["a.1"].shape) == (4,) and tuple(state["a.x.ls"].shape) == (4, 1, 1)
+    x = torch.randn(2, 4, 8, 8)
+    f = nn.functional
+    h = f.conv2d(f.conv2d(x, state["conv.weight"], padding=1), state["a.0.weight"]) * state["a.1"].view(-1, 1, 1)
+    h = f.conv2d(h, state["a.x.0.weight"]) * state["a.x.ls"]
+    torch.testing.assert_close(module(x), h.mean((2, 3)) @ state["fc.weight"].T + state["fc.bias"])

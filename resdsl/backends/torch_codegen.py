@@ -45,16 +45,15 @@ __all__ = ["CONVERTERS", "Converter", "Expression", "Handed", "Join", "Module", 
 
 def check(graph: Graph) -> None:
     """Refuse, located and all at once, every op of `graph` this backend has no converter for;
-    then a layer it writes as an expression (a chunk) outside a block's own layers."""
+    then a layer it writes as an expression (a chunk) in a shortcut policy's layers."""
     check_supported(graph, "torch", CONVERTERS)
     for name in graph.order():
         node = graph.node(name)
-        if isinstance(CONVERTERS.get(node.op), Expression) and (not node.scope or node.role is not None):
+        if isinstance(CONVERTERS.get(node.op), Expression) and node.scope and node.role is not None:
             span, notes = locate(graph, name)
-            raise ResdslError(f"the torch backend writes `{node.op}` only among a block's layers, not in a "
-                              f"{'shortcut policy' if node.scope else 'stem or head'}", span, notes=notes,
-                              hint=f"move the `{node.op}` into a block (a stage of one block), where the join "
-                                   "that gathers its chunks stands")
+            raise ResdslError(f"the torch backend writes `{node.op}` only among a block's or the network's "
+                              "layers, not in a shortcut policy", span, notes=notes,
+                              hint=f"write the `{node.op}` in the block, before `add shortcut`")
 
 
 def generate(graph: Graph, source_name: str | None = None) -> str:

@@ -67,6 +67,7 @@ class _Layout:
                 if parts[i] not in keys:
                     keys.append(parts[i])
         stages = {label for label, ctor, _ in entries if ctor == STAGE}
+        self.parameters = {label for label, ctor, _ in entries if ctor == "nn.Parameter"}  # `scale`'s
         self.sequential = _sequential(graph, self.containers, steps, stages)
 
     def reach(self, path: str) -> str:
@@ -79,7 +80,10 @@ class _Layout:
         for i, part in enumerate(parts[1:], 1):
             parent = ".".join(parts[:i])
             keyed = parent in self.containers and _keyed(self.containers[parent])
-            text += f'["{part}"]' if keyed else f".{part}"
+            if keyed and path in self.parameters and i == len(parts) - 1:  # nn.ModuleDict holds no parameter
+                text = f'getattr({text}, "{part}")'
+            else:
+                text += f'["{part}"]' if keyed else f".{part}"
         return text
 
     def sequential_ctor(self, path: str, ctors: dict[str, tuple[str, list[str]]]) -> tuple[str, Nested]:
@@ -165,16 +169,18 @@ def _keyed(keys: list[str]) -> bool:
     return any(not k.isidentifier() for k in keys)
 
 
-_TOP_POSITION = re.compile(r'getattr\(self, ("[^"]*")\) = ')
+_BY_NAME = re.compile(r'getattr\((.+), ("[^"]*")\) = ')
 
 
 def _assign(lines: list[str]) -> list[str]:
-    """`getattr(self, "0") = X` (a position at a class's top, which no attribute can name) as
-    `self.add_module("0", X)`."""
-    target = _TOP_POSITION.match(lines[0])
+    """`getattr(X, "0") = V` (a key no attribute can name, or a parameter in an nn.ModuleDict)
+    as `X.add_module("0", V)`, or `X.register_parameter("0", V)` for a parameter."""
+    target = _BY_NAME.match(lines[0])
     if target is None:  # `getattr(self, "0").conv = ...` sets an attribute of it: valid as it is
         return lines
-    first = f"self.add_module({target[1]}, {lines[0][target.end():]}"
+    value = lines[0][target.end():]
+    method = "register_parameter" if value.startswith("nn.Parameter(") else "add_module"
+    first = f"{target[1]}.{method}({target[2]}, {value}"
     return [first + ")"] if len(lines) == 1 else [first, *lines[1:-1], lines[-1] + ")"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...ir import INPUT, Graph
 from ...ops import fmt_shape
 from .classes import GeneratedClass, Generator
-from .converters import Layer, module_call
+from .converters import CONVERTERS, Expression, Layer, module_call
 from .layout import STAGE, Step, assemble, layer_step
 from .names import camel
 from .symbols import Sym
@@ -38,16 +38,7 @@ def network_class(gen: Generator) -> GeneratedClass:
                 steps.append(Step(path, ["x = {m}(x)"] + captured, block.output, block.input,
                                   None if captured else ("x", "x"), scope=path))
             continue
-        node = g.node(item)
-        source = g.inputs(item)[0]
-        layer = Layer(lambda key, a=node.attrs: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
-                       g.shape(source))
-        ctor, args = module_call(g, node.op, layer, node.attrs, source)
-        entries.append((node.label, ctor, args))
-        step = layer_step(node.label, node.op, item, source, "x", "x", g.shape(source))
-        if item in returned:  # kept apart from any nn.Sequential, to be returned
-            step.lines, step.call = step.lines + _captures(returned[item]), None
-        steps.append(step)
+        steps.append(_stem_or_head_step(g, item, entries, returned.get(item)))
     init, forward = assemble(g, entries, steps)
     cls.init += init
     if g.outputs:
@@ -56,6 +47,23 @@ def network_class(gen: Generator) -> GeneratedClass:
     else:
         cls.forward = forward + ["return x"]
     return cls
+
+
+def _stem_or_head_step(g: Graph, item: str, entries: list, returned: list[str] | None) -> Step:
+    """A stem or head layer's statement, and its module's entry where it has one (a chunk is an
+    expression of `x`, as in a block)."""
+    node, source = g.node(item), g.inputs(item)[0]
+    layer = Layer(lambda key, a=node.attrs: Sym.literal(a[key]), Sym.literal(g.shape(source)[0]),
+                  g.shape(source))
+    converter = CONVERTERS[node.op]
+    if isinstance(converter, Expression):
+        step = Step(None, [f"x = {converter.write('x', layer, node.attrs)}"], item, source)
+    else:
+        entries.append((node.label, *module_call(g, node.op, layer, node.attrs, source)))
+        step = layer_step(node.label, node.op, item, source, "x", "x", g.shape(source))
+    if returned:  # kept apart from any nn.Sequential, to be returned
+        step.lines, step.call = step.lines + _captures(returned), None
+    return step
 
 
 def _shared_containers(graph: Graph) -> set[str]:
