@@ -30,7 +30,6 @@ FIXTURES = sorted(p.stem for p in PEERS.glob("*.json"))
 NOT_YET = {
     # The ResNet family.
     # The rest of the classification zoo.
-    "tv_shufflenet_v2_x0_5": "channel split (chunk in 2) and channel shuffle in every block",
 }
 
 # Specs that reproduce their peer's keys, shapes, dtypes, weights and outputs, but whose state_dict

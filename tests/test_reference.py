@@ -36,6 +36,7 @@ PUBLISHED = {
     "specs/tv_mobilenet_v3_large.rds": (5_483_032, 0.22, 2),
     "specs/tv_efficientnet_b0.rds": (5_288_548, 0.39, 2),
     "specs/tv_convnext_tiny.rds": (28_589_128, 4.46, 2),
+    "specs/shufflenet_v2_x0_5.rds": (1_366_792, 0.04, 2),
     # timm's modules (their own parameter counts).
     "specs/resnet18d.rds": (11_708_744, None, None),
     "specs/resnet50d.rds": (25_576_264, None, None),
