@@ -86,11 +86,8 @@ def _key(arg: ast.Arg, info: OpDef, attrs: dict[str, Number]) -> str:
 def _non_int(arg: ast.Arg, key: str, value: Value, info: OpDef, env: dict[str, Value]) -> Value:
     """An integer attribute's value that is not an int: a (height, width) pair where the attribute
     takes one, else the error saying what it is."""
-    if value.__class__ is tuple:
-        if key in info.pairs:
-            return value
-        raise ResdslError(f"`{key}` of `{info.name}` is one number, not a pair {pair_text(value)}",
-                          arg.span, hint="only a kernel, stride or padding is a (height, width) pair")
+    if value.__class__ is tuple and key in info.pairs:
+        return value
     return evaluate_int(arg.value, env, f"`{key}` of `{info.name}`")
 
 

@@ -89,6 +89,9 @@ def evaluate_int(expr: ast.Expr, env: dict[str, Value], what: str) -> int:
     if value.__class__ is int:  # nearly always: asked first, as lowering asks once per attribute
         return value
     not_a_kind(value, what, expr.span)
+    if isinstance(value, tuple):
+        raise ResdslError(f"{what} is one number, not a pair {value[0]}x{value[1]}", expr.span,
+                          hint="only a layer's kernel, stride or padding is a (height, width) pair")
     if isinstance(value, float):
         raise ResdslError(f"{what} must be an integer, not {value!r}", expr.span,
                           hint="integers are written without a decimal point; floats are for rates")

@@ -32,7 +32,7 @@ class RdsLexer(RegexLexer):
             (r"\s+", Whitespace),
             (r'"[^"\n]*"', String),
             (r"\b[0-9]+x[0-9]+x[0-9]+\b", Number),
-            (r"\b[ksgp][0-9]+\b", Name.Attribute),
+            (r"\b[ksgp][0-9]+(?:x[0-9]+)?\b", Name.Attribute),  # `k3`, `k1x7`
             (
                 rf"\b({'|'.join(declaration_keywords())})(\s+)([A-Za-z_][A-Za-z0-9_]*)",
                 bygroups(Keyword.Declaration, Whitespace, Name.Class),

@@ -20,7 +20,7 @@ KIND_BLOCKS = {"basic", "bottleneck", "bottleneck_v1", "preact_basic", "preact_b
 ATTN_KINDS = ("se", "se(reduction=2)", "eca", "eca(kernel=3)", "none")
 
 BLOCKS = ("basic", "bottleneck", "bottleneck", "bottleneck_v1", "preact_basic", "preact_bottleneck", "highway",
-          "grouped", "gated_se", "paths", "wide", "convnext", "selective", "shuffled")
+          "grouped", "gated_se", "paths", "wide", "convnext", "selective", "shuffled", "factorised")
 POLICIES = ("A", "B", "B", "C", "gated", "none", "identity_or_none", "avg_down", "proj_only")
 CUSTOM_BLOCK = """
 block grouped(width, stride = 1, groups = 2, act = relu, norm = bn) {
@@ -102,6 +102,14 @@ block shuffled(width, stride = 1) {
     add shortcut
 }
 
+# Inception-v3's factorised 3x3: a 1x3 then a 3x1, non-square kernels and paddings.
+block factorised(width, stride = 1) {
+    conv1: conv width k1x3 p0x1
+    relu
+    conv2: conv width k3x1 s=stride p1x0
+    add shortcut
+}
+
 block wide(width, stride = 1) {
     bn1: bn
     preact: relu
@@ -118,8 +126,10 @@ def stems(draw) -> str:
     layers = []
     if draw(st.booleans()):
         k = draw(st.sampled_from([1, 3, 5, 7]))
-        out = draw(st.integers(1, 12))
-        layers.append(f"conv1: conv {out} k{k} s{draw(st.integers(1, 2))} p{k // 2}")
+        kw = draw(st.sampled_from([k, k, 1, 7]))  # at times (height, width), as Inception-v3's 1x7
+        out, s = draw(st.integers(1, 12)), draw(st.integers(1, 2))
+        window = f"k{k} s{s} p{k // 2}" if kw == k else f"k{k}x{kw} s{s} p{k // 2}x{kw // 2}"
+        layers.append(f"conv1: conv {out} {window}")
         groups = draw(st.sampled_from([g for g in range(1, out + 1) if out % g == 0]))
         layers += draw(st.sampled_from([[], ["bn1: bn"], ["bn1: bn", "relu"], [f"bn1: gn {groups}", "relu"]]))
     if draw(st.booleans()):

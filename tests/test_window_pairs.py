@@ -135,3 +135,20 @@ def test_a_square_pair_is_the_square_number() -> None:
     square = resdsl.loads(SPEC.replace("k3\n", "k3x3\n"), "square.rds")
     assert square.graph.node("s.q").attrs["kernel"] == 3
     assert "kernel_size=3, bias=False" in square.torch_source()
+
+
+def test_a_shortcut_projects_at_the_branchs_pair_of_strides() -> None:
+    spec = SPEC.replace("q: conv c k3\n", "q: conv c k3 p1\n    add shortcut\n").replace("classes 5", "classes 5\n    shortcut B")
+    net = resdsl.loads(spec, "projected.rds")
+    module = net.to_torch(seed=0)
+    # The branch strides 2x1 (b), then 1x2 (m), then 2x1 (v): its projection strides 4x2.
+    assert module.s.downsample[0].stride == (4, 2) and net.graph.shape("s.add") == (6, 3, 5)
+    assert module(torch.zeros(1, 3, 12, 10)).shape == (1, 5)
+
+
+def test_the_lexer_reads_a_pair_as_one_attribute() -> None:
+    from pygments.token import Name
+
+    from resdsl.highlight import RdsLexer
+    tokens = [(t, v) for t, v in RdsLexer().get_tokens("conv 8 k1x7 p0x3 s2\n") if v.strip()]
+    assert [v for t, v in tokens if t is Name.Attribute] == ["k1x7", "p0x3", "s2"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 from ..diagnostics import ResdslError
 from ..ir import GATE, PAD, PROJECTION, Graph
 from ..ops import OPS, fmt_shape
+from ..ops.schema import hw, pair_text
 from ..templates import instantiate
 from .properties import LEGAL_ADDS, SHAPES
 from .shapes import InferShapes, locate
@@ -70,7 +71,7 @@ class LegalizeShortcuts:
             # The shortcut must sample the pixels the branch does (its strides' product); a
             # resolution the strides do not explain (a global pool, padding that trims) has
             # no shortcut that matches it pixel for pixel.
-            by = f"its strides multiply to {stride}" if stride is not None else "it is not a chain of layers"
+            by = f"its strides multiply to {pair_text(stride)}" if stride is not None else "it is not a chain of layers"
             raise ResdslError(f"the residual branch maps {fmt_shape(have)} to {fmt_shape(want)}, which no "
                               f"shortcut can match: {by}", where, notes=notes,
                               hint="a block's branch may change the resolution only by its strides "
@@ -91,6 +92,9 @@ class LegalizeShortcuts:
                 node.attrs["applied"] = (graph.shape(source)[0], want[0], stride)
                 graph.set_input(add, 1, end)
         elif policy == "A" and differ:
+            if isinstance(stride, tuple):
+                raise ResdslError(f"option A subsamples by one stride in both dimensions, not {pair_text(stride)}",
+                                  where, notes=notes, hint="use `shortcut B` (a 1x1 projection at that stride) here")
             if want[0] < have[0]:
                 raise ResdslError(f"option A cannot shrink channels ({have[0]} -> {want[0]})", where,
                                   notes=notes, hint="use `shortcut B` here")
@@ -130,19 +134,19 @@ def _branch_stride(graph: Graph, source: str, residual: str) -> int | None:
     """The product of the strides along the residual branch from `source` (the block input, or
     the value a shortcut reads), following each join's first operand, or None if it does not lead
     back to `source`."""
-    stride, current = 1, residual
+    (sh, sw), current = (1, 1), residual
     while current != source:
         inputs = graph.inputs(current)
         if not inputs:
             return None
-        stride *= graph.node(current).attrs.get("stride") or 1  # adaptive pools: no stride
-        current = inputs[0]
-    return stride
+        h, w = hw(graph.node(current).attrs.get("stride") or 1)  # adaptive pools: no stride
+        sh, sw, current = sh * h, sw * w, inputs[0]
+    return sh if sh == sw else (sh, sw)  # a (height, width) pair where a layer's stride is one
 
 
-def _subsampled(shape: tuple, stride: int) -> tuple | None:
+def _subsampled(shape: tuple, stride: int | tuple[int, int]) -> tuple | None:
     """The resolution of every stride-th pixel of `shape`."""
     if len(shape) != 3:
         return None
-    _, h, w = shape
-    return ((h - 1) // stride + 1, (w - 1) // stride + 1)
+    (_, h, w), (sh, sw) = shape, hw(stride)
+    return ((h - 1) // sh + 1, (w - 1) // sw + 1)
