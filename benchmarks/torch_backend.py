@@ -2,12 +2,14 @@
 
 1. `resdsl compile specs/cifar/resnet1202.rds --target torch` vs `python -c "import torch"`.
 2. Import + build of the generated ResNet-1202 vs building the hand-written one (fresh processes).
-3. Eager forward of the generated ResNet-50, SE-ResNet-50 and VGG-16 vs the hand-written
-   (torchvision- and timm-style) ones of tests/handwritten.py, the same weights in both.
+3. Eager forward of the generated ResNet-50, SE-ResNet-50, VGG-16, MobileNetV2, EfficientNet-B0 and
+   ConvNeXt-T vs the hand-written (torchvision- and timm-style) ones of tests/handwritten.py and
+   tests/handwritten_zoo.py, the same weights in both.
 4. Training steps (forward, backward, SGD) of the generated CIFAR ResNet-56 vs the hand-written
    one, batch 128 at 32x32, as images/s.
 
-Usage: python benchmarks/torch_backend.py [--rounds N] [--json FILE]
+Usage: python benchmarks/torch_backend.py [--rounds N] [--json FILE] [--only forward] [--net NAME ...]
+       [--threads N]
 """
 from __future__ import annotations
 
@@ -35,9 +37,13 @@ def wall(cmd: list[str], cwd: Path | None = None) -> float:
 def interleaved(a, b, rounds: int) -> dict:
     ta, tb = [], []
     a(), b()  # warm caches (file system, Lark's grammar cache)
-    for _ in range(rounds):
-        ta.append(a())
-        tb.append(b())
+    for i in range(rounds):  # each goes first in every other round: no side gains from the order
+        if i % 2:
+            tb.append(b())
+            ta.append(a())
+        else:
+            ta.append(a())
+            tb.append(b())
     ratios = [x / y for x, y in zip(ta, tb)]
     return {"a_median_s": statistics.median(ta), "b_median_s": statistics.median(tb),
             "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
@@ -73,16 +79,19 @@ def bench_build(rounds: int, tmp: Path) -> dict:
                        lambda: run("from handwritten import CifarResNet; m = CifarResNet(200)"), rounds)
 
 
-FORWARD = {"resnet50": "specs/resnet50.rds", "seresnet50": "specs/seresnet50.rds", "vgg16": "specs/vgg16.rds"}
+FORWARD = {"resnet50": "specs/resnet50.rds", "seresnet50": "specs/seresnet50.rds", "vgg16": "specs/vgg16.rds",
+           "tv_mobilenet_v2": "specs/tv_mobilenet_v2.rds", "tv_efficientnet_b0": "specs/tv_efficientnet_b0.rds",
+           "tv_convnext_tiny": "specs/tv_convnext_tiny.rds"}
 
 
 def bench_forward(name: str, rounds: int) -> dict:
     import torch
+    from handwritten import TIMM, TORCHVISION
+    from handwritten_zoo import ZOO
 
     import resdsl
-    from handwritten import TIMM, TORCHVISION
     torch.manual_seed(0)
-    theirs = {**TORCHVISION, **TIMM}[name]().eval()
+    theirs = {**TORCHVISION, **TIMM, **ZOO}[name]().eval()
     ours = resdsl.load(ROOT / FORWARD[name]).to_torch(seed=0).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     x = torch.randn(1, 3, 224, 224)
@@ -100,9 +109,9 @@ def bench_forward(name: str, rounds: int) -> dict:
 def bench_training(rounds: int) -> dict:
     import torch
     import torch.nn.functional as F
+    from handwritten import CifarResNet
 
     import resdsl
-    from handwritten import CifarResNet
     torch.manual_seed(0)
     theirs = CifarResNet(9).train()
     ours = resdsl.load(ROOT / "specs/cifar/resnet56.rds").to_torch(seed=0).train()
@@ -127,15 +136,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", choices=["forward"], help="run item 3 alone")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores); 1 is "
+                        "steadier where other processes share the cores")
+    parser.add_argument("--net", nargs="+", choices=sorted(FORWARD), default=list(FORWARD),
+                        help="the networks item 3 runs (default: all)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {
-            "machine": describe(),
-            "compile_resnet1202_vs_import_torch": bench_compile(args.rounds, Path(tmp)),
-            "build_resnet1202_generated_vs_handwritten": bench_build(args.rounds, Path(tmp)),
-            **{f"forward_{name}_generated_vs_handwritten": bench_forward(name, args.rounds) for name in FORWARD},
-            "training_resnet56_generated_vs_handwritten": bench_training(args.rounds),
-        }
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    forward = {f"forward_{name}_generated_vs_handwritten": bench_forward(name, args.rounds) for name in args.net}
+    if args.only == "forward":
+        results = {"machine": describe(), **forward}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = {
+                "machine": describe(),
+                "compile_resnet1202_vs_import_torch": bench_compile(args.rounds, Path(tmp)),
+                "build_resnet1202_generated_vs_handwritten": bench_build(args.rounds, Path(tmp)),
+                **forward,
+                "training_resnet56_generated_vs_handwritten": bench_training(args.rounds),
+            }
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
