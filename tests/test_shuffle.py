@@ -118,10 +118,12 @@ def test_onnxruntime_computes_the_formula(case, opset: int) -> None:
     _close(got["units"], units)
 
 
-def test_onnx_shuffles_a_vector_too() -> None:
-    """Outside a block (which the torch backend refuses) and on a flat vector."""
+def test_a_stem_shuffles_a_vector_in_torch_and_onnx() -> None:
+    """Outside a block, written in the network's own forward, and on a flat vector."""
     net = resdsl.loads("network v { input 12x1x1; stem { flatten; top: shuffle 4 }; outputs top }", "v.rds")
     x = np.random.default_rng(1).standard_normal((3, 12, 1, 1)).astype(np.float32)
+    with torch.no_grad():
+        assert np.array_equal(net.to_torch().eval()(torch.from_numpy(x))["top"].numpy(), shuffled(x.reshape(3, 12), 4))
     session = ort.InferenceSession(to_onnx(net.graph, {}).SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.array_equal(session.run(None, {"input": x})[0], shuffled(x.reshape(3, 12), 4))
 
