@@ -19,8 +19,7 @@ from ..ops import OPS
 from ..ops.rules import blur_filter, blur_padding, channel_kernel
 from ..ops.schema import hw
 from ..passes.decompose import decomposed
-from ..passes.shapes import locate
-from . import onnx_channels
+from . import onnx_channels, onnx_pools
 from .support import check_supported
 
 OPSET = 17  # the default, and the oldest offered: the first with every op below in its current form
@@ -256,15 +255,7 @@ def _avgpool(b: _Builder, name: str, ins: list[str], a: dict) -> str:
         return b.op("AveragePool", ins, name, **_window(a), ceil_mode=a["ceil"], count_include_pad=a["count_pad"])
     if a["size"] == 1:
         return b.op("GlobalAveragePool", ins, name)
-    # ONNX has no adaptive pooling: where the size divides the input it is a plain window.
-    _, h, w = b.graph.shape(b.graph.inputs(name)[0])
-    size = a["size"]
-    if h % size or w % size:
-        span, notes = locate(b.graph, name)
-        raise ResdslError(f"ONNX cannot express `{name}`: adaptive pooling of {h}x{w} to {size}x{size}, "
-                          "which does not divide it", span, notes=notes,
-                          hint="choose an input whose map the size divides")
-    return b.op("AveragePool", ins, name, kernel_shape=[h // size, w // size], strides=[h // size, w // size])
+    return onnx_pools.adaptive_avgpool(b, name, ins, a)
 
 
 def _fc(b: _Builder, name: str, ins: list[str], a: dict) -> str:

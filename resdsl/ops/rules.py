@@ -80,10 +80,7 @@ def avgpool_shape(attrs: Attrs, ins: list[Shape]) -> Shape:
             raise ShapeError(f"avgpool without a kernel pools to a size, and takes no {_and(given)}",
                              hint="give it a kernel (`avgpool k2 s2`) to pool windows, or drop "
                                   + ("them" if len(given) > 1 else "it"))
-        if size > min(h, w):
-            raise ShapeError(f"avgpool to {size}x{size} needs at least that resolution, gets {h}x{w}",
-                             hint="pool to a smaller size")
-        return (c, size, size)
+        return (c, size, size)  # on a smaller map, each output pixel averages the bin it falls in, as PyTorch
     if size != 1:
         raise ShapeError("avgpool takes either a window (`k s p`) or an output `size`, not both",
                          hint="`avgpool k2 s2` pools windows; `avgpool size=7` pools to 7x7")
