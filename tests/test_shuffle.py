@@ -42,6 +42,9 @@ network shuffles {
 }
 """
 
+# A shuffle outside any block, of a flat vector.
+VECTOR = "network v { input 12x1x1; stem { flatten; top: shuffle 4 }; outputs top }"
+
 
 def shuffled(x: np.ndarray, groups: int) -> np.ndarray:
     """Channel k of the output is channel (k % g) * (C / g) + k // g of the input: column k // g
@@ -120,7 +123,7 @@ def test_onnxruntime_computes_the_formula(case, opset: int) -> None:
 
 def test_a_stem_shuffles_a_vector_in_torch_and_onnx() -> None:
     """Outside a block, written in the network's own forward, and on a flat vector."""
-    net = resdsl.loads("network v { input 12x1x1; stem { flatten; top: shuffle 4 }; outputs top }", "v.rds")
+    net = resdsl.loads(VECTOR, "v.rds")
     x = np.random.default_rng(1).standard_normal((3, 12, 1, 1)).astype(np.float32)
     with torch.no_grad():
         assert np.array_equal(net.to_torch().eval()(torch.from_numpy(x))["top"].numpy(), shuffled(x.reshape(3, 12), 4))
@@ -142,6 +145,21 @@ def test_tvm_llvm_computes_the_formula(case, layout: str) -> None:
     outputs = tvm.relax.VirtualMachine(library, tvm.cpu())["main"](tvm.runtime.tensor(x))
     for got, want in zip(outputs, expected, strict=True):  # mixed, units
         _close(got.numpy(), want)
+
+
+@pytest.mark.tvm
+def test_tvm_llvm_shuffles_a_vector_in_nhwc() -> None:
+    """A vector's channels are axis 1 whatever the layout of the maps."""
+    import tvm
+
+    from resdsl.tvm import build
+    from resdsl.tvm.lowering import Lowering
+    from resdsl.tvm.target import make_target
+    net = resdsl.loads(VECTOR, "v.rds")
+    x = np.random.default_rng(2).standard_normal((2, 12, 1, 1)).astype(np.float32)
+    library = build.build(build.relax_module(net.graph, {}, 2, Lowering("NHWC")), make_target("llvm"))
+    got = tvm.relax.VirtualMachine(library, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert np.array_equal(got, shuffled(x.reshape(2, 12), 4))
 
 
 def test_fmt_keeps_it_and_graph_labels_it(case) -> None:
