@@ -34,6 +34,7 @@ PUBLISHED = {
     "specs/inception_v3.rds": (23_834_568, 5.71, 2),
     "specs/tv_mobilenet_v2.rds": (3_504_872, 0.30, 2),
     "specs/tv_mobilenet_v3_large.rds": (5_483_032, 0.22, 2),
+    "specs/tv_regnet_y_400mf.rds": (4_344_144, 0.40, 2),
     "specs/tv_efficientnet_b0.rds": (5_288_548, 0.39, 2),
     "specs/tv_convnext_tiny.rds": (28_589_128, 4.46, 2),
     "specs/shufflenet_v2_x0_5.rds": (1_366_792, 0.04, 2),

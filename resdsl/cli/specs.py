@@ -25,7 +25,7 @@ def check(spec: Path) -> None:
     else:
         out = f"{g.classes} classes" if g.outputs_classes() else f"{fmt_shape(g.shape(g.output))} feature map"
     print(f"{spec}: OK {net.name}: {fmt_shape(g.shape(INPUT))} -> {out}, "
-          f"{len(g.blocks)} blocks in {len(g.stages)} stages, {net.params:,} params, "
+          f"{_count(len(g.blocks), 'block')} in {_count(len(g.stages), 'stage')}, {net.params:,} params, "
           f"{net.macs / 1e9:.2f} GMACs")
 
 
@@ -134,3 +134,7 @@ def graph(spec: Path, output: Path, collapse: bool, follow_symlinks: bool) -> No
         raise ResdslError(f"cannot tell the picture format from `{output.name}`",
                           hint="end the output name in .svg, .png, .pdf or .dot")
     print(f"wrote {output}", file=sys.stderr)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
