@@ -209,3 +209,12 @@ def test_graph_labels_each_layer(case) -> None:
     net = case[0]
     assert [describe(net.graph, n) for n in ("norm", "fc1", "ls", "vfc")] == [
         "norm\nlayer norm over C", "fc1\nlinear 4 per pixel", "ls\nscale per channel", "vfc\nlinear 3"]
+
+
+def test_the_mlp_runs_channels_last_between_one_permute_and_one_back() -> None:
+    """ConvNeXt's block as torchvision writes it: LayerNorm, Linear, GELU, Linear on one NHWC
+    view (a permute there and back per layer cost ConvNeXt-T 6% of its forward)."""
+    source = resdsl.load("specs/tv_convnext_tiny.rds").torch_source()
+    block = source[source.index("class CnblockBlock"):].split("def forward", 1)[1].split("\n\n")[0]
+    assert block.count(".permute(0, 2, 3, 1)") == 1 and block.count(".permute(0, 3, 1, 2)") == 1
+    assert "        out = self.block[\"4\"](out)\n" in block  # GELU, on the channels-last view

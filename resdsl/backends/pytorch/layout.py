@@ -21,6 +21,10 @@ class Step:
     source: str  # the node it reads
     call: tuple[str, str] | None = None  # (OUT, ARG) of a plain call
     scope: str | None = None  # a block's path: the nodes it runs are its (a block called as a layer)
+    # A layer over the channels at each pixel (`ln`, `linear`): its (OUT, ARG), called on the map
+    # channels-last, or an elementwise one that may run on either layout, for `_channels_last`.
+    per_pixel: tuple[str, str] | None = None
+    elementwise: bool = False
 
     def runs(self, graph: Graph, node: str) -> bool:
         """Whether `node` is computed by this step."""
@@ -33,11 +37,17 @@ def layer_step(label: str, op: str, name: str, source: str, arg: str, out: str, 
     if op == "channel_conv":  # nn.Conv1d across the channels: the Cx1x1 vector as (N, 1, C), as timm's ECA
         return Step(label, [f"{out} = {{m}}({arg}.view({arg}.shape[0], 1, -1)).view_as({arg})"], name, source)
     if op in ("ln", "linear") and len(in_shape) == 3:  # over the channels at each pixel: channels last
-        return Step(label, [f"{out} = {{m}}({arg}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"], name, source)
+        return Step(label, [f"{out} = {{m}}({arg}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"], name, source,
+                    per_pixel=(out, arg))
     if op == "scale":  # a parameter, (C,) or (C, 1, 1): one factor per channel
         factor = "{m}.view(-1, 1, 1)" if len(in_shape) == 3 else "{m}"
         return Step(label, [f"{out} = {arg} * {factor}"], name, source)
-    return Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg))
+    return Step(label, [f"{out} = {{m}}({arg})"], name, source, (out, arg), elementwise=op in ELEMENTWISE)
+
+
+# Ops that compute each element alone (the same on a channels-last map) and keep the shape.
+ELEMENTWISE = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "silu", "gelu", "hardsigmoid", "hardswish",
+                         "dropout", "drop_path"})
 
 
 def assemble(
@@ -59,6 +69,7 @@ class _Layout:
     """The containers a class's dotted labels make, and which of them are nn.Sequential."""
 
     def __init__(self, graph: Graph, entries: list[tuple[str, str, list[str]]], steps: list[Step]) -> None:
+        self.graph = graph
         self.containers: dict[str, list[str]] = {}  # container path -> its direct children's keys
         for label, _, _ in entries:
             parts = label.split(".") if label else []
@@ -155,6 +166,15 @@ class _Layout:
                 forward.append(f"{steps[i + n - 1].call[0]} = {self.reach(outer)}({step.call[1]})")
                 i += n
                 continue
+            run = _channels_last(self.graph, steps, i)
+            if run > 1:  # one permute there and one back, as ConvNeXt's block writes its MLP
+                first, last = steps[i].per_pixel, steps[i + run - 1].per_pixel
+                forward.append(f"{first[0]} = {first[1]}.permute(0, 2, 3, 1)")
+                forward += [f"{s.per_pixel[0] if s.per_pixel else s.call[0]} = {self.reach(s.label)}({first[0]})"
+                            for s in steps[i:i + run]]
+                forward.append(f"{last[0]} = {first[0]}.permute(0, 3, 1, 2)")
+                i += run
+                continue
             reach = self.reach(step.label) if step.label else ""
             forward += [line.replace("{m}", reach) if step.label else line for line in step.lines]
             i += 1
@@ -162,6 +182,24 @@ class _Layout:
 
 
 STAGE = "<stage>"  # an entry's constructor: the stage's blocks, as one nn.Sequential
+
+
+def _channels_last(graph: Graph, steps: list[Step], i: int) -> int:
+    """How many steps from `i` run channels-last with one permute before and one after: per-pixel
+    layers and elementwise ones between them, each reading only the one before, all writing one
+    variable; at least two per-pixel layers, the run starting and ending with one."""
+    if steps[i].per_pixel is None or len(steps[i].lines) > 1:  # more lines: a value returned from there
+        return 0
+    out, end, j = steps[i].per_pixel[0], i, i + 1
+    while j < len(steps) and (steps[j].per_pixel or steps[j].elementwise) and steps[j].label:
+        a, b = steps[j - 1], steps[j]
+        io = b.per_pixel or b.call
+        if b.source != a.name or graph.users(a.name) != [b.name] or io != (out, out) or len(b.lines) > 1:
+            break
+        end = j if b.per_pixel else end
+        j += 1
+    runs = [s for s in steps[i:end + 1] if s.per_pixel]
+    return end - i + 1 if len(runs) > 1 else 0
 
 
 def _keyed(keys: list[str]) -> bool:
