@@ -80,7 +80,7 @@ def bench_build(rounds: int, tmp: Path) -> dict:
 
 
 FORWARD = {"resnet50": "specs/resnet50.rds", "seresnet50": "specs/seresnet50.rds", "vgg16": "specs/vgg16.rds",
-           "tv_mobilenet_v2": "specs/tv_mobilenet_v2.rds", "tv_efficientnet_b0": "specs/tv_efficientnet_b0.rds",
+           "tv_mobilenet_v2": "specs/mobilenet_v2.rds", "tv_efficientnet_b0": "specs/tv_efficientnet_b0.rds",
            "tv_convnext_tiny": "specs/tv_convnext_tiny.rds"}
 
 
