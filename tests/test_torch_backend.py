@@ -12,6 +12,7 @@ import torch
 import resdsl
 from conftest import ROOT, SPECS, TEST_SPECS
 from handwritten import TIMM, TORCHVISION, CifarResNet
+from resdsl.backends.pytorch.layout import ELEMENTWISE
 from resdsl.ir import INPUT, Graph
 from resdsl.ops import OPS
 
@@ -25,9 +26,28 @@ def _module_shape(graph: Graph, name: str, batch: int) -> tuple[int, ...]:
     op, shape = graph.node(name).op, graph.shape(name)
     if op == "channel_conv":
         return (batch, 1, shape[0])
-    if op in ("ln", "linear") and len(shape) == 3:
+    if len(shape) == 3 and (op in PER_PIXEL or op in ELEMENTWISE and _between_per_pixel(graph, name)):
         return (batch, *shape[1:], shape[0])
     return (batch, *shape)
+
+
+PER_PIXEL = ("ln", "linear")
+
+
+def _between_per_pixel(graph: Graph, name: str) -> bool:
+    """An elementwise layer the generated forward runs on the channels-last view: per-pixel layers
+    before and after it, through elementwise ones only (ConvNeXt's GELU between its Linears)."""
+    def reaches(node: str, step) -> bool:
+        while True:
+            nxt = step(node)
+            if len(nxt) != 1:
+                return False
+            node = nxt[0]
+            if graph.node(node).op in PER_PIXEL:
+                return True
+            if graph.node(node).op not in ELEMENTWISE:
+                return False
+    return reaches(name, graph.inputs) and reaches(name, graph.users)
 
 
 def check_forward_shapes(graph: Graph, model: torch.nn.Module, batch: int = 1) -> torch.Tensor:

@@ -65,21 +65,9 @@ class BlockEmitter:
                 continue
             source = g.inputs(name)[0]
             target = self._target(name, path)
-            if op == "add" and a["policy"] != "join":
-                lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
-                if flag is not None and g.blocks[path].residual is not None:
-                    if target != var[source]:  # skipped, its result must already be where it goes
-                        raise Inexpressible(f"{name}: an optional add writes {target}, not {var[source]}")
-                    lines = [f"if self.{flag}:", *(f"    {line}" for line in lines)]
-                    label = OPTIONAL_ADD
-            elif isinstance(CONVERTERS[op], Join):
-                join, operands = CONVERTERS[op], [var[i] for i in g.inputs(name)]
-                lines = join.write(operands, target) if join.statements else [f"{target} = " + join.write(operands)]
-            elif isinstance(CONVERTERS[op], Expression):
-                lines = self._expression(name, source, var[source], target, channels, checks)
-            else:
-                lines = None
-            if lines is not None:
+            made = self._statement(name, shortcut, flag, var, target, channels, checks)
+            if made is not None:
+                lines, label = made
                 steps.append(Step(None, lines, name, source))
                 var[name] = target
                 if op == "concat":
@@ -109,6 +97,28 @@ class BlockEmitter:
             init += gate
         forward.append(f"return {var[block.output]}")
         return _Emitted(init, forward, checks, shortcut, tuple(structure))
+
+    def _statement(self, name: str, shortcut: str | None, flag: str | None, var: dict, target: str,
+                   channels: dict, checks: list) -> tuple[list[str], str] | None:
+        """A node the class writes as statements, not as a module (an add, another join, a chunk):
+        its lines and the label its structure entry takes; None for a module."""
+        g = self.graph
+        node, source = g.node(name), g.inputs(name)[0]
+        op, a, label = node.op, node.attrs, node.label
+        if op == "add" and a["policy"] != "join":
+            lines = self._add(name, var[source], shortcut, var.get(a.get("source"), "x"), target)
+            if flag is not None and g.blocks[node.scope].residual is not None:
+                if target != var[source]:  # skipped, its result must already be where it goes
+                    raise Inexpressible(f"{name}: an optional add writes {target}, not {var[source]}")
+                lines, label = [f"if self.{flag}:", *(f"    {line}" for line in lines)], OPTIONAL_ADD
+        elif isinstance(CONVERTERS[op], Join):
+            join, operands = CONVERTERS[op], [var[i] for i in g.inputs(name)]
+            lines = join.write(operands, target) if join.statements else [f"{target} = " + join.write(operands)]
+        elif isinstance(CONVERTERS[op], Expression):
+            lines = self._expression(name, source, var[source], target, channels, checks)
+        else:
+            return None
+        return lines, label
 
     def _expression(self, name: str, source: str, x: str, target: str, channels: dict, checks: list) -> list[str]:
         """A layer written as an expression of its input (a chunk), its attributes checked against
