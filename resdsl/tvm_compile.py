@@ -94,18 +94,19 @@ def implicit_database(spec, network: str, target: str, cpu: str | None, batch: i
         return None, batch, [untuned(f"no tuning records for {network} on {target} (no databases ship for cuda)")]
     from .tvm.target import describe_machine, host_cpu, machine
     cpu_name = cpu or host_cpu()
-    chosen = databases.choose(network, cpu_name)
+    chosen = databases.choose(network, cpu_name, batch or 1)
     if chosen is None:
-        return None, batch, [untuned(f"no tuning records for {network} (no shipped database for it)")]
-    report = chosen.report()
-    tuned_batch = report.batch if report else 1
+        other = databases.choose(network, cpu_name, None)
+        if other is None:
+            return None, batch, [untuned(f"no tuning records for {network} (no shipped database for it)")]
+        return None, batch, [untuned(f"the shipped database {other.name} was tuned at batch "
+                                     f"{databases.tuned_batch(other)}, not {batch or 1}, and its records "
+                                     "apply only there")]
+    tuned_batch = databases.tuned_batch(chosen)
     try:
         Lowering.resolve(target, layout, winograd, chosen, prepack, wide_winograd)
     except OptionError as exc:
         return None, batch, [untuned(f"the shipped database {chosen.name} does not apply: {exc}")]
-    if batch is not None and batch != tuned_batch:
-        return None, batch, [untuned(f"the shipped database {chosen.name} was tuned at batch {tuned_batch}, "
-                                     f"not {batch}, and its records apply only there")]
     theirs = chosen.tuned_for()
     where = describe_machine(theirs) if theirs is not None else "an unrecorded machine"
     if theirs is not None and machine(theirs)[1] != cpu_name:

@@ -338,6 +338,30 @@ def test_another_work_dirs_records_seed_a_new_one(tuned_tiny, tmp_path) -> None:
                          make_target("llvm")).copied == len(records(work / "selected"))
 
 
+def test_records_tuned_at_batch_1_seed_a_batch_2_search(tuned_tiny, tmp_path) -> None:
+    """A kernel's schedule replays on the same kernel at another batch, MetaSchedule sampling
+    the batch loop's tiles again: the batch-1 search's best seed the batch-2 one, timed here."""
+    from resdsl.tvm.reuse import RETIME_TOP
+    tiny, work = tuned_tiny
+    source = [json.loads(l) for l in records(work)]
+    seeded = tmp_path / "b2"
+    # As many trials as the seeds: nothing left to search, only to build and time.
+    copies = min(RETIME_TOP, len([r for r in source if float(r[1][1][0]) < 1e9]))
+    result = subprocess.run(tune_cmd(tiny, seeded, copies, "--batch", "2", "--max-tasks", "1",
+                                     "--select-top", "0", "--reuse-records", str(work)),
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    copied = [json.loads(l) for l in records(seeded)]
+    assert len(copied) == copies
+    instructions = {len(r[1][0][0]) for r in source}
+    for _, (trace, secs, _, args) in copied:
+        assert 0 < float(secs[0]) < 1.0  # timed here, at batch 2
+        assert args[0][2][0] == 2  # the activation's shape: two images
+        assert len(trace[0]) in instructions  # a replayed schedule, not a fresh sample
+    report = json.loads((seeded / "report.json").read_text())
+    assert report["batch"] == 2 and report["network_latency"]["median_ms"] > 0
+
+
 def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, capsys) -> None:
     from resdsl.backends.weights import load_weights
     from resdsl.network import load
@@ -432,6 +456,23 @@ def test_bench_prefers_the_database_tuned_on_this_cpu(tmp_path, monkeypatch) -> 
     tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(34.0, 0.98))
     assert choose("net", "znver3") == WorkDir(ours)
     assert choose("et", "znver3") is None  # "wide-net" is not a variant of "et"
+
+
+def test_a_database_applies_only_at_the_batch_it_was_tuned_at(tmp_path, monkeypatch) -> None:
+    """Records are specialised to the shapes they were tuned at: a batch-8 build from a batch-1
+    database would run every kernel untuned, so each batch has its own, chosen by its report."""
+    from resdsl.tvm.databases import choose, counterpart, tuned_batch
+    monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path))
+    one = tuned_dir(tmp_path, "net-llvm-znver3", "znver3", measured(30.0, 0.90))
+    eight = tuned_dir(tmp_path, "net-llvm-znver3-b8", "znver3", {**measured(200.0, 0.80), "batch": 8})
+    assert (tuned_batch(WorkDir(one)), tuned_batch(WorkDir(eight))) == (1, 8)
+    assert choose("net", "znver3") == WorkDir(one)  # faster against ONNX Runtime, but at batch 8
+    assert choose("net", "znver3", 8) == WorkDir(eight)
+    assert choose("net", "znver1", 8) == WorkDir(eight)  # another CPU's, at this batch
+    assert choose("net", "znver3", 32) is None
+    assert choose("net", "znver3", None) == WorkDir(eight)  # any batch: the best measured
+    assert counterpart(WorkDir(eight), "net", "znver1") == "net-llvm-znver1-b8"
+    assert counterpart(WorkDir(one), "net", "znver1") == "net-llvm-znver1"
 
 
 def test_bench_falls_back_to_the_closest_cpu(tmp_path, monkeypatch) -> None:
@@ -557,3 +598,15 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_bench_at_another_batch_skips_a_database_tuned_at_one(tiny, tmp_path, monkeypatch, capsys) -> None:
+    from resdsl.cli import main
+    monkeypatch.setenv("RESDSL_DATABASES", str(tmp_path / "shipped"))
+    tuned_dir(tmp_path / "shipped", "tiny-llvm-znver3", "znver3", measured(1.0, 0.9))
+    assert main(["bench", str(tiny), "--batch", "2", "--engines", "tvm-tuned", "--budget", "0.05",
+                 "--rounds", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "no shipped database for tiny at batch 2 (tiny-llvm-znver3 was tuned at batch 1)" in err
+    assert "--batch 2" in err
+    assert json.loads(out)["results"][0]["note"] == "skipped: needs --tuned"

@@ -104,7 +104,7 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, 
     net = load(spec)
     state = checked_weights(net, weights, seed)
     if "tvm-tuned" in selected:
-        tuned = _tuned_for_bench(spec, net.name, tuned, cpu, threads)
+        tuned = _tuned_for_bench(spec, net.name, tuned, cpu, threads, batch)
     say = (lambda r: None) if as_json else (lambda r: print(f"  {r.engine}: ready", file=sys.stderr))
     from ..bench import run_bench
     results = run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds, on_ready=say)
@@ -120,9 +120,10 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, 
 
 
 def _tuned_for_bench(spec: Path, network: str, given: tuple[str, ...], cpu: str | None,
-                     threads: int) -> tuple:
+                     threads: int, batch: int) -> tuple:
     """The tvm-tuned rows' sources (WorkDir, or Path for a built .so), with a note where one was
-    tuned on another machine: the CPU and the thread count both shape a schedule."""
+    tuned on another machine (the CPU and the thread count both shape a schedule) or at another
+    batch (its records do not apply: the row runs untuned kernels)."""
     from ..tvm import databases
     from ..tvm.target import describe_machine, host_cpu, machine, make_target
     from ..tvm_compile import work_dir as named_work_dir
@@ -130,9 +131,16 @@ def _tuned_for_bench(spec: Path, network: str, given: tuple[str, ...], cpu: str 
     ours = make_target("llvm", cpu=cpu, cores=threads)  # refuses a CPU LLVM does not know
     sources = tuple(Path(t) if t.endswith(".so") and Path(t).is_file() else named_work_dir(t, "--tuned")
                     for t in given)
-    if not sources and (shipped := databases.choose(network, cpu)):
+    if not sources and (shipped := databases.choose(network, cpu, batch)):
         sources = (shipped,)
+    elif not sources and (other := databases.choose(network, cpu, None)):
+        print(f"note: no shipped database for {network} at batch {batch} ({other.name} was tuned at batch "
+              f"{databases.tuned_batch(other)}); tune one with `resdsl tune {spec} --batch {batch}` and "
+              "bench with --tuned WORK_DIR", file=sys.stderr)
     for source in sources:
+        if not isinstance(source, Path) and (theirs := databases.tuned_batch(source)) != batch:
+            print(f"note: {source.path} was tuned at batch {theirs}, not {batch}: its records do not apply, "
+                  "so its row runs untuned kernels", file=sys.stderr)
         theirs = None if isinstance(source, Path) else source.tuned_for()
         if theirs is None or machine(theirs) == machine(ours):
             continue

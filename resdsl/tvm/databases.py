@@ -1,9 +1,9 @@
 """The tuning databases that ship with resdsl, and which one `bench` and `compile --tuned` use.
 
 They are package data (`resdsl/tvm/databases/`, or the directory `RESDSL_DATABASES` names), one
-shipped `WorkDir` per network, CPU and variant, named `[VARIANT-]NETWORK-llvm-CPU`: each holds
-only what a build applies, each kernel's chosen record (`WorkDir.ship`). The CPU each was tuned
-on is read from its records, never from its name.
+shipped `WorkDir` per network, CPU, batch and variant, named `[VARIANT-]NETWORK-llvm-CPU[-bBATCH]`:
+each holds only what a build applies, each kernel's chosen record (`WorkDir.ship`). The CPU each
+was tuned on is read from its records and the batch from its report, never from its name.
 """
 from __future__ import annotations
 
@@ -46,8 +46,10 @@ def shipped(name: str) -> WorkDir | None:
     return work_dir if work_dir.has_records() else None
 
 
-def choose(network: str, cpu: str) -> WorkDir | None:
-    """The database a build of `network` on a host with LLVM CPU `cpu` uses when given none.
+def choose(network: str, cpu: str, batch: int | None = 1) -> WorkDir | None:
+    """The database a build of `network` at `batch` (None: any) on a host with LLVM CPU `cpu`
+    uses when given none. A kernel's records apply only at the shapes they were tuned at, so
+    another batch's database is never chosen: its build would run every kernel untuned.
 
     Tuned on `cpu`: of its variants, the one whose tuning run measured the fastest whole
     network against ONNX Runtime timed beside it (a latency alone moves with the machine's
@@ -55,7 +57,7 @@ def choose(network: str, cpu: str) -> WorkDir | None:
     by vector extension first and shared LLVM features second, since another CPU's schedules
     still beat none by two orders of magnitude.
     """
-    tuned = [w for w in _work_dirs(network) if w.has_records()]
+    tuned = [w for w in _work_dirs(network) if w.has_records() and batch in (None, tuned_batch(w))]
     cpus = {w: _tuned_cpu(w) for w in tuned}
     ours = [w for w in tuned if cpus[w] == cpu]
     if ours:
@@ -69,10 +71,21 @@ def choose(network: str, cpu: str) -> WorkDir | None:
 
 def counterpart(source: WorkDir, network: str, cpu: str) -> str:
     """The name for `source`'s counterpart tuned on `cpu`: the same variant (records only apply
-    to kernels lowered alike, and the variant names the lowering)."""
+    to kernels lowered alike, and the variant names the lowering) and the same batch."""
     match = _NAME.fullmatch(source.name)
     variant = f"{match['variant']}-" if match and match["variant"] and match["network"] == network else ""
-    return f"{variant}{network}-llvm-{cpu}"
+    batch = tuned_batch(source)
+    return f"{variant}{network}-llvm-{cpu}" + (f"-b{batch}" if batch != 1 else "")
+
+
+def tuned_batch(work_dir: WorkDir) -> int:
+    """The batch `work_dir`'s records were tuned at, from its report; 1 where it has none (every
+    run before `--batch` existed tuned at 1)."""
+    try:
+        report = work_dir.report()
+    except ResdslError:
+        return 1
+    return report.batch if report else 1
 
 
 def _work_dirs(network: str) -> list[WorkDir]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..diagnostics import ResdslError
 from . import selection
+from .databases import tuned_batch
 from .target import machine
 from .tasks import measured
 from .workdir import WorkDir
@@ -24,7 +25,8 @@ class Reused:
 
 
 def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, retime: bool = True,
-                  on_kernel: Callable[[int, int], None] | None = None) -> Reused:
+                  on_kernel: Callable[[int, int], None] | None = None, batch: int = 1,
+                  kernels_at: Callable[[int], list] | None = None) -> Reused:
     """Copy into `work_dir` the measured records that `sources` hold for these tasks' kernels.
 
     MetaSchedule keys records by the kernel's structure, so another work directory's records
@@ -40,16 +42,25 @@ def reuse_records(work_dir: WorkDir, sources: list[WorkDir], tasks, target, reti
     RETIME_TOP best are built and timed again here, and keep only that time. Where this host
     is not where the records will be measured (a GPU target, or `retime` False: an RPC
     tracker's devices), another machine's records are left out and counted.
+
+    A source tuned at another batch than this run's (`batch`) has records for other shapes of
+    the same kernels: `kernels_at(its batch)` gives this network's tasks at that batch, paired
+    with these by name, and each kernel's RETIME_TOP best schedules are replayed on this
+    batch's kernel and timed here. Their tile sizes carry over but for the batch loop's,
+    which MetaSchedule samples again (a batch-1 schedule's loop of 1 cannot split 8 images),
+    so a batch-8 search starts from the batch-1 search's tiles for one image.
     """
     ours = work_dir.measurement(target.kind.name)  # before the database below creates its (empty) files
     into = work_dir.database()
     retime = retime and target.kind.name == "llvm"
     # Check every source before committing anything, so a refusal leaves the directory as it was.
-    plan = [kernel for source in sources for kernel in _plan(work_dir, source, tasks, target, into, ours)]
+    plan = [kernel for source in sources
+            for kernel in _plan(work_dir, source, tasks, target, into, ours, batch, kernels_at)]
     return _copy(plan, into, target, ours, retime, on_kernel)
 
 
-def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str) -> list[tuple]:
+def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str, batch: int,
+          kernels_at: Callable[[int], list] | None) -> list[tuple]:
     """(task index, kernel, records from this machine, records from others) for each kernel that
     `source` has records of and `into` has none; refused if they were timed otherwise."""
     if not source.has_records():
@@ -58,10 +69,22 @@ def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str) ->
         )
     theirs = source.measurement(target.kind.name)
     database = source.database()
+    their_batch = tuned_batch(source)
+    counterparts = None
+    if their_batch != batch:
+        if kernels_at is None:
+            raise ResdslError(f"{source.path} was tuned at batch {their_batch}, not {batch}",
+                              hint=f"seed from a directory tuned at batch {batch}")
+        counterparts = {t.task_name: t.dispatched[0] for t in kernels_at(their_batch)}
     plan = []
     for k, task in enumerate(tasks):
         mod = task.dispatched[0]
-        if not database.has_workload(mod) or measured(into, mod)[0]:
+        their_mod = mod if counterparts is None else counterparts.get(task.task_name)
+        if their_mod is None or not database.has_workload(their_mod) or measured(into, mod)[0]:
+            continue
+        if counterparts is not None:  # their times are of other shapes: every record is timed again
+            records = database.get_top_k(database.commit_workload(their_mod), RETIME_TOP)
+            plan.append((k, mod, [], _replayed(records, mod, target)))
             continue
         here, elsewhere = [], []
         for record in database.get_top_k(database.commit_workload(mod), 10**6):
@@ -73,6 +96,24 @@ def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str) ->
                               if theirs == "hot" else "seed from a directory timed the same way")
         plan.append((k, mod, here, elsewhere))
     return plan
+
+
+def _replayed(records, mod, target) -> list:
+    """`records`' schedules replayed on the kernel `mod` (the same computation at another batch),
+    as unmeasured records of it; a schedule that does not replay is left out."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+    workload = ms.database.Workload(mod)
+    args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    out = []
+    for record in records:
+        schedule = s_tir.Schedule(mod)
+        try:
+            record.trace.apply_to_schedule(schedule, remove_postproc=False)
+        except Exception:  # noqa: BLE001, S112 - TVM raises its own error types; such a schedule is no seed
+            continue
+        out.append(ms.database.TuningRecord(schedule.trace, workload, None, target, args))
+    return out
 
 
 def _copy(plan: list[tuple], into, target, ours: str, retime: bool,

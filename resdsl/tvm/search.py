@@ -51,9 +51,11 @@ class TuneOptions:
 
 def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOptions,
            on_progress: Callable[[Progress], None] | None = None,
-           on_note: Callable[[str], None] | None = None) -> list[TaskResult]:
+           on_note: Callable[[str], None] | None = None,
+           kernels_at: Callable[[int], list] | None = None) -> list[TaskResult]:
     """Search until `options.trials` records are measured, then (CPU, measured here) choose each
-    kernel's schedule among its `select_top` best by timing them again; 0 keeps the recorded best."""
+    kernel's schedule among its `select_top` best by timing them again; 0 keeps the recorded best.
+    `kernels_at(batch)`: the network's tasks at another batch, to seed from records tuned there."""
     # MetaSchedule logs every trial to the console at its logger's level; keep the console for
     # the progress display (the full log is in the work directory's logs/ either way).
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(
@@ -70,7 +72,7 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
     work_dir.save_measurement(cache)
     progress = Progress(total=trials, tasks=len(tasks), done=min(done, trials))
     if options.reuse:
-        _seed(work_dir, options.reuse, tasks, target, rpc, progress, on_progress, on_note)
+        _seed(work_dir, options, tasks, target, progress, on_progress, on_note, kernels_at)
         done = _repair(work_dir, on_note)
         progress.done = min(done, trials)
     runner = make_runner(target, rpc, cache)
@@ -138,13 +140,15 @@ def _repair(work_dir: WorkDir, on_note: Callable[[str], None] | None) -> int:
 _PROBLEMS_SHOWN = 5
 
 
-def _seed(work_dir: WorkDir, sources: tuple[WorkDir, ...], tasks, target, rpc: RPC | None, progress: Progress,
-          on_progress, on_note) -> None:
+def _seed(work_dir: WorkDir, options: TuneOptions, tasks, target, progress: Progress, on_progress, on_note,
+          kernels_at: Callable[[int], list] | None) -> None:
     def show(i: int, n: int) -> None:
         progress.stage = f"seeding {i + 1}/{n}"
         if on_progress:
             on_progress(progress)
-    reused = reuse_records(work_dir, list(sources), tasks, target, retime=rpc is None, on_kernel=show)
+    rpc = options.rpc
+    reused = reuse_records(work_dir, list(options.reuse), tasks, target, retime=rpc is None, on_kernel=show,
+                           batch=options.batch, kernels_at=kernels_at)
     if reused.left_out and on_note:
         # Their times rank schedules for the machine they ran on; only this host's CPU can time them again.
         why = ("this run measures on the tracker's devices, and records from elsewhere are timed again "

@@ -34,7 +34,10 @@ def tune_network(net, weights: dict, target, work_dir: WorkDir, options: TuneOpt
     mod = relax_module(net.graph, weights, options.batch, lowering)
     work_dir.path.mkdir(parents=True, exist_ok=True)
     work_dir.save_lowering(lowering)
-    results = search(mod, target, work_dir, lowering, options, on_progress, note)
+    def kernels_at(batch: int) -> list:  # to seed from records tuned at another batch
+        from .tasks import extract_tasks
+        return extract_tasks(relax_module(net.graph, weights, batch, lowering), target, lowering)[1]
+    results = search(mod, target, work_dir, lowering, options, on_progress, note, kernels_at)
     library = library or work_dir.library_path(net.name)
     export(build(mod, target, work_dir, lowering), library)
     report = TuneReport(
