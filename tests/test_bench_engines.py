@@ -40,6 +40,8 @@ def test_openvino_gives_pytorchs_answer(capsys, batch) -> None:
         assert rows[engine]["rel_err"] < 1e-4, rows[engine]  # float32: f32 precision hint honoured
     assert rows["openvino"]["vs_onnxruntime"] == pytest.approx(rows["openvino"]["median_ms"]
                                                                / rows["onnxruntime"]["median_ms"])
+    for row in rows.values():  # throughput at the median latency: what a batch beyond 1 is for
+        assert row["images_per_s"] == pytest.approx(batch * 1e3 / row["median_ms"])
 
 
 def test_a_row_whose_engine_is_not_installed_says_how_to_get_it(capsys, monkeypatch) -> None:

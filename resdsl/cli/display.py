@@ -38,15 +38,15 @@ def bench_table(title: str, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(title=title, title_justify="left")
-    for column in ("engine", "median ms", "min–max ms", "runs", "× ONNX Runtime", "max rel. error"):
+    for column in ("engine", "median ms", "min–max ms", "runs", "images/s", "× ONNX Runtime", "max rel. error"):
         table.add_column(column, justify="left" if column == "engine" else "right")
     for row in rows:
         if row["median_ms"] is None:
-            table.add_row(row["engine"], "-", "-", "-", "-", row["note"])
+            table.add_row(row["engine"], "-", "-", "-", "-", "-", row["note"])
             continue
         table.add_row(row["engine"], f"{row['median_ms']:.2f}", f"{row['min_ms']:.2f}–{row['max_ms']:.2f}",
-                      str(row["runs"]), f"{row['vs_onnxruntime']:.2f}" if row["vs_onnxruntime"] else "-",
-                      f"{row['rel_err']:.1e}")
+                      str(row["runs"]), f"{row['images_per_s']:.1f}",
+                      f"{row['vs_onnxruntime']:.2f}" if row["vs_onnxruntime"] else "-", f"{row['rel_err']:.1e}")
     Console().print(table)
 
 

@@ -109,7 +109,9 @@ def bench(spec: Path, batch: int, threads: int, engines: str, tuned: tuple[str, 
     from ..bench import run_bench
     results = run_bench(net, state, batch, threads, selected, tuned, cpu, budget, rounds, on_ready=say)
     base = next((r.median_ms for r in results if r.engine == "onnxruntime" and r.median_ms), None)
-    rows = [{**r.__dict__, "vs_onnxruntime": (r.median_ms / base) if base and r.median_ms else None}
+    # Beyond batch 1 what a server cares for is throughput: images a second at the median latency.
+    rows = [{**r.__dict__, "vs_onnxruntime": (r.median_ms / base) if base and r.median_ms else None,
+             "images_per_s": batch * 1e3 / r.median_ms if r.median_ms else None}
             for r in results]
     if as_json:
         report = {"network": net.name, "batch": batch, "threads": threads, "results": rows}

@@ -83,8 +83,7 @@ def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str, ba
         if their_mod is None or not database.has_workload(their_mod) or measured(into, mod)[0]:
             continue
         if counterparts is not None:  # their times are of other shapes: every record is timed again
-            records = database.get_top_k(database.commit_workload(their_mod), RETIME_TOP)
-            plan.append((k, mod, [], _replayed(records, mod, target)))
+            plan.append((k, mod, [], database.get_top_k(database.commit_workload(their_mod), RETIME_TOP)))
             continue
         here, elsewhere = [], []
         for record in database.get_top_k(database.commit_workload(mod), 10**6):
@@ -99,8 +98,8 @@ def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str, ba
 
 
 def _replayed(records, mod, target) -> list:
-    """`records`' schedules replayed on the kernel `mod` (the same computation at another batch),
-    as unmeasured records of it; a schedule that does not replay is left out."""
+    """`records`' schedules replayed on the kernel `mod` (the same computation, perhaps at another
+    batch or with other names), as unmeasured records of it; one that does not replay is left out."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
     workload = ms.database.Workload(mod)
@@ -130,7 +129,9 @@ def _copy(plan: list[tuple], into, target, ours: str, retime: bool,
             continue
         timed = [(r, r.run_secs) for r in here]
         if elsewhere and retime:
-            elsewhere = elsewhere[:RETIME_TOP]
+            # Replayed on this run's kernel: a schedule names the blocks it transforms, and a kernel
+            # of the same structure (the same key) may name them otherwise.
+            elsewhere = _replayed(elsewhere[:RETIME_TOP], mod, target)
             timed += [
                 (elsewhere[j], [secs]) for j, secs in selection.retime(elsewhere, target, cold=ours == "cold")
             ]
