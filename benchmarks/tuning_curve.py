@@ -31,10 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RESDSL = [sys.executable, "-m", "resdsl"]
 
 
-def openvino_ratio(spec: str, batch: int, rounds: int) -> dict:
-    """OpenVINO's and PyTorch's latency over ONNX Runtime's, from one interleaved bench."""
-    out = subprocess.run([*RESDSL, "bench", spec, "--batch", str(batch), "--engines",
-                          "torch,onnxruntime,openvino", "--rounds", str(rounds), "--json"],
+def host_cpu() -> str:
+    from resdsl.tvm.target import host_cpu as llvm_host_cpu
+    return llvm_host_cpu()
+
+
+def openvino_ratio(spec: str, batch: int, rounds: int, reuse: list[str]) -> dict:
+    """OpenVINO's and PyTorch's latency over ONNX Runtime's, from one interleaved bench; with the
+    database the curve starts from (`tvm-tuned`: the curve's point at 0 minutes)."""
+    tuned = [f"--tuned={reuse[0]}"] if reuse else []
+    engines = "torch,onnxruntime,openvino" + (",tvm-tuned" if reuse else "")
+    out = subprocess.run([*RESDSL, "bench", spec, "--batch", str(batch), "--engines", engines, *tuned,
+                          "--rounds", str(rounds), "--json"],
                          check=True, capture_output=True, text=True).stdout
     rows = {r["engine"]: r for r in json.loads(out)["results"]}
     return {engine: {"median_ms": r["median_ms"], "vs_onnxruntime": r["vs_onnxruntime"]}
@@ -60,10 +68,11 @@ def run_curve(args: argparse.Namespace) -> None:
     curve_path = args.curve or ROOT / "benchmarks" / "results" / f"tuning_curve_{Path(args.spec).stem}.json"
     curve = json.loads(curve_path.read_text()) if curve_path.exists() else {
         "spec": args.spec, "batch": args.batch, "reuse": args.reuse_records, "work_dir": str(args.work_dir),
-        "machine": describe(), "threads": os.cpu_count(), "date": date.today().isoformat(), "steps": [],
+        "machine": describe(), "cpu": host_cpu(), "threads": os.cpu_count(), "date": date.today().isoformat(),
+        "steps": [],
     }
     if "engines" not in curve:
-        curve["engines"] = openvino_ratio(args.spec, args.batch, args.rounds)
+        curve["engines"] = openvino_ratio(args.spec, args.batch, args.rounds, args.reuse_records)
         write(curve_path, curve)
     done = {s["trials"] for s in curve["steps"]}
     for trials in args.steps:
@@ -97,6 +106,10 @@ def plot(curves: list[Path], figure: Path) -> None:
     for path in curves:
         curve = json.loads(path.read_text())
         minutes, ratios, total = [], [], 0.0
+        start = curve["engines"].get("tvm-tuned", {}).get("vs_onnxruntime")
+        if start:  # the database it was seeded from, as it ships
+            minutes.append(0.0)
+            ratios.append(start)
         for step in curve["steps"]:
             total += step["seconds"]
             minutes.append(total / 60)
@@ -111,7 +124,8 @@ def plot(curves: list[Path], figure: Path) -> None:
     ax.set_xlabel("minutes of `resdsl tune` on this machine (cumulative)")
     ax.set_ylabel("latency / ONNX Runtime's")
     first = json.loads(curves[0].read_text())
-    ax.set_title(f"{first['machine'].split(',')[0]}, {first['threads']} threads, {first['date']}", fontsize=9)
+    cpu = f" (LLVM `{first['cpu']}`)" if "cpu" in first else ""
+    ax.set_title(f"{first['machine'].split(',')[0]}{cpu}, {first['threads']} threads, {first['date']}", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -96,12 +96,12 @@ def implicit_database(spec, network: str, target: str, cpu: str | None, batch: i
     cpu_name = cpu or host_cpu()
     chosen = databases.choose(network, cpu_name, batch or 1)
     if chosen is None:
-        other = databases.choose(network, cpu_name, None)
-        if other is None:
+        tuned_at = databases.batches(network)
+        if not tuned_at:
             return None, batch, [untuned(f"no tuning records for {network} (no shipped database for it)")]
-        return None, batch, [untuned(f"the shipped database {other.name} was tuned at batch "
-                                     f"{databases.tuned_batch(other)}, not {batch or 1}, and its records "
-                                     "apply only there")]
+        return None, batch, [untuned(f"the shipped databases for {network} were tuned at batch "
+                                     f"{', '.join(map(str, tuned_at))}, not {batch or 1}, and records apply "
+                                     "only at the batch they were tuned at")]
     tuned_batch = databases.tuned_batch(chosen)
     try:
         Lowering.resolve(target, layout, winograd, chosen, prepack, wide_winograd)

@@ -134,7 +134,7 @@ def test_llvm_applies_the_shipped_database_and_says_which(tmp_path, capsys, buil
     (["resnet20", "--target", "cuda"], "no tuning records for resnet20 on cuda"),
     (["resnet18", "--target", "llvm", "--layout", "nchw", "--no-winograd"],
      "the shipped database resnet18-llvm-"),
-    (["resnet18", "--target", "llvm", "--batch", "4"], "was tuned at batch 1, not 4"),
+    (["resnet18", "--target", "llvm", "--batch", "4"], "were tuned at batch 1, 8, not 4"),
 ])
 def test_untuned_builds_warn_unless_asked_for(tmp_path, capsys, builds, argv, warning) -> None:
     out = tmp_path / ("r.cuda.so" if "cuda" in argv else "r.so")

@@ -135,10 +135,10 @@ def _tuned_for_bench(spec: Path, network: str, given: tuple[str, ...], cpu: str 
                     for t in given)
     if not sources and (shipped := databases.choose(network, cpu, batch)):
         sources = (shipped,)
-    elif not sources and (other := databases.choose(network, cpu, None)):
-        print(f"note: no shipped database for {network} at batch {batch} ({other.name} was tuned at batch "
-              f"{databases.tuned_batch(other)}); tune one with `resdsl tune {spec} --batch {batch}` and "
-              "bench with --tuned WORK_DIR", file=sys.stderr)
+    elif not sources and (tuned_at := databases.batches(network)):
+        print(f"note: no shipped database for {network} at batch {batch} (they are tuned at batch "
+              f"{', '.join(map(str, tuned_at))}); tune one with `resdsl tune {spec} --batch {batch} "
+              f"--reuse-records WORK_DIR_OR_DATABASE` and bench with --tuned WORK_DIR", file=sys.stderr)
     for source in sources:
         if not isinstance(source, Path) and (theirs := databases.tuned_batch(source)) != batch:
             print(f"note: {source.path} was tuned at batch {theirs}, not {batch}: its records do not apply, "

@@ -69,6 +69,11 @@ def choose(network: str, cpu: str, batch: int | None = 1) -> WorkDir | None:
     return min(elsewhere, key=lambda e: (tuple(-x for x in e[0]), *_ranking(e[1])))[1]
 
 
+def batches(network: str) -> list[int]:
+    """The batches `network`'s shipped databases were tuned at, smallest first."""
+    return sorted({tuned_batch(w) for w in _work_dirs(network) if w.has_records()})
+
+
 def counterpart(source: WorkDir, network: str, cpu: str) -> str:
     """The name for `source`'s counterpart tuned on `cpu`: the same variant (records only apply
     to kernels lowered alike, and the variant names the lowering) and the same batch."""
