@@ -76,7 +76,8 @@ def main() -> None:
     nodes = profile(a.spec, a.runs, a.threads)
     from resdsl.tvm.lowering import Lowering
     from resdsl.tvm.winograd import MAX_CHANNEL_PAIRS
-    lowering = Lowering.saved(a.work_dir) or Lowering.default("llvm")
+    from resdsl.tvm.workdir import WorkDir
+    lowering = Lowering.resolve("llvm", work_dir=WorkDir(a.work_dir))
     winograd_pairs = MAX_CHANNEL_PAIRS[2 if lowering.wide_winograd else 4] if lowering.winograd else 0
     ort_by_flops: dict[int, list[float]] = defaultdict(list)  # FLOPs (MFLOP, rounded) -> node medians, ms
     other = 0.0
