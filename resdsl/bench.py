@@ -66,8 +66,9 @@ def torch_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple,
 
 def onnx_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple, cpu: str | None) -> dict:
     """ONNX Runtime and OpenVINO, on the same ONNX model. OpenVINO is what a user running CNNs on
-    an x86 CPU picks instead: its latency hint, float32 unless asked, the same thread count; a
-    string in place of a maker says why the row is skipped (the extra is not installed)."""
+    an x86 CPU picks instead: its latency hint, the same thread count, float32 (`openvino`) or its
+    bf16 inference precision (`openvino-bf16`, on CPUs with AVX512-BF16 or AMX); a string in place
+    of a maker, or returned by one, says why the row is skipped."""
     from functools import cache
 
     from .extras import install_line, missing
@@ -84,16 +85,22 @@ def onnx_engines(net, weights: dict, x: np.ndarray, threads: int, tuned: tuple, 
         session = ort.InferenceSession(model(), options, providers=["CPUExecutionProvider"])
         return lambda: session.run(None, {"input": x})[0]
 
-    def openvino():
-        import openvino as ov
-        core = ov.Core()
-        compiled = core.compile_model(core.read_model(model=model(), weights=b""), "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32"})
-        request = compiled.create_infer_request()
-        return lambda: request.infer({0: x})[0].copy()
-    return {"onnxruntime": onnxruntime,
-            "openvino": f"needs {install_line('openvino')}" if missing("openvino") else openvino}
+    def openvino(precision: str):
+        def make():
+            import openvino as ov
+            core = ov.Core()
+            if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                # OpenVINO would quietly run f32 and the row would say bf16.
+                return "skipped: this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
+            compiled = core.compile_model(core.read_model(model=model(), weights=b""), "CPU", {
+                "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                "INFERENCE_PRECISION_HINT": precision})
+            request = compiled.create_infer_request()
+            return lambda: request.infer({0: x})[0].copy()
+        return make
+    absent = f"needs {install_line('openvino')}" if missing("openvino") else None
+    return {"onnxruntime": onnxruntime, "openvino": absent or openvino("f32"),
+            "openvino-bf16": absent or openvino("bf16")}
 
 
 def engines(net, weights: dict, x: np.ndarray, threads: int, selected: tuple[str, ...], tuned: tuple,
@@ -133,8 +140,9 @@ def run_bench(net, weights: dict, batch: int, threads: int, selected: tuple[str,
             result.note = "skipped: needs --tuned"
         elif isinstance(makers[name], str):
             result.note = f"skipped: {makers[name]}"
+        elif isinstance(fn := makers[name](), str):  # it found, preparing, that it cannot run here
+            result.note, fn = fn, None
         else:
-            fn = makers[name]()
             out = fn()
             result.rel_err = float(np.abs(out - reference).max() / max(np.abs(reference).max(), 1e-30))
         rows.append((result, fn))

@@ -51,14 +51,15 @@ def compile_library(job: Job) -> Output:
         repair(work, job.say)
     elif not o["untuned"]:
         work, batch, said = implicit_database(job.spec, job.net.name, job.target, o["cpu"], batch,
-                                              o["layout"], o["winograd"], o["prepack"], o["wide_winograd"])
+                                              o["layout"], o["winograd"], o["prepack"], o["wide_winograd"],
+                                              o["precision"])
         for line in said:
             job.say(line)
     if batch is None and work is not None:
         report = work.report()
         batch = report.batch if report else 1  # records are specialised to the batch they were tuned at
     lowering = Lowering.resolve(job.target, o["layout"], o["winograd"], work, o["prepack"],
-                                o["wide_winograd"])
+                                o["wide_winograd"], precision=o["precision"])
     tvm_target = make_target(job.target, cpu=o["cpu"], arch=o["arch"])
     mod = tvm_build.relax_module(job.net.graph, job.weights, batch, lowering)
     executable = tvm_build.build(mod, tvm_target, work, lowering)
@@ -72,7 +73,7 @@ def compile_library(job: Job) -> Output:
 
 def implicit_database(spec, network: str, target: str, cpu: str | None, batch: int | None,
                       layout: str | None, winograd: bool | None, prepack: bool | None,
-                      wide_winograd: bool | None):
+                      wide_winograd: bool | None, precision: str | None = None):
     """The shipped database `compile --target llvm` applies when given no --tuned: the one
     `databases.choose` picks for the network and CPU (as bench does), with its lowering and batch
     (records apply only to kernels lowered alike, at the shapes they were tuned at).
@@ -94,7 +95,7 @@ def implicit_database(spec, network: str, target: str, cpu: str | None, batch: i
         return None, batch, [untuned(f"no tuning records for {network} on {target} (no databases ship for cuda)")]
     from .tvm.target import describe_machine, host_cpu, machine
     cpu_name = cpu or host_cpu()
-    chosen = databases.choose(network, cpu_name, batch or 1)
+    chosen = databases.choose(network, cpu_name, batch or 1, precision or "fp32")
     if chosen is None:
         tuned_at = databases.batches(network)
         if not tuned_at:
@@ -104,7 +105,7 @@ def implicit_database(spec, network: str, target: str, cpu: str | None, batch: i
                                      "only at the batch they were tuned at")]
     tuned_batch = databases.tuned_batch(chosen)
     try:
-        Lowering.resolve(target, layout, winograd, chosen, prepack, wide_winograd)
+        Lowering.resolve(target, layout, winograd, chosen, prepack, wide_winograd, precision=precision)
     except OptionError as exc:
         return None, batch, [untuned(f"the shipped database {chosen.name} does not apply: {exc}")]
     theirs = chosen.tuned_for()

@@ -14,8 +14,8 @@ from ..diagnostics import OptionError, ResdslError, printable
 
 # How the command line spells the library's options, for OptionError's help.
 FLAGS = {"layout": "--layout", "winograd": "--winograd", "wide_winograd": "--wide-winograd",
-         "prepack": "--prepack", "cpu": "--cpu", "arch": "--arch", "target": "--target",
-         "rpc_tracker": "--rpc-tracker", "rpc_key": "--rpc-key"}
+         "prepack": "--prepack", "precision": "--precision", "cpu": "--cpu", "arch": "--arch",
+         "target": "--target", "rpc_tracker": "--rpc-tracker", "rpc_key": "--rpc-key"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -123,4 +123,8 @@ def tvm_options(f):
     f = click.option("--prepack/--no-prepack", default=None,
                      help="store each tuned kernel's weights in the order it reads them (llvm only; "
                           "default on for llvm, or what the --tuned/--work-dir records were tuned with)")(f)
+    f = click.option("--precision", type=click.Choice(["fp32", "bf16"], case_sensitive=False),
+                     help="bf16: the direct convs multiply bf16 weights and activations into fp32 sums, on "
+                          "CPUs with AVX512-BF16 (llvm, nhwc; default fp32, or what the --tuned/--work-dir "
+                          "records were tuned with)")(f)
     return f

@@ -42,7 +42,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
          rpc_tracker: str | None, rpc_key: str | None, max_tasks: int | None, reuse: tuple[str, ...],
          select_top: int, verbose: bool,
          weights: Path | None, seed: int, batch: int | None, cpu: str | None, arch: str, layout: str | None,
-         winograd: bool | None, wide_winograd: bool | None, prepack: bool | None) -> None:
+         winograd: bool | None, wide_winograd: bool | None, prepack: bool | None,
+         precision: str | None) -> None:
     """Tune a spec's kernels with MetaSchedule; write the tuned library and a JSON report."""
     net = load(spec)
     targets.check(target, net.graph)
@@ -58,7 +59,8 @@ def tune(spec: Path, target: str, trials: int, work_dir: Path | None, output: Pa
         max_tasks=max_tasks, select_top=select_top, verbose=verbose,
         reuse=tuple(named_work_dir(str(r), "--reuse-records") for r in reuse),
         lowering={k: v for k, v in (("layout", layout), ("winograd", winograd),
-                                    ("wide_winograd", wide_winograd), ("prepack", prepack)) if v is not None})
+                                    ("wide_winograd", wide_winograd), ("prepack", prepack),
+                                    ("precision", precision)) if v is not None})
     work_dir = WorkDir(work_dir or Path(f"tune-{net.name}-{target}"))
     tvm_target = make_target(target, cpu=cpu, arch=arch)
 

@@ -20,7 +20,7 @@ def relax_module(graph: Graph, weights: dict[str, np.ndarray], batch: int | None
     """The Relax module of `graph`; `batch` None leaves the batch dimension symbolic."""
     from .relax_frontend import to_relax
     return to_relax(graph, weights, batch, layout=lowering.layout, winograd=lowering.winograd,
-                    wide_winograd=lowering.wide_winograd)
+                    wide_winograd=lowering.wide_winograd, precision=lowering.precision)
 
 
 def kernels(mod, target, lowering: Lowering = Lowering()):
@@ -28,12 +28,17 @@ def kernels(mod, target, lowering: Lowering = Lowering()):
     `build` applies their records to. Call it outside any MetaSchedule database context (the
     `zero` pipeline would apply that database's records itself)."""
     from tvm import relax
+    if lowering.precision == "bf16":
+        from . import bf16
+        bf16.require(target)
     with target:
         mod = relax.get_pipeline("zero")(mod)
         if lowering.prepack:
             # Weights are constants, so every conv/matmul weight buffer is marked layout-free:
             # MetaSchedule's RewriteLayout may then store it in the order its tiles read it.
             mod = relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+            if lowering.precision == "bf16":
+                mod = bf16.keep_packed(mod)
     return mod
 
 

@@ -46,7 +46,7 @@ def shipped(name: str) -> WorkDir | None:
     return work_dir if work_dir.has_records() else None
 
 
-def choose(network: str, cpu: str, batch: int | None = 1) -> WorkDir | None:
+def choose(network: str, cpu: str, batch: int | None = 1, precision: str = "fp32") -> WorkDir | None:
     """The database a build of `network` at `batch` (None: any) on a host with LLVM CPU `cpu`
     uses when given none. A kernel's records apply only at the shapes they were tuned at, so
     another batch's database is never chosen: its build would run every kernel untuned.
@@ -55,9 +55,11 @@ def choose(network: str, cpu: str, batch: int | None = 1) -> WorkDir | None:
     network against ONNX Runtime timed beside it (a latency alone moves with the machine's
     load, and variants were tuned on different days). Tuned nowhere here: the closest CPU's,
     by vector extension first and shared LLVM features second, since another CPU's schedules
-    still beat none by two orders of magnitude.
+    still beat none by two orders of magnitude. Only databases of `precision` are chosen: a bf16
+    build rounds every conv's inputs, which nobody asking for the default should get unasked.
     """
-    tuned = [w for w in _work_dirs(network) if w.has_records() and batch in (None, tuned_batch(w))]
+    tuned = [w for w in _work_dirs(network) if w.has_records() and batch in (None, tuned_batch(w))
+             and _precision(w) == precision]
     cpus = {w: _tuned_cpu(w) for w in tuned}
     ours = [w for w in tuned if cpus[w] == cpu]
     if ours:
@@ -119,6 +121,14 @@ def _features(cpu: str) -> frozenset[str]:
         return frozenset(str(f) for f in codegen.llvm_get_cpu_features(Target({"kind": "llvm", "mcpu": cpu})))
     except (ValueError, RuntimeError):  # a CPU this LLVM does not know: nothing in common
         return frozenset()
+
+
+def _precision(work_dir: WorkDir) -> str:
+    try:
+        lowering = work_dir.lowering()
+    except (ResdslError, ValueError):  # damaged: building from it says what is wrong
+        return "fp32"
+    return lowering.precision if lowering else "fp32"
 
 
 def _tuned_cpu(work_dir: WorkDir) -> str | None:

@@ -15,6 +15,9 @@ from typing import Iterable, Protocol
 from ..diagnostics import OptionError, printable
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 class LoweringSource(Protocol):
     """What `resolve` reads of a `workdir.WorkDir`."""
     path: Path
@@ -30,6 +33,8 @@ class Lowering:
     prepack: bool = False
     # With `winograd`, also the 3x3 convs of up to 256x256 channels, as F(2x2, 3x3).
     wide_winograd: bool = False
+    # "bf16": the direct convs multiply bf16 weights and activations into fp32 sums (`bf16.py`).
+    precision: str = "fp32"
 
     @classmethod
     def default(cls, target_kind: str) -> "Lowering":
@@ -41,7 +46,8 @@ class Lowering:
     @classmethod
     def resolve(cls, target_kind: str, layout: str | None = None, winograd: bool | None = None,
                 work_dir: LoweringSource | None = None, prepack: bool | None = None,
-                wide_winograd: bool | None = None, seeds: Iterable[LoweringSource] = ()) -> "Lowering":
+                wide_winograd: bool | None = None, seeds: Iterable[LoweringSource] = (),
+                precision: str | None = None) -> "Lowering":
         """Options given (not None), else the work directory's, else that of the first
         directory it is seeded from, else the target's default."""
         saved = work_dir.lowering() if work_dir is not None else None
@@ -53,7 +59,15 @@ class Lowering:
             prepack = base.prepack and target_kind == "llvm"
         if wide_winograd is None:
             wide_winograd = base.wide_winograd and winograd
-        lowering = cls(layout, winograd, prepack, wide_winograd)
+        precision = precision.lower() if precision else base.precision
+        lowering = cls(layout, winograd, prepack, wide_winograd, precision)
+        if precision not in PRECISIONS:
+            raise OptionError(f"unknown precision `{printable(precision)}`", ("precision",),
+                              hint=f"use one of {', '.join(PRECISIONS)}")
+        if precision == "bf16" and (target_kind != "llvm" or layout != "NHWC"):
+            raise OptionError("bf16 convs are for CPU (llvm) targets in the NHWC layout",
+                              ("precision", "layout"),
+                              hint="build in fp32, or for llvm with the NHWC layout")
         if lowering.winograd and lowering.layout != "NHWC":
             raise OptionError("Winograd convs need the NHWC layout", ("winograd", "layout"),
                               hint="lower to NHWC, or without Winograd")
@@ -66,7 +80,7 @@ class Lowering:
                                   hint=f"turn {option} off for this target")
         if saved is not None and saved != lowering:
             raise OptionError(f"{work_dir.path} was tuned with {saved.describe()}, not {lowering.describe()}",
-                              ("layout", "winograd", "wide_winograd", "prepack"),
+                              ("layout", "winograd", "wide_winograd", "prepack", "precision"),
                               hint="leave the lowering options unset to use the work directory's, "
                                    "or tune into a new one")
         return lowering
@@ -93,14 +107,17 @@ class Lowering:
         """A lowering as `to_json` writes it; a field left out (a directory from before it
         existed) takes its default. ValueError says what is wrong."""
         if not isinstance(data, dict):
-            raise ValueError("a lowering is an object of layout, winograd, prepack and wide_winograd")
+            raise ValueError("a lowering is an object of layout, winograd, prepack, wide_winograd "
+                             "and precision")
         known = {f.name: f for f in fields(cls)}
         for key, value in data.items():
             if key not in known:
                 raise ValueError(f"{printable(repr(key)[:40])} is not a lowering option")
             if key == "layout" and value not in ("NCHW", "NHWC"):
                 raise ValueError('its layout is neither "NCHW" nor "NHWC"')
-            if key != "layout" and not isinstance(value, bool):
+            if key == "precision" and value not in PRECISIONS:
+                raise ValueError(f"its precision is not one of {', '.join(PRECISIONS)}")
+            if key not in ("layout", "precision") and not isinstance(value, bool):
                 raise ValueError(f"its {key} is not true or false")
         return cls(**data)
 
@@ -114,4 +131,5 @@ class Lowering:
             " up to 256 channels" if self.wide_winograd else " up to 128 channels"
         )
         return (f"layout {self.layout}" + (winograd if self.winograd else "")
-                + (" and prepacked weights" if self.prepack else ""))
+                + (" and prepacked weights" if self.prepack else "")
+                + (", direct convs in bf16" if self.precision == "bf16" else ""))

@@ -25,17 +25,17 @@ from ..ops.rules import blur_filter, blur_padding
 from ..ops.schema import hw
 from ..passes.decompose import Decompose, on_a_copy
 from ..passes.fold_bn import FoldBatchNorm, bn_scale_shift, fold_weights
-from . import winograd
+from . import bf16, winograd
 
 LAYOUTS = ("NCHW", "NHWC")
 
 
 class _Ctx:
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], batch, layout: str,
-                 winograd: bool, wide_winograd: bool) -> None:
+                 winograd: bool, wide_winograd: bool, precision: str = "fp32") -> None:
         from tvm import relax
         self.relax, self.graph, self.weights, self.batch, self.layout = relax, graph, weights, batch, layout
-        self.winograd, self.wide_winograd = winograd, wide_winograd
+        self.winograd, self.wide_winograd, self.precision = winograd, wide_winograd, precision
         # Flattens whose rows stay in NHWC's (H, W, C) order: each fc reading one reorders its
         # weight's columns instead, at compile time (flatten -> its input's (C, H, W)).
         self.hwc_rows: dict[str, tuple[int, int, int]] = {}
@@ -75,6 +75,16 @@ def _conv(c: _Ctx, bb, name: str, ins: list, a: dict):
     if tile is not None:
         out = bb.emit_te(winograd.conv2d_nhwc, ins[0], c.const(winograd.transform_weight(weight, tile)), p[0],
                          primfunc_name_hint="conv2d_winograd")
+        return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
+    if c.precision == "bf16" and bf16.packs(bf16.paired(weight).shape, a["groups"]):
+        # The cast is an op of its own so that it fuses into the kernel that made the activation,
+        # which then writes it in bf16: half the bytes for this conv to read.
+        low = bb.emit(op.astype(ins[0], "bfloat16"))
+        if weight.shape[1] % 2:  # the RGB stem: a zero channel makes the last pair
+            low = bb.emit(op.nn.pad(low, c.pad_width((0, 1))))
+            weight = bf16.paired(weight)
+        out = bb.emit_te(bf16.conv2d_nhwc, low, c.relax.const(bf16.pack_weight(weight)), hw(a["stride"]), p,
+                         hw(a["dilation"]), primfunc_name_hint="conv2d_bf16")
         return out if bias is None else bb.emit(op.add(out, c.channel(bias)))
     out = bb.emit(op.nn.conv2d(ins[0], c.kernel(weight), strides=hw(a["stride"]), padding=p,
                                dilation=a["dilation"], groups=a["groups"], data_layout=c.layout,
@@ -313,11 +323,12 @@ def check(graph: Graph) -> None:
 
 
 def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1, layout: str = "NCHW",
-             winograd: bool = False, wide_winograd: bool = False):
+             winograd: bool = False, wide_winograd: bool = False, precision: str = "fp32"):
     """An IRModule whose `main(input)` (always NCHW) returns the logits; `batch` None: any batch.
 
     `winograd`: 3x3 stride-1 convs of up to 128x128 channels as Winograd F(4x4, 3x3) kernels
-    (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3).
+    (needs NHWC); `wide_winograd`: those of up to 256x256 too, as F(2x2, 3x3); `precision` "bf16":
+    the other convs whose channels pack in (16, 2) tiles multiply in bf16 (needs NHWC).
     """
     graph = on_a_copy(graph, [Decompose(), FoldBatchNorm()])
     weights = fold_weights(graph, weights)
@@ -325,11 +336,11 @@ def to_relax(graph: Graph, weights: dict[str, np.ndarray], batch: int | None = 1
     from tvm import relax
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-    if winograd and layout != "NHWC":
-        raise ValueError("winograd convolutions need the NHWC layout")
+    if (winograd or precision == "bf16") and layout != "NHWC":
+        raise ValueError("winograd and bf16 convolutions need the NHWC layout")
     from tvm import tirx
     n = tirx.Var("batch", "int64")
-    ctx = _Ctx(graph, weights, n if batch is None else batch, layout, winograd, wide_winograd)
+    ctx = _Ctx(graph, weights, n if batch is None else batch, layout, winograd, wide_winograd, precision)
     bb = relax.BlockBuilder()
     x = relax.Var("input", relax.TensorType((n, *graph.shape(INPUT)), "float32"))
     with bb.function("main", [x]):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..diagnostics import ResdslError
-from . import selection
+from . import bf16, selection
 from .lowering import Lowering
 from .measuring import RPC, make_builder, make_runner, register_intrinsics
 from .report import TaskResult
@@ -81,7 +81,8 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
     trials_per_iter = max(4, min(64, trials // len(tasks)))
     if remaining > 0:
         work_dir.discard_selection()  # new records may beat the chosen ones
-        _tune(work_dir, tasks, target, runner, remaining, min(trials_per_iter, remaining), progress, on_progress)
+        _tune(work_dir, tasks, target, runner, remaining, min(trials_per_iter, remaining), progress,
+              on_progress, lowering)
     results = task_results(work_dir, tasks)
     progress.done = work_dir.count_records()
     progress.best_ms = _estimate(results)
@@ -93,7 +94,7 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
 
 
 def _tune(work_dir: WorkDir, tasks, target, runner, remaining: int, trials_per_iter: int, progress: Progress,
-          on_progress) -> None:
+          on_progress, lowering: Lowering) -> None:
     """MetaSchedule's search over `tasks` for `remaining` more trials, committing each batch,
     while `progress` follows the database."""
     from tvm.s_tir import meta_schedule as ms
@@ -101,7 +102,7 @@ def _tune(work_dir: WorkDir, tasks, target, runner, remaining: int, trials_per_i
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted_tasks=tasks,
         work_dir=str(work_dir.path),
-        space="post-order-apply",
+        space=bf16.space() if lowering.precision == "bf16" else "post-order-apply",
         strategy="evolutionary",
     )
     stop = threading.Event()
