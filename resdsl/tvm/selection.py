@@ -51,7 +51,10 @@ def select(work_dir: WorkDir, target, tasks, top_k: int = 16, rounds: int = 4, r
         timed = _time_records(records, target, rounds, repeat)
         if not timed:
             continue
-        workload = chosen.commit_workload(mod)
+        # The records' own workload, not `mod`: the two are structurally equal, so the database
+        # matched them, but block names may differ (a Relax variable's number, when another
+        # lowering of the network was tuned into this directory first), and a trace names blocks.
+        workload = chosen.commit_workload(records[0].workload.mod)
         for j, median in timed:
             chosen.commit_tuning_record(ms.database.TuningRecord(
                 records[j].trace, workload, [median], records[j].target, records[j].args_info))
