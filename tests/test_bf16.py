@@ -15,6 +15,7 @@ from resdsl.tvm import bf16
 from resdsl.tvm.lowering import Lowering
 from resdsl.tvm.target import make_target
 from resdsl.tvm.workdir import WorkDir
+from test_outputs import builds  # noqa: F401 - a fixture
 from test_tuning import measured, tuned_dir
 
 pytestmark = pytest.mark.tvm
@@ -148,3 +149,15 @@ def test_bench_runs_openvino_at_its_bf16_precision(capsys) -> None:
     rows = {r["engine"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     assert rows["openvino"]["rel_err"] < 1e-4
     assert 1e-5 < rows["openvino-bf16"]["rel_err"] < 5e-2  # really bf16: not f32 under another name
+
+
+def test_compile_in_bf16_applies_the_bf16_database(tmp_path, capsys, builds) -> None:
+    from resdsl.cli import main
+    assert main(["compile", "resnet18", "--target", "llvm", "--cpu", "znver5", "--precision", "bf16",
+                 "-o", str(tmp_path / "r.so")]) == 0
+    [(work_dir, lowering, _)] = builds
+    assert work_dir.name == "bf16-resnet18-llvm-znver5" and lowering.precision == "bf16"
+    assert "applying the shipped database bf16-resnet18-llvm-znver5" in capsys.readouterr().err
+    builds.clear()
+    assert main(["compile", "resnet18", "--target", "llvm", "--cpu", "znver5", "-o", str(tmp_path / "r.so")]) == 0
+    assert builds[0][0].name != "bf16-resnet18-llvm-znver5" and builds[0][1].precision == "fp32"
