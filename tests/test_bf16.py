@@ -161,3 +161,25 @@ def test_compile_in_bf16_applies_the_bf16_database(tmp_path, capsys, builds) -> 
     builds.clear()
     assert main(["compile", "resnet18", "--target", "llvm", "--cpu", "znver5", "-o", str(tmp_path / "r.so")]) == 0
     assert builds[0][0].name != "bf16-resnet18-llvm-znver5" and builds[0][1].precision == "fp32"
+
+
+def test_openvino_bf16_is_skipped_where_the_cpu_has_no_bf16(monkeypatch) -> None:
+    """OpenVINO would quietly run f32 under the bf16 hint there: the row says why it is empty."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from resdsl.bench import run_bench
+
+    class Core:
+        def get_property(self, device: str, name: str) -> list[str]:
+            assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+            return ["FP32", "INT8"]
+
+    fake = types.ModuleType("openvino")
+    fake.__spec__ = importlib.machinery.ModuleSpec("openvino", None)  # installed, as far as anyone asks
+    fake.Core = Core
+    monkeypatch.setitem(sys.modules, "openvino", fake)
+    net = load("tests/specs/cifar_tiny.rds")
+    [row] = run_bench(net, load_weights(net.graph, None, 0), 1, 1, ("openvino-bf16",), (), None, 0.01, 1)
+    assert row.median_ms is None and row.note == "skipped: this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
