@@ -47,7 +47,8 @@ def test_weights_pack_into_16_output_by_2_input_channel_rows() -> None:
     np.testing.assert_array_equal(row, rounded(w)[16:32, 4:6, y, x])
     assert bf16.packs((64, 64, 3, 3), 1) and not bf16.packs((64, 3, 7, 7), 1)
     stem = np.ones((64, 3, 7, 7), np.float32)
-    assert bf16.paired(stem).shape == (64, 4, 7, 7) and not bf16.paired(stem)[:, 3].any()  # a zero 4th channel
+    assert bf16.paired(stem).shape == (64, 4, 7, 7)
+    assert not bf16.paired(stem)[:, 3].any()  # a zero 4th channel
     assert not bf16.packs((60, 64, 1, 1), 1) and not bf16.packs((64, 64, 3, 3), 32)
 
 
@@ -159,7 +160,8 @@ def test_compile_in_bf16_applies_the_bf16_database(tmp_path, capsys, builds) -> 
     assert work_dir.name == "bf16-resnet18-llvm-znver5" and lowering.precision == "bf16"
     assert "applying the shipped database bf16-resnet18-llvm-znver5" in capsys.readouterr().err
     builds.clear()
-    assert main(["compile", "resnet18", "--target", "llvm", "--cpu", "znver5", "-o", str(tmp_path / "r.so")]) == 0
+    assert main(["compile", "resnet18", "--target", "llvm", "--cpu", "znver5",
+                 "-o", str(tmp_path / "r.so")]) == 0
     assert builds[0][0].name != "bf16-resnet18-llvm-znver5" and builds[0][1].precision == "fp32"
 
 
@@ -182,4 +184,5 @@ def test_openvino_bf16_is_skipped_where_the_cpu_has_no_bf16(monkeypatch) -> None
     monkeypatch.setitem(sys.modules, "openvino", fake)
     net = load("tests/specs/cifar_tiny.rds")
     [row] = run_bench(net, load_weights(net.graph, None, 0), 1, 1, ("openvino-bf16",), (), None, 0.01, 1)
-    assert row.median_ms is None and row.note == "skipped: this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
+    assert row.median_ms is None
+    assert row.note == "skipped: this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
