@@ -54,8 +54,8 @@ def require(target) -> None:
         cpu = target.attrs.get("mcpu") or target.kind.name
         raise OptionError(f"the CPU `{cpu}` has no AVX512-BF16 instructions for bf16 convs",
                           ("precision", "cpu"),
-                          hint="build in fp32, or for a CPU that has them (e.g. the CPU znver5 or "
-                               "sapphirerapids)")
+                          hint="build in fp32, or for a CPU that has them, such as znver5 or "
+                               "sapphirerapids")
 
 
 def keep_packed(mod):
