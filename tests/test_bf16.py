@@ -15,6 +15,7 @@ from resdsl.tvm import bf16
 from resdsl.tvm.lowering import Lowering
 from resdsl.tvm.target import make_target
 from resdsl.tvm.workdir import WorkDir
+from test_bench_engines import _threads_restored  # noqa: F401 - bench's thread counts undone after each test
 from test_outputs import builds  # noqa: F401 - a fixture
 from test_tuning import measured, tuned_dir
 

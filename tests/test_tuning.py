@@ -126,7 +126,8 @@ def test_kill_9_then_resume_loses_nothing(tiny, tmp_path) -> None:
     assert (work / "tiny.so").exists()
     # The lowering the records were tuned for is kept beside them (NHWC and prepacked: the CPU
     # defaults; Winograd off, as tune_cmd asks).
-    lowering = {"layout": "NHWC", "winograd": False, "prepack": True, "wide_winograd": False}
+    lowering = {"layout": "NHWC", "winograd": False, "prepack": True, "wide_winograd": False,
+                "precision": "fp32"}
     assert json.loads((work / "lowering.json").read_text()) == lowering
     assert report["lowering"] == lowering
     assert report["measurement"] == "cold"  # a new CPU directory times its candidates as the network runs them
