@@ -194,3 +194,27 @@ def test_openvino_bf16_is_skipped_where_the_cpu_has_no_bf16(monkeypatch) -> None
     [row] = run_bench(net, load_weights(net.graph, None, 0), 1, 1, ("openvino-bf16",), (), None, 0.01, 1)
     assert row.median_ms is None
     assert row.note == "skipped: this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
+
+
+def test_a_shipped_bf16_database_reads_on_a_machine_that_never_read_it() -> None:
+    """TVM applies each record's trace as it reads it, and a bf16 kernel's trace names our
+    intrinsic: with no cached verdicts, in a fresh process, the check and the database both need
+    it registered first, or every bf16 record reads as damaged."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    script = """
+from resdsl.tvm import databases
+names = sorted(p.name for p in databases.root().glob("bf16-*"))
+assert names, "no bf16 database ships"
+for name in names:
+    databases.shipped(name).database()
+print(len(names))
+"""
+    env = {**os.environ, "RESDSL_CACHE_DIR": ""}  # empty: no verdicts kept from earlier reads
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 4

@@ -103,9 +103,6 @@ def register_intrinsics(target) -> None:
     import importlib
     import importlib.util
     import sys
-    if target.kind.name == "llvm":
-        from . import bf16
-        bf16.register()  # ours: two small functions, registered whether or not the build is bf16
     package = "tvm.s_tir.tensor_intrin"
     if package in sys.modules:
         return

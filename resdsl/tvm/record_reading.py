@@ -112,6 +112,9 @@ def tvm_problems(workloads: list[tuple[bytes, bytes, int]],
     MAX_CRASHES, the file is taken for a crafted one and the lines not yet read are marked too.
     """
     import tvm  # noqa: F401 - registers the functions the child calls
+
+    from . import bf16
+    bf16.register()  # reading a record applies its trace, and a bf16 kernel's names our intrinsic
     items = [("W", *w) for w in workloads] + [("R", *r) for r in records]
     verdicts: dict[bytes, str | None] = {}
     if not hasattr(os, "fork"):  # no child to risk: the shape check stands alone

@@ -163,11 +163,10 @@ class WorkDir:
         """MetaSchedule's JSONDatabase over this directory's records, once every line is checked.
         (TVM reads the files again: another process writing them meanwhile is not guarded against,
         as it is not for tuning into one directory twice at once.)"""
+        from . import bf16
+        bf16.register()  # TVM applies each record's trace on opening, and a bf16 one names it
         workloads, records = self._open_files()
         from tvm.s_tir import meta_schedule as ms
-
-        from . import bf16
-        bf16.register()  # a bf16 directory's traces name its intrinsic, and are parsed on opening
         try:
             return ms.database.JSONDatabase(str(workloads), str(records), allow_missing=allow_missing)
         except Exception as exc:  # noqa: BLE001 - changed since checked, or cannot be created
