@@ -62,13 +62,9 @@ def keep_packed(mod):
     """Take the bf16 convs' weights off the layout-free list: they are packed already, in the
     order `DOT_16x2` reads them, and RewriteLayout cannot repack through their `o // 16` index."""
     from tvm import tirx
-    out = {}
-    for gv, func in mod.functions.items():
+    for gv, func in list(mod.functions.items()):
         if isinstance(func, tirx.PrimFunc) and "layout_free_buffers" in func.attrs and _has_bf16_conv(func):
-            func = func.without_attr("layout_free_buffers")
-        out[gv] = func
-    for gv, func in out.items():
-        mod[gv] = func
+            mod[gv] = func.without_attr("layout_free_buffers")
     return mod
 
 
