@@ -38,7 +38,7 @@ def conv_group(args: dict, winograd_pairs: int) -> int:
     return round(2.0 * math.prod(out) * math.prod(weight) / channels(out) / 1e6)
 
 
-def profile(spec: Path, runs: int, threads: int) -> dict[str, list]:
+def profile(spec: Path, runs: int, threads: int, batch: int = 1) -> dict[str, list]:
     import numpy as np
     import onnxruntime as ort
     from resdsl.backends.onnx_export import to_onnx
@@ -52,7 +52,7 @@ def profile(spec: Path, runs: int, threads: int) -> dict[str, list]:
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = ort.InferenceSession(to_onnx(net.graph, load_weights(net.graph)).SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, *net.graph.shape(INPUT)), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((batch, *net.graph.shape(INPUT)), dtype=np.float32)
     name = session.get_inputs()[0].name
     for _ in range(5):
         session.run(None, {name: x})  # warm-up, dropped below by keeping the last `runs` only
@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = parser.parse_args()
-    nodes = profile(a.spec, a.runs, a.threads)
+    report = json.loads((a.work_dir / "report.json").read_text())
+    batch = report.get("batch") or 1  # profile ONNX Runtime at the batch the kernels were tuned at
+    nodes = profile(a.spec, a.runs, a.threads, batch)
     from resdsl.tvm.lowering import Lowering
     from resdsl.tvm.winograd import MAX_CHANNEL_PAIRS
     from resdsl.tvm.workdir import WorkDir
@@ -88,7 +90,6 @@ def main() -> None:
             ort_by_flops[conv_group(args, winograd_pairs)].append(ms)
         else:
             other += ms
-    report = json.loads((a.work_dir / "report.json").read_text())
     tvm_by_flops: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
     tvm_other = 0.0
     for t in report["tasks"]:
@@ -101,7 +102,7 @@ def main() -> None:
             tvm_by_flops[group].append((t["name"], t["weight"], ms))
         else:
             tvm_other += ms * t["weight"]
-    print(f"{report['network']}, batch 1, {a.threads} threads; ONNX Runtime: medians of {a.runs} profiled runs; "
+    print(f"{report['network']}, batch {batch}, {a.threads} threads; ONNX Runtime: medians of {a.runs} profiled runs; "
           f"TVM: {a.work_dir}")
     print()
     print("| MFLOP per conv | ORT convs | ORT ms | ORT GFLOP/s | TVM tasks (x weight) | TVM ms | TVM GFLOP/s | TVM / ORT |")
