@@ -363,6 +363,38 @@ def test_records_tuned_at_batch_1_seed_a_batch_2_search(tuned_tiny, tmp_path) ->
     assert report["batch"] == 2 and report["network_latency"]["median_ms"] > 0
 
 
+def test_a_schedule_replays_on_the_same_kernel_under_other_block_names() -> None:
+    """A reduction's block is named after its input's Relax variable (`lv66_red`), which another
+    lowering or batch renumbers; MetaSchedule still matches the kernels by structure, so a seed
+    from such a record must translate the names its trace finds blocks by."""
+    import numpy as np
+    import tvm
+    from tvm import s_tir, te, topi
+
+    from resdsl.tvm.reuse import replay
+
+    def mean(name: str):
+        x = te.placeholder((1, 7, 7, 64), "float32", name=name)
+        return tvm.IRModule({"main": te.create_prim_func([x, topi.sum(x, axis=[1, 2], keepdims=True)])})
+    theirs, ours = mean("lv66"), mean("lv65")
+    sch = s_tir.Schedule(theirs)
+    rfactored = sch.rfactor(sch.get_loops(sch.get_sblock("lv66_red"))[-1], 0)
+    sch.parallel(sch.get_loops(rfactored)[0])
+    with pytest.raises(Exception):  # noqa: B017 - TVM's ScheduleError: the plain trace names lv66_red
+        sch.trace.apply_to_schedule(s_tir.Schedule(ours), remove_postproc=False)
+    replayed = replay(sch.trace, theirs, ours)
+    script = replayed.mod.script()
+    assert 'sblock("lv65_red_rf")' in script and 'sblock("lv65_red")' in script and "T.parallel" in script
+    assert "lv66" not in script
+    x = np.random.default_rng(0).standard_normal((1, 7, 7, 64)).astype(np.float32)
+    out = tvm.runtime.empty((1, 1, 1, 64), "float32", tvm.cpu())
+    tvm.compile(replayed.mod, target="llvm")(tvm.runtime.tensor(x), out)
+    np.testing.assert_allclose(out.numpy(), x.sum(axis=(1, 2), keepdims=True), rtol=1e-5)
+    v = te.placeholder((4,), "float32", name="v")
+    other = tvm.IRModule({"main": te.create_prim_func([v, te.compute((4,), lambda i: v[i] * 2, name="d")])})
+    assert replay(sch.trace, theirs, other) is None  # another kernel: no translation makes it apply
+
+
 def test_records_from_another_cpu_are_timed_again_here(tuned_tiny, tmp_path, capsys) -> None:
     from resdsl.backends.weights import load_weights
     from resdsl.network import load

@@ -97,22 +97,72 @@ def _plan(work_dir: WorkDir, source: WorkDir, tasks, target, into, ours: str, ba
     return plan
 
 
-def _replayed(records, mod, target) -> list:
+def _replayed(records, mod, target, keep_times: bool = False) -> list:
     """`records`' schedules replayed on the kernel `mod` (the same computation, perhaps at another
-    batch or with other names), as unmeasured records of it; one that does not replay is left out."""
+    batch or with other names), as records of it, unmeasured unless `keep_times`; one that does
+    not replay is left out."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
     workload = ms.database.Workload(mod)
     args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
     out = []
     for record in records:
-        schedule = s_tir.Schedule(mod)
-        try:
-            record.trace.apply_to_schedule(schedule, remove_postproc=False)
-        except Exception:  # noqa: BLE001, S112 - TVM raises its own error types; such a schedule is no seed
-            continue
-        out.append(ms.database.TuningRecord(schedule.trace, workload, None, target, args))
+        schedule = replay(record.trace, record.workload.mod, mod)
+        if schedule is not None:
+            out.append(ms.database.TuningRecord(schedule.trace, workload, record.run_secs if keep_times else None,
+                                                target, args))
     return out
+
+
+def replay(trace, theirs, mod):
+    """`trace`, recorded on the kernel `theirs`, applied to `mod`: a schedule, or None where it
+    does not apply.
+
+    MetaSchedule matches kernels by structure, names aside, but a trace finds its blocks by name.
+    Some names come from Relax variables (a reduction over `lv66` is the block `lv66_red`), which
+    any change upstream renumbers: the same kernel in another lowering, or at another batch, is
+    `lv65_red`. Where the plain trace fails, its block names are translated, block by block in
+    program order (the kernels' blocks correspond so where their structures do), along with the
+    blocks the schedule derives from them (`lv66_red_rf`)."""
+    from tvm import s_tir
+    from tvm.s_tir.schedule import Trace
+    try:
+        schedule = s_tir.Schedule(mod)
+        trace.apply_to_schedule(schedule, remove_postproc=False)
+        return schedule
+    except Exception:  # noqa: BLE001 - TVM raises its own error types; try the names translated
+        pass
+    old, new = _block_names(theirs), _block_names(mod)
+    if len(old) != len(new) or old == new:
+        return None
+    names = {a: b for a, b in zip(old, new) if a != b}
+
+    def translated(name: str) -> str:
+        base = max((a for a in names if name == a or name.startswith(a + "_")), key=len, default=None)
+        return name if base is None else names[base] + name[len(base):]
+    insts, decisions = trace.as_json(remove_postproc=False)
+    for inst in insts:
+        if inst[0] == "GetSBlock":
+            inst[2][0] = translated(inst[2][0])
+    try:
+        schedule = s_tir.Schedule(mod)
+        Trace.apply_json_to_schedule([insts, decisions], schedule)
+        return schedule
+    except Exception:  # noqa: BLE001 - TVM raises its own error types; such a schedule is no seed
+        return None
+
+
+def _block_names(mod) -> list[str]:
+    """`mod`'s blocks, depth first in program order."""
+    from tvm import s_tir
+    schedule = s_tir.Schedule(mod)
+    names: list[str] = []
+    pending = [schedule.get_sblock("root")]
+    while pending:
+        block = pending.pop()
+        names.append(schedule.get(block).name_hint)
+        pending.extend(reversed(schedule.get_child_blocks(block)))
+    return names
 
 
 def _copy(plan: list[tuple], into, target, ours: str, retime: bool,
@@ -127,6 +177,8 @@ def _copy(plan: list[tuple], into, target, ours: str, retime: bool,
             on_kernel(i, len(plan))
         if k in seeded:
             continue
+        if here and _block_names(here[0].workload.mod) != _block_names(mod):
+            here = _replayed(here, mod, target, keep_times=True)  # their traces name other blocks
         timed = [(r, r.run_secs) for r in here]
         if elsewhere and retime:
             # Replayed on this run's kernel: a schedule names the blocks it transforms, and a kernel
