@@ -109,8 +109,8 @@ def _replayed(records, mod, target, keep_times: bool = False) -> list:
     for record in records:
         schedule = replay(record.trace, record.workload.mod, mod)
         if schedule is not None:
-            out.append(ms.database.TuningRecord(schedule.trace, workload, record.run_secs if keep_times else None,
-                                                target, args))
+            run_secs = record.run_secs if keep_times else None
+            out.append(ms.database.TuningRecord(schedule.trace, workload, run_secs, target, args))
     return out
 
 
