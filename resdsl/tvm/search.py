@@ -1,6 +1,7 @@
 """The resumable search: MetaSchedule tunes a network's kernels until the trial budget is
 measured, seeded first from other work directories (`reuse`) and followed, on a CPU measured
-here, by the selection of each kernel's schedule (`selection`).
+here, by tiles traded between kernels of the same conv (`grafting`) and the selection of each
+kernel's schedule (`selection`).
 
 Resuming: a line cut short by `kill -9` is dropped, the records already measured count against
 the budget, and MetaSchedule's evolutionary search seeds itself from them, so a restarted run
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..diagnostics import ResdslError
 from . import bf16, selection
+from .grafting import graft_records
 from .lowering import Lowering
 from .measuring import RPC, make_builder, make_runner, register_intrinsics
 from .report import TaskResult
@@ -83,6 +85,8 @@ def search(mod, target, work_dir: WorkDir, lowering: Lowering, options: TuneOpti
         work_dir.discard_selection()  # new records may beat the chosen ones
         _tune(work_dir, tasks, target, runner, remaining, min(trials_per_iter, remaining), progress,
               on_progress, lowering)
+    if rpc is None and target.kind.name == "llvm":
+        _graft(work_dir, tasks, target, lowering, progress, on_progress)
     results = task_results(work_dir, tasks)
     progress.done = work_dir.count_records()
     progress.best_ms = _estimate(results)
@@ -158,6 +162,18 @@ def _seed(work_dir: WorkDir, options: TuneOptions, tasks, target, progress: Prog
                 f"seed from a directory tuned for {machine(target)[1] or target.kind.name}")
     if reused.copied:
         work_dir.discard_selection()
+    progress.stage = "tuning"
+
+
+def _graft(work_dir: WorkDir, tasks, target, lowering: Lowering, progress: Progress, on_progress) -> None:
+    """Try each kernel's siblings' best tiles on it (`grafting`), timed here."""
+    def show(i: int, n: int) -> None:
+        progress.stage = f"grafting {i + 1}/{n}"
+        if on_progress:
+            on_progress(progress)
+    space = bf16.space if lowering.precision == "bf16" else "post-order-apply"
+    if graft_records(work_dir, tasks, target, space, on_kernel=show):
+        work_dir.discard_selection()  # a graft may beat the chosen record
     progress.stage = "tuning"
 
 
