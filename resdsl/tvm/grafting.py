@@ -45,9 +45,10 @@ def graft_records(work_dir: WorkDir, tasks, target, space: Callable[[], object] 
     database = work_dir.database()
     cold = work_dir.measurement(target.kind.name) == "cold"
     committed = 0
-    for i, k in enumerate(sorted({k for k, _ in pairs})):
+    recipients = sorted({k for k, _ in pairs})
+    for i, k in enumerate(recipients):
         if on_kernel:
-            on_kernel(i, len({k for k, _ in pairs}))
+            on_kernel(i, len(recipients))
         mod = tasks[k].dispatched[0]
         if not database.has_workload(mod):
             continue
@@ -55,7 +56,6 @@ def graft_records(work_dir: WorkDir, tasks, target, space: Callable[[], object] 
         own = database.get_top_k(workload, 10**6)
         seen = {_key(r.trace) for r in own}
         postprocs = _postprocs(mod, target, space)
-        args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
         grafts = []
         for j in (j for kk, j in pairs if kk == k):
             donor_mod = tasks[j].dispatched[0]
@@ -65,6 +65,8 @@ def graft_records(work_dir: WorkDir, tasks, target, space: Callable[[], object] 
                 for schedule in _grafts(donor.trace, own, mod, postprocs):
                     if _key(schedule.trace) not in seen:
                         seen.add(_key(schedule.trace))
+                        # Its arguments as it reads them (weights repacked), as the search records them.
+                        args = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
                         grafts.append(ms.database.TuningRecord(schedule.trace, workload, None, target, args))
         for g, secs in selection.retime(grafts, target, cold=cold):
             record = grafts[g]
