@@ -46,6 +46,8 @@ class Engine:
         self.whole: list[float] = []
 
     def round(self, runs: int) -> None:
+        # The first run after the other engine's waits for this one's threads: untimed.
+        self.plain()
         for _ in range(runs):
             start = time.perf_counter()
             self.plain()
@@ -166,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("work_dir", type=Path)
-    parser.add_argument("--runs", type=int, default=100, help="runs of each engine, profiled and not")
+    parser.add_argument("--runs", type=int, default=100, help="runs of each engine, profiled and not (at least 5 a round, in 10 rounds)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--per-conv", action="store_true", help="a row per conv, not per kind")
     a = parser.parse_args()
@@ -175,15 +177,16 @@ def main() -> None:
     from resdsl.ir import INPUT
     from resdsl.network import load
     os.environ.setdefault("TVM_NUM_THREADS", str(a.threads))
-    report = json.loads((a.work_dir / "report.json").read_text())
-    batch = report.get("batch") or 1  # profile at the batch the kernels were tuned at
+    from resdsl.tvm.databases import tuned_batch
+    from resdsl.tvm.workdir import WorkDir
+    batch = tuned_batch(WorkDir(a.work_dir))  # profile at the batch the kernels were tuned at
     net = load(a.spec)
     weights = load_weights(net.graph)
     x = np.random.default_rng(0).standard_normal((batch, *net.graph.shape(INPUT)), dtype=np.float32)
     engines = (OnnxRuntime(net, weights, x, a.threads), TVM(net, weights, x, a.work_dir, a.threads))
     # Load comes and goes in bursts of seconds on a shared machine, and moved either engine's time
     # by 10% from one minute to the next: the engines take turns, a few runs each.
-    per_round = max(1, a.runs // ROUNDS)
+    per_round = max(5, a.runs // ROUNDS)  # a median each: the first run after a switch is slow
     for engine in engines:
         engine.round(WARM_UP)
     for _ in range(ROUNDS):
@@ -195,7 +198,7 @@ def main() -> None:
     tvm_convs = [c for c in tvm_all if "conv2d" in c.name]
     if len(ort_convs) != len(tvm_convs):
         raise SystemExit(f"{len(ort_convs)} convs in ONNX Runtime, {len(tvm_convs)} in TVM: no pairing")
-    print(f"{report['network']}, batch {batch}, {a.threads} threads, medians of {a.runs} runs; "
+    print(f"{a.spec.stem}, batch {batch}, {a.threads} threads, medians of {a.runs} runs; "
           f"TVM: {a.work_dir}")
     print()
     groups: dict[str, list[tuple[Call, Call]]] = defaultdict(list)

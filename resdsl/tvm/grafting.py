@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from . import selection
 from .measuring import register_intrinsics
+from .reuse import blocks
 from .workdir import WorkDir
 
 # Each donor's best few: a sibling's fastest tiles are what is worth trying here.
@@ -55,6 +56,7 @@ def graft_records(work_dir: WorkDir, tasks, target, space: Callable[[], object] 
         workload = database.commit_workload(mod)
         own = database.get_top_k(workload, 10**6)
         seen = {_key(r.trace) for r in own}
+        sketches = _sketches(own)
         postprocs = _postprocs(mod, target, space)
         grafts = []
         for j in (j for kk, j in pairs if kk == k):
@@ -62,7 +64,7 @@ def graft_records(work_dir: WorkDir, tasks, target, space: Callable[[], object] 
             if not database.has_workload(donor_mod):
                 continue
             for donor in database.get_top_k(database.commit_workload(donor_mod), DONORS):
-                for schedule in _grafts(donor.trace, own, mod, postprocs):
+                for schedule in _grafts(donor.trace, sketches, mod, postprocs):
                     if _key(schedule.trace) not in seen:
                         seen.add(_key(schedule.trace))
                         # Its arguments as it reads them (weights repacked), as the search records them.
@@ -89,41 +91,40 @@ def siblings(tasks) -> list[list[int]]:
 
 def _anchor(mod) -> tuple:
     """Each reduction block of `mod`, in program order: its loop extents and the shapes it reads."""
-    from tvm import s_tir, tirx
-    schedule = s_tir.Schedule(mod)
-    anchor = []
-    pending = [schedule.get_sblock("root")]
-    while pending:
-        block = pending.pop()
-        node = schedule.get(block)
-        if any(v.iter_type == tirx.IterVar.CommReduce for v in node.iter_vars):
-            anchor.append((
-                tuple(int(v.dom.extent) for v in node.iter_vars),
-                tuple(tuple(int(d) for d in region.source.shape) for region in node.reads),
-                tuple(str(region.source.dtype) for region in node.reads),
-            ))
-        pending.extend(reversed(schedule.get_child_blocks(block)))
-    return tuple(anchor)
+    from tvm import tirx
+    return tuple(
+        (tuple(int(v.dom.extent) for v in node.iter_vars),
+         tuple(tuple(int(d) for d in region.source.shape) for region in node.reads),
+         tuple(str(region.source.dtype) for region in node.reads))
+        for node in blocks(mod) if any(v.iter_type == tirx.IterVar.CommReduce for v in node.iter_vars)
+    )
 
 
-def _grafts(donor, own: list, mod, postprocs) -> list:
-    """Schedules of `mod`: the donor trace's decisions on up to SKETCHES of `own` records'
-    traces that sample what it samples, each checked by the postprocessors."""
+def _sketches(own: list) -> list[tuple[list, list]]:
+    """One trace (instructions, without postprocessing) per sketch among `own` records, best
+    record first, with what it samples."""
+    out, seen = [], set()
+    for record in own:
+        insts, _ = record.trace.as_json(remove_postproc=True)
+        sketch = _sketch(insts)
+        if sketch not in seen:
+            seen.add(sketch)
+            out.append((insts, _samples(insts)))
+    return out
+
+
+def _grafts(donor, sketches: list[tuple[list, list]], mod, postprocs) -> list:
+    """Schedules of `mod`: the donor trace's decisions on up to SKETCHES of `sketches` that sample
+    what it samples, each checked by the postprocessors."""
     from tvm import s_tir
     from tvm.s_tir.schedule import Trace
     insts, decisions = donor.as_json(remove_postproc=True)
     theirs = dict((i, d) for i, d in decisions)
     wanted = _samples(insts)
-    out, sketches = [], set()
-    for record in own:
-        ours, _ = record.trace.as_json(remove_postproc=True)
-        sketch = _sketch(ours)
-        if sketch in sketches or _samples(ours) != wanted:
-            continue
-        sketches.add(sketch)
-        mine = [i for i, inst in enumerate(ours) if inst[0].startswith("Sample")]
-        donors = [i for i, inst in enumerate(insts) if inst[0].startswith("Sample")]
-        grafted = [[m, theirs[d]] for m, d in zip(mine, donors) if d in theirs]
+    donors = _sampling(insts)
+    out = []
+    for ours, _ in [s for s in sketches if s[1] == wanted][:SKETCHES]:
+        grafted = [[m, theirs[d]] for m, d in zip(_sampling(ours), donors) if d in theirs]
         schedule = s_tir.Schedule(mod)
         try:
             Trace.apply_json_to_schedule([ours, grafted], schedule)
@@ -132,14 +133,17 @@ def _grafts(donor, own: list, mod, postprocs) -> list:
                 out.append(schedule)
         except Exception:  # noqa: BLE001 - TVM raises its own error types; such a graft is no schedule
             pass
-        if len(sketches) == SKETCHES:
-            break
     return out
+
+
+def _sampling(insts: list) -> list[int]:
+    """The positions of a trace's sampling instructions."""
+    return [i for i, inst in enumerate(insts) if inst[0].startswith("Sample")]
 
 
 def _samples(insts: list) -> list[tuple[str, str]]:
     """What a trace samples, in order: each sampling instruction's kind and attributes."""
-    return [(inst[0], str(inst[2])) for inst in insts if inst[0].startswith("Sample")]
+    return [(insts[i][0], str(insts[i][2])) for i in _sampling(insts)]
 
 
 def _sketch(insts: list) -> str:

@@ -152,17 +152,21 @@ def replay(trace, theirs, mod):
         return None
 
 
-def _block_names(mod) -> list[str]:
-    """`mod`'s blocks, depth first in program order."""
+def blocks(mod) -> list:
+    """`mod`'s blocks (the nodes), depth first in program order."""
     from tvm import s_tir
     schedule = s_tir.Schedule(mod)
-    names: list[str] = []
+    nodes = []
     pending = [schedule.get_sblock("root")]
     while pending:
         block = pending.pop()
-        names.append(schedule.get(block).name_hint)
+        nodes.append(schedule.get(block))
         pending.extend(reversed(schedule.get_child_blocks(block)))
-    return names
+    return nodes
+
+
+def _block_names(mod) -> list[str]:
+    return [node.name_hint for node in blocks(mod)]
 
 
 def _copy(plan: list[tuple], into, target, ours: str, retime: bool,
