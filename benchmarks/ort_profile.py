@@ -168,7 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("work_dir", type=Path)
-    parser.add_argument("--runs", type=int, default=100, help="runs of each engine, profiled and not (at least 5 a round, in 10 rounds)")
+    parser.add_argument("--runs", type=int, default=100,
+                        help="runs of each engine, profiled and not (in 10 rounds, at least 5 each)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--per-conv", action="store_true", help="a row per conv, not per kind")
     a = parser.parse_args()
